@@ -1,0 +1,495 @@
+//! LayOtto's (MOSN-shaped) JSON configuration as typed structs. Loading is sans-IO: text in, a
+//! [`Config`] out, with every problem recorded in [`Findings`] by its JSON path so that all of them
+//! can be reported at once. Filter-specific `config` blocks are kept as JSON and validated by the
+//! crate that owns the filter. Runs on the main thread before shards start.
+
+mod findings;
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use findings::{ConfigIssue, Findings, index, join};
+
+/// How long open connections may finish after a stop signal unless `graceful_timeout` says.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a connection to an upstream host may take unless the cluster's `connect_timeout` says.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Top-level keys that only tune MOSN internals (or features not served yet): logged as ignored.
+const IGNORED_TOP_LEVEL: &[&str] = &[
+    "admin",
+    "pprof",
+    "tracing",
+    "metrics",
+    "dynamic_resources",
+    "static_resources",
+    "close_graceful",
+    "inherit_old_mosnconfig",
+    "third_part_codec",
+    "extends",
+    "wasm_global_plugins",
+    "plugin",
+];
+const IGNORED_SERVER: &[&str] = &[
+    "mosn_server_name",
+    "global_log_roller",
+    "processor",
+    "use_netpoll_mode",
+    "optimize_local_write",
+    "routers",
+];
+const IGNORED_LISTENER: &[&str] = &[
+    "type",
+    "access_logs",
+    "inspector",
+    "use_original_dst",
+    "connection_idle_timeout",
+    "per_connection_buffer_limit_bytes",
+    "listener_filters",
+    "network",
+];
+const IGNORED_FILTER_CHAIN: &[&str] = &["match", "tls_context", "tls_context_set"];
+const IGNORED_CLUSTER_MANAGER: &[&str] = &[
+    "tls_context",
+    "auto_discovery",
+    "registry_use_health_check",
+    "cluster_pool_enable",
+];
+const IGNORED_CLUSTER: &[&str] = &[
+    "max_request_per_conn",
+    "conn_buffer_limit_bytes",
+    "circuit_breakers",
+    "health_check",
+    "spec",
+    "lb_subset_config",
+    "original_dst_lb_config",
+    "tls_context",
+    "cluster_type",
+    "dns_refresh_rate",
+];
+const IGNORED_HOST: &[&str] = &["metadata", "tls_disable", "hostname"];
+
+/// A validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Where logs go.
+    pub log_path: LogPath,
+    /// Log level from `default_log_level`, if given.
+    pub log_level: Option<LogLevel>,
+    /// How long open connections may finish after SIGTERM/SIGINT (`graceful_timeout`).
+    pub drain_timeout: Duration,
+    /// The listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream clusters by name order of the file.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// Destination of the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogPath {
+    /// Standard output (`"stdout"`, the default).
+    #[default]
+    Stdout,
+    /// Standard error (`"stderr"`).
+    Stderr,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// Log verbosity, MOSN's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation (default).
+    Info,
+    /// Something unexpected but handled.
+    Warn,
+    /// Failures (MOSN's FATAL and CRITICAL map here).
+    Error,
+}
+
+impl LogLevel {
+    /// Parses a MOSN level name, case-insensitively.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.to_ascii_uppercase().as_str() {
+            "TRACE" => Ok(Self::Trace),
+            "DEBUG" => Ok(Self::Debug),
+            "INFO" => Ok(Self::Info),
+            "WARN" | "WARNING" => Ok(Self::Warn),
+            "ERROR" | "FATAL" | "CRITICAL" => Ok(Self::Error),
+            _ => Err(format!(
+                "unknown log level \"{text}\" (expected TRACE, DEBUG, INFO, WARN or ERROR)"
+            )),
+        }
+    }
+
+    /// The level as a `tracing` filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One listener: where it listens and which filters serve its connections.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Its name (`name`, or the address when absent).
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// JSON path of this listener, for errors found later.
+    pub path: String,
+    /// `filter_chains[0].filters`, in order.
+    pub network_filters: Vec<FilterConfig>,
+    /// `stream_filters`, in order.
+    pub stream_filters: Vec<FilterConfig>,
+}
+
+/// One filter entry: its type and its own configuration, validated by the filter's crate.
+#[derive(Debug, Clone)]
+pub struct FilterConfig {
+    /// The `type` key.
+    pub kind: String,
+    /// The `config` block (`null` when absent).
+    pub config: Value,
+    /// JSON path of this filter entry.
+    pub path: String,
+}
+
+/// An upstream cluster from `cluster_manager.clusters`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Its name, referenced by filters.
+    pub name: String,
+    /// Host addresses, balanced round-robin.
+    pub hosts: Vec<SocketAddr>,
+    /// Limit on establishing an upstream connection.
+    pub connect_timeout: Duration,
+    /// JSON path of this cluster.
+    pub path: String,
+}
+
+impl Config {
+    /// Reads a configuration from JSON text, recording every problem in `findings`. The returned
+    /// config holds what could be read; it is only usable if `findings.errors` is empty.
+    pub fn parse(text: &str, findings: &mut Findings) -> Config {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(err) => {
+                findings.error("", format!("not valid JSON: {err}"));
+                return Config::default();
+            }
+        };
+        let Some(raw) = findings.decode::<RawConfig>(&value, "", IGNORED_TOP_LEVEL) else {
+            return Config::default();
+        };
+        let mut config = Config {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            ..Config::default()
+        };
+        match raw.servers.as_slice() {
+            [] => findings.error("servers", "at least one server is required"),
+            [server, rest @ ..] => {
+                for (i, _) in rest.iter().enumerate() {
+                    findings.error(
+                        index("servers", i + 1),
+                        "layotto-rs runs one server; move its listeners into servers[0]",
+                    );
+                }
+                read_server(server, &mut config, findings);
+            }
+        }
+        if let Some(manager) = raw.cluster_manager {
+            read_clusters(&manager, &mut config, findings);
+        }
+        check_unique(&config, findings);
+        config
+    }
+
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    servers: Vec<Value>,
+    cluster_manager: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawServer {
+    default_log_path: Option<String>,
+    default_log_level: Option<String>,
+    graceful_timeout: Option<String>,
+    #[serde(default)]
+    listeners: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawListener {
+    name: Option<String>,
+    address: String,
+    bind_port: Option<bool>,
+    #[serde(default)]
+    filter_chains: Vec<Value>,
+    #[serde(default)]
+    stream_filters: Vec<RawFilter>,
+}
+
+#[derive(Deserialize)]
+struct RawFilterChain {
+    #[serde(default)]
+    filters: Vec<RawFilter>,
+}
+
+#[derive(Deserialize)]
+struct RawFilter {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    config: Value,
+}
+
+#[derive(Deserialize)]
+struct RawClusterManager {
+    #[serde(default)]
+    clusters: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawCluster {
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    lb_type: Option<String>,
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    hosts: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawHost {
+    address: String,
+    weight: Option<u32>,
+}
+
+fn read_server(value: &Value, config: &mut Config, findings: &mut Findings) {
+    let path = index("servers", 0);
+    let Some(server) = findings.decode::<RawServer>(value, &path, IGNORED_SERVER) else {
+        return;
+    };
+    config.log_path = match server.default_log_path.as_deref() {
+        None | Some("") | Some("stdout") => LogPath::Stdout,
+        Some("stderr") => LogPath::Stderr,
+        Some(file) => LogPath::File(file.into()),
+    };
+    if let Some(level) = &server.default_log_level {
+        match LogLevel::parse(level) {
+            Ok(level) => config.log_level = Some(level),
+            Err(err) => findings.error(join(&path, "default_log_level"), err),
+        }
+    }
+    if let Some(timeout) = &server.graceful_timeout {
+        match parse_duration(timeout) {
+            Ok(timeout) => config.drain_timeout = timeout,
+            Err(err) => findings.error(join(&path, "graceful_timeout"), err),
+        }
+    }
+    let listeners_path = join(&path, "listeners");
+    if server.listeners.is_empty() {
+        findings.error(listeners_path.clone(), "at least one listener is required");
+    }
+    for (i, listener) in server.listeners.iter().enumerate() {
+        if let Some(listener) = read_listener(listener, &index(&listeners_path, i), findings) {
+            config.listeners.push(listener);
+        }
+    }
+}
+
+fn read_listener(value: &Value, path: &str, findings: &mut Findings) -> Option<ListenerConfig> {
+    let raw = findings.decode::<RawListener>(value, path, IGNORED_LISTENER)?;
+    if raw.bind_port == Some(false) {
+        findings.error(
+            join(path, "bind_port"),
+            "virtual listeners (bind_port: false) are not supported; use true",
+        );
+    }
+    let address = parse_socket_addr(&raw.address)
+        .map_err(|err| findings.error(join(path, "address"), err))
+        .ok();
+    let chains_path = join(path, "filter_chains");
+    let mut network_filters = Vec::new();
+    match raw.filter_chains.as_slice() {
+        [] => findings.error(chains_path, "a filter chain with at least one filter is required"),
+        [chain, rest @ ..] => {
+            for (i, _) in rest.iter().enumerate() {
+                findings.error(
+                    index(&chains_path, i + 1),
+                    "layotto-rs serves one filter chain per listener",
+                );
+            }
+            let chain_path = index(&chains_path, 0);
+            if let Some(chain) =
+                findings.decode::<RawFilterChain>(chain, &chain_path, IGNORED_FILTER_CHAIN)
+            {
+                let filters_path = join(&chain_path, "filters");
+                if chain.filters.is_empty() {
+                    findings.error(filters_path.clone(), "at least one filter is required");
+                }
+                network_filters = filter_configs(chain.filters, &filters_path);
+            }
+        }
+    }
+    let stream_filters = filter_configs(raw.stream_filters, &join(path, "stream_filters"));
+    Some(ListenerConfig {
+        name: raw.name.unwrap_or_else(|| raw.address.clone()),
+        address: address?,
+        path: path.to_owned(),
+        network_filters,
+        stream_filters,
+    })
+}
+
+fn filter_configs(filters: Vec<RawFilter>, path: &str) -> Vec<FilterConfig> {
+    filters
+        .into_iter()
+        .enumerate()
+        .map(|(i, filter)| FilterConfig {
+            kind: filter.kind,
+            config: filter.config,
+            path: index(path, i),
+        })
+        .collect()
+}
+
+fn read_clusters(value: &Value, config: &mut Config, findings: &mut Findings) {
+    let path = "cluster_manager";
+    let Some(manager) = findings.decode::<RawClusterManager>(value, path, IGNORED_CLUSTER_MANAGER)
+    else {
+        return;
+    };
+    for (i, cluster) in manager.clusters.iter().enumerate() {
+        let cluster_path = index(&join(path, "clusters"), i);
+        if let Some(cluster) = read_cluster(cluster, &cluster_path, findings) {
+            config.clusters.push(cluster);
+        }
+    }
+}
+
+fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<ClusterConfig> {
+    let raw = findings.decode::<RawCluster>(value, path, IGNORED_CLUSTER)?;
+    if let Some(kind) = raw.kind.as_deref()
+        && kind != "SIMPLE"
+    {
+        findings.error(
+            join(path, "type"),
+            format!("cluster type \"{kind}\" is not supported (expected \"SIMPLE\")"),
+        );
+    }
+    if let Some(lb) = raw.lb_type.as_deref()
+        && lb != "LB_ROUNDROBIN"
+    {
+        findings.error(
+            join(path, "lb_type"),
+            format!("load balancer \"{lb}\" is not supported (expected \"LB_ROUNDROBIN\")"),
+        );
+    }
+    let connect_timeout = match raw.connect_timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_CONNECT_TIMEOUT,
+        Some(Ok(timeout)) if !timeout.is_zero() => timeout,
+        Some(Ok(_)) => {
+            findings.error(join(path, "connect_timeout"), "must be greater than zero");
+            DEFAULT_CONNECT_TIMEOUT
+        }
+        Some(Err(err)) => {
+            findings.error(join(path, "connect_timeout"), err);
+            DEFAULT_CONNECT_TIMEOUT
+        }
+    };
+    let hosts_path = join(path, "hosts");
+    if raw.hosts.is_empty() {
+        findings.error(hosts_path.clone(), "at least one host is required");
+    }
+    let mut hosts = Vec::with_capacity(raw.hosts.len());
+    let mut weights = Vec::with_capacity(raw.hosts.len());
+    for (i, host) in raw.hosts.iter().enumerate() {
+        let host_path = index(&hosts_path, i);
+        let Some(host) = findings.decode::<RawHost>(host, &host_path, IGNORED_HOST) else {
+            continue;
+        };
+        match parse_socket_addr(&host.address) {
+            Ok(address) => hosts.push(address),
+            Err(err) => findings.error(join(&host_path, "address"), err),
+        }
+        weights.push(host.weight.unwrap_or(1));
+    }
+    if weights.windows(2).any(|w| w[0] != w[1]) {
+        findings.error(
+            hosts_path,
+            "weighted balancing is not supported; give every host the same weight",
+        );
+    }
+    Some(ClusterConfig {
+        name: raw.name,
+        hosts,
+        connect_timeout,
+        path: path.to_owned(),
+    })
+}
+
+fn check_unique(config: &Config, findings: &mut Findings) {
+    let mut names = HashMap::new();
+    let mut addresses = HashMap::new();
+    for listener in &config.listeners {
+        if let Some(first) = names.insert(listener.name.as_str(), listener.path.as_str()) {
+            findings.error(
+                join(&listener.path, "name"),
+                format!("listener name \"{}\" is already used by {first}", listener.name),
+            );
+        }
+        if listener.address.port() != 0
+            && let Some(first) = addresses.insert(listener.address, listener.path.as_str())
+        {
+            findings.error(
+                join(&listener.path, "address"),
+                format!("address {} is already used by {first}", listener.address),
+            );
+        }
+    }
+    let mut clusters = HashMap::new();
+    for cluster in &config.clusters {
+        if let Some(first) = clusters.insert(cluster.name.as_str(), cluster.path.as_str()) {
+            findings.error(
+                join(&cluster.path, "name"),
+                format!("cluster name \"{}\" is already used by {first}", cluster.name),
+            );
+        }
+    }
+}
+
+/// Parses `ip:port` (no host names: resolution would be I/O).
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("invalid socket address \"{text}\" (expected ip:port)"))
+}
+
+/// Parses a duration such as `"15s"`, `"500ms"` or `"1m30s"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("invalid duration \"{text}\": {err} (expected e.g. \"15s\")"))
+}
+
+#[cfg(test)]
+mod tests;

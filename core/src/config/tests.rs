@@ -1,0 +1,151 @@
+//! Unit tests of configuration loading: LayOtto's example shapes load, and every class of mistake
+//! is reported with its path, all at once.
+
+use super::*;
+
+fn parse(text: &str) -> (Config, Findings) {
+    let mut findings = Findings::default();
+    let config = Config::parse(text, &mut findings);
+    (config, findings)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse(text).1.errors.iter().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn layotto_standalone_example_loads() {
+    let (config, findings) = parse(include_str!("../../../configs/config_standalone.json"));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(config.listeners[0].name, "grpc");
+    assert_eq!(config.listeners[0].address, "127.0.0.1:34904".parse().unwrap());
+    assert_eq!(config.listeners[0].network_filters[0].kind, "grpc");
+    assert_eq!(
+        config.listeners[0].network_filters[0].path,
+        "servers[0].listeners[0].filter_chains[0].filters[0]"
+    );
+    assert_eq!(config.listeners[1].stream_filters[0].kind, "actuator_filter");
+    assert_eq!(config.log_level, Some(LogLevel::Info));
+    assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(
+        findings.ignored,
+        vec!["tracing", "metrics", "servers[0].routers"]
+    );
+}
+
+#[test]
+fn layotto_runtime_example_loads() {
+    let (config, findings) = parse(include_str!("../../../configs/runtime_config.json"));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    assert_eq!(config.log_level, Some(LogLevel::Debug));
+    let listener = &config.listeners[0];
+    assert_eq!(listener.address, "0.0.0.0:34904".parse().unwrap());
+    assert_eq!(listener.stream_filters[0].kind, "flowControlFilter");
+    assert_eq!(listener.stream_filters[0].config["rules"][0]["threshold"], 5);
+}
+
+#[test]
+fn tcp_proxy_example_loads() {
+    let (config, findings) = parse(include_str!("../../../configs/config_tcp_proxy.json"));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    let cluster = config.cluster("app_backend").unwrap();
+    assert_eq!(cluster.hosts.len(), 2);
+    assert_eq!(cluster.connect_timeout, Duration::from_secs(3));
+    assert_eq!(config.drain_timeout, Duration::from_secs(15));
+}
+
+#[test]
+fn embedded_default_loads() {
+    let (config, findings) = parse(include_str!("../../../configs/default.json"));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    assert_eq!(config.listeners[0].address, "127.0.0.1:34904".parse().unwrap());
+}
+
+#[test]
+fn invalid_json_is_reported_with_position() {
+    let errors = errors("{\"servers\": [");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("not valid JSON"), "{errors:?}");
+    assert!(errors[0].contains("line 1"), "{errors:?}");
+}
+
+const TWO_BAD_LISTENERS: &str = r#"{
+  "servers": [{
+    "default_log_level": "LOUD",
+    "graceful_timeout": "soon",
+    "listeners": [
+      {"name": "a", "address": "127.0.0.1:1", "filter_chains": [{"filters": [{"type": "tcp_proxy"}]}]},
+      {"name": "b", "address": "1.2.3:x", "adress": "x", "filter_chains": [{"filters": [{"type": "tcp_proxy"}]}]},
+      {"name": "a", "address": "127.0.0.1:1", "filter_chains": []},
+      {"name": "c", "address": 5}
+    ]
+  }],
+  "cluster_manager": {"clusters": [
+    {"name": "up", "lb_type": "LB_RANDOM", "connect_timeout": "0s",
+     "hosts": [{"address": "localhost:80", "weight": 2}, {"address": "127.0.0.1:80"}]}
+  ]},
+  "pprof": {"debug": true},
+  "typo": 1
+}"#;
+
+#[test]
+fn reports_every_problem_at_once_with_paths() {
+    let errors = errors(TWO_BAD_LISTENERS);
+    let expected = [
+        "typo: unknown key",
+        "servers[0].default_log_level: unknown log level \"LOUD\"",
+        "servers[0].graceful_timeout: invalid duration \"soon\"",
+        "servers[0].listeners[1].adress: unknown key",
+        "servers[0].listeners[1].address: invalid socket address \"1.2.3:x\"",
+        "servers[0].listeners[2].filter_chains: a filter chain with at least one filter is required",
+        "servers[0].listeners[3].address: invalid type: integer `5`, expected a string",
+        "cluster_manager.clusters[0].lb_type: load balancer \"LB_RANDOM\" is not supported",
+        "cluster_manager.clusters[0].connect_timeout: must be greater than zero",
+        "cluster_manager.clusters[0].hosts[0].address: invalid socket address \"localhost:80\"",
+        "cluster_manager.clusters[0].hosts: weighted balancing is not supported",
+        "servers[0].listeners[2].name: listener name \"a\" is already used by servers[0].listeners[0]",
+        "servers[0].listeners[2].address: address 127.0.0.1:1 is already used by servers[0].listeners[0]",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, expected) in errors.iter().zip(expected) {
+        assert!(error.starts_with(expected), "{error:?} should start with {expected:?}");
+    }
+}
+
+#[test]
+fn mosn_internal_blocks_are_ignored_not_rejected() {
+    let (_, findings) = parse(TWO_BAD_LISTENERS);
+    assert_eq!(findings.ignored, vec!["pprof"]);
+}
+
+#[test]
+fn missing_servers_and_listeners_are_errors() {
+    assert_eq!(errors("{}"), vec!["missing field `servers`"]);
+    assert_eq!(
+        errors(r#"{"servers": []}"#),
+        vec!["servers: at least one server is required"]
+    );
+    assert_eq!(
+        errors(r#"{"servers": [{}]}"#),
+        vec!["servers[0].listeners: at least one listener is required"]
+    );
+    assert_eq!(
+        errors(r#"{"servers": [{"listeners": [{"address": "127.0.0.1:1", "filter_chains": [{"filters": []}]}]}, {}]}"#),
+        vec![
+            "servers[1]: layotto-rs runs one server; move its listeners into servers[0]",
+            "servers[0].listeners[0].filter_chains[0].filters: at least one filter is required"
+        ]
+    );
+}
+
+#[test]
+fn log_path_and_levels() {
+    let text = r#"{"servers": [{"default_log_path": "/tmp/l.log", "default_log_level": "fatal",
+        "listeners": [{"address": "[::1]:0", "filter_chains": [{"filters": [{"type": "x"}]}]}]}]}"#;
+    let (config, findings) = parse(text);
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    assert_eq!(config.log_path, LogPath::File("/tmp/l.log".into()));
+    assert_eq!(config.log_level, Some(LogLevel::Error));
+    assert_eq!(config.listeners[0].name, "[::1]:0");
+}

@@ -1,0 +1,32 @@
+//! Errors of the core crate (start-up of listeners and shards). Main thread.
+
+use std::{io, net::SocketAddr};
+
+/// What can go wrong while binding listeners or running shards.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A listener's address could not be bound.
+    #[error("listener \"{listener}\": cannot listen on {address}: {source}")]
+    Bind {
+        /// Listener name from the config.
+        listener: String,
+        /// The address asked for.
+        address: SocketAddr,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// No CPU is available to pin shards to, or zero shards were asked for.
+    #[error("no shard can run: {0}")]
+    NoCores(String),
+    /// A shard thread or its executor could not start.
+    #[error("shard {shard} failed to start: {reason}")]
+    ShardStart {
+        /// Index of the shard.
+        shard: usize,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A shard thread panicked.
+    #[error("shard {0} panicked")]
+    ShardPanicked(usize),
+}

@@ -1,0 +1,38 @@
+//! The contract between a shard and what serves its connections. A [`HandlerFactory`] is built
+//! once on the main thread per listener; each shard asks it for its own [`ConnectionHandler`],
+//! which then lives and runs only on that shard's thread.
+
+use std::{net::SocketAddr, rc::Rc};
+
+use futures_lite::future::BoxedLocal;
+use glommio::net::TcpStream;
+
+/// Who a connection is: which listener and shard accepted it, and its two ends.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Name of the listener (from the config).
+    pub listener: Rc<str>,
+    /// Index of the shard serving it.
+    pub shard: usize,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+}
+
+/// Serves accepted connections on one shard.
+pub trait ConnectionHandler {
+    /// Serves one connection until it ends. Runs on the shard that accepted it.
+    fn serve(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo) -> BoxedLocal<()>;
+}
+
+/// Builds each shard's [`ConnectionHandler`] for one listener; shared by all shards.
+pub trait HandlerFactory: Send + Sync {
+    /// The handler for shard `shard`, called once on that shard's thread.
+    fn for_shard(&self, shard: usize) -> Rc<dyn ConnectionHandler>;
+
+    /// Counters of this listener's handler as `(name, total)`, read at shutdown.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}

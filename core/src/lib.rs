@@ -1,0 +1,16 @@
+//! layotto-core: what every shard shares — the configuration model, SO_REUSEPORT listeners, the
+//! shard-per-core executors with their drain, the connection-handler contract filters plug into,
+//! shutdown signalling and per-shard counters.
+//!
+//! Configuration code runs on the main thread before any shard starts; everything under
+//! [`shard`] runs on the pinned shard threads.
+
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod listener;
+pub mod shard;
+pub mod shutdown;
+pub mod stats;
+
+pub use error::CoreError;

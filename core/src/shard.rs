@@ -1,0 +1,326 @@
+//! Shard-per-core executors. Each shard is one OS thread pinned to one core (core_affinity) running
+//! one glommio executor; it owns its SO_REUSEPORT sockets and its listeners' handlers, accepts and
+//! serves connections without locks or cross-thread hops, and on shutdown stops accepting at once
+//! and drains open connections up to the drain timeout.
+
+use std::{
+    cell::Cell,
+    os::fd::{FromRawFd, IntoRawFd},
+    rc::Rc,
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use core_affinity::CoreId;
+use glommio::{LocalExecutorBuilder, Placement, net::TcpListener, sync::Gate};
+use tracing::{debug, info, warn};
+
+use crate::{
+    CoreError,
+    handler::{ConnectionHandler, ConnectionInfo, HandlerFactory},
+    listener::BoundListener,
+    shutdown::ShutdownSignal,
+    stats::ShardedCounter,
+};
+
+/// Memory each executor registers with io_uring. glommio's default (10 MiB) exceeds an
+/// unprivileged 8 MiB memlock limit for even one shard; 1 MiB fits eight shards and still works
+/// (below 512 KiB executors fail to start).
+const IO_MEMORY: usize = 1 << 20;
+
+/// Back-off after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// A listener ready to be served: its bound sockets and the factory of its handlers.
+pub struct ServedListener {
+    /// The sockets, one per shard.
+    pub bound: BoundListener,
+    /// Builds each shard's handler.
+    pub handler: Arc<dyn HandlerFactory>,
+}
+
+/// Which core each shard is pinned to.
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    cores: Vec<Option<CoreId>>,
+}
+
+impl ShardPlan {
+    /// One shard per allowed core, or `requested` shards spread over the allowed cores in turn.
+    /// The allowed cores honour the process's CPU mask (taskset, cgroups).
+    pub fn new(requested: Option<usize>) -> Result<Self, CoreError> {
+        let allowed = core_affinity::get_core_ids().unwrap_or_default();
+        let count = match requested {
+            Some(0) => return Err(CoreError::NoCores("--shards must be at least 1".into())),
+            Some(n) => n,
+            None if allowed.is_empty() => {
+                return Err(CoreError::NoCores(
+                    "the allowed CPUs could not be read; pass --shards".into(),
+                ));
+            }
+            None => allowed.len(),
+        };
+        let cores = (0..count)
+            .map(|i| (!allowed.is_empty()).then(|| allowed[i % allowed.len()]))
+            .collect();
+        Ok(Self { cores })
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// Always false: a plan has at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.cores.is_empty()
+    }
+
+    /// Starts every shard serving `listeners`; returns once all executors run.
+    pub fn start(
+        &self,
+        listeners: Vec<ServedListener>,
+        drain_timeout: Duration,
+        shutdown: ShutdownSignal,
+    ) -> Result<RunningShards, CoreError> {
+        let accepted: Vec<Arc<ShardedCounter>> = listeners
+            .iter()
+            .map(|_| Arc::new(ShardedCounter::new(self.len())))
+            .collect();
+        let mut per_shard: Vec<Vec<ShardListener>> = (0..self.len()).map(|_| Vec::new()).collect();
+        let mut reports = Vec::with_capacity(listeners.len());
+        for (listener, accepted) in listeners.into_iter().zip(&accepted) {
+            let name: Arc<str> = listener.bound.name.as_str().into();
+            for (shard, socket) in listener.bound.sockets.into_iter().enumerate() {
+                per_shard[shard].push(ShardListener {
+                    name: name.clone(),
+                    socket,
+                    factory: listener.handler.clone(),
+                    accepted: accepted.clone(),
+                });
+            }
+            reports.push((listener.bound.name, listener.handler));
+        }
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(self.len());
+        for (shard, (core, listeners)) in self.cores.iter().copied().zip(per_shard).enumerate() {
+            let ready = ready_tx.clone();
+            let shutdown = shutdown.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{shard}"))
+                .spawn(move || run_shard(shard, core, listeners, drain_timeout, shutdown, ready))
+                .map_err(|e| CoreError::ShardStart {
+                    shard,
+                    reason: e.to_string(),
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        for _ in 0..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(CoreError::ShardPanicked(usize::MAX)),
+            }
+        }
+        Ok(RunningShards {
+            threads,
+            listeners: reports.into_iter().zip(accepted).collect(),
+        })
+    }
+}
+
+/// Shards that are serving; [`RunningShards::join`] waits for them to drain and stop.
+pub struct RunningShards {
+    threads: Vec<JoinHandle<usize>>,
+    listeners: Vec<((String, Arc<dyn HandlerFactory>), Arc<ShardedCounter>)>,
+}
+
+/// What the shards did, for the exit summary.
+#[derive(Debug)]
+pub struct ServeReport {
+    /// Per listener: name, connections accepted by each shard, and the handler's counters.
+    pub listeners: Vec<ListenerReport>,
+    /// Connections still open when the drain timeout ran out (closed then).
+    pub connections_cut: usize,
+}
+
+/// One listener's totals.
+#[derive(Debug)]
+pub struct ListenerReport {
+    /// Listener name.
+    pub name: String,
+    /// Connections accepted, by shard index.
+    pub accepted_per_shard: Vec<u64>,
+    /// The handler's own counters.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl RunningShards {
+    /// Waits for every shard to finish draining.
+    pub fn join(self) -> Result<ServeReport, CoreError> {
+        let mut connections_cut = 0;
+        for (shard, thread) in self.threads.into_iter().enumerate() {
+            connections_cut += thread.join().map_err(|_| CoreError::ShardPanicked(shard))?;
+        }
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(|((name, handler), accepted)| ListenerReport {
+                name,
+                accepted_per_shard: accepted.per_shard(),
+                counters: handler.counters(),
+            })
+            .collect();
+        Ok(ServeReport {
+            listeners,
+            connections_cut,
+        })
+    }
+}
+
+/// One listener's part that a shard owns.
+struct ShardListener {
+    name: Arc<str>,
+    socket: socket2::Socket,
+    factory: Arc<dyn HandlerFactory>,
+    accepted: Arc<ShardedCounter>,
+}
+
+/// The body of a shard thread: pin, build the executor, serve until shutdown, drain. Returns the
+/// number of connections cut by the drain timeout.
+fn run_shard(
+    shard: usize,
+    core: Option<CoreId>,
+    listeners: Vec<ShardListener>,
+    drain_timeout: Duration,
+    shutdown: ShutdownSignal,
+    ready: mpsc::Sender<Result<(), CoreError>>,
+) -> usize {
+    if let Some(core) = core
+        && !core_affinity::set_for_current(core)
+    {
+        warn!(shard, core = core.id, "could not pin shard to its core");
+    }
+    let executor = match LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("shard-{shard}"))
+        .io_memory(IO_MEMORY)
+        .make()
+    {
+        Ok(executor) => executor,
+        Err(err) => {
+            let _ = ready.send(Err(CoreError::ShardStart {
+                shard,
+                reason: err.to_string(),
+            }));
+            return 0;
+        }
+    };
+    executor.run(async move {
+        let gate = Rc::new(Gate::new());
+        let open = Rc::new(Cell::new(0usize));
+        let accept_loops: Vec<_> = listeners
+            .into_iter()
+            .map(|listener| {
+                // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening TCP socket;
+                // the glommio listener takes that ownership and closes it on drop.
+                let socket = unsafe { TcpListener::from_raw_fd(listener.socket.into_raw_fd()) };
+                glommio::spawn_local(accept_loop(
+                    AcceptContext {
+                        shard,
+                        name: listener.name.as_ref().into(),
+                        handler: listener.factory.for_shard(shard),
+                        accepted: listener.accepted,
+                        gate: gate.clone(),
+                        open: open.clone(),
+                    },
+                    socket,
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        let _ = ready.send(Ok(()));
+        for accept_loop in accept_loops {
+            accept_loop.await;
+        }
+        debug!(shard, open = open.get(), "stopped accepting; draining");
+        let drained = glommio::timer::timeout(drain_timeout, gate.close()).await;
+        if drained.is_err() && open.get() > 0 {
+            warn!(
+                shard,
+                open = open.get(),
+                "drain timeout reached; closing remaining connections"
+            );
+        }
+        open.get()
+    })
+}
+
+/// What an accept loop needs besides its socket.
+struct AcceptContext {
+    shard: usize,
+    name: Rc<str>,
+    handler: Rc<dyn ConnectionHandler>,
+    accepted: Arc<ShardedCounter>,
+    gate: Rc<Gate>,
+    open: Rc<Cell<usize>>,
+}
+
+/// Accepts until shutdown, serving each connection inside the shard's drain gate. Dropping the
+/// socket on return stops accepting at once.
+async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: ShutdownSignal) {
+    loop {
+        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match next {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(err)) => {
+                warn!(listener = %ctx.name, shard = ctx.shard, error = %err, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            continue; // reset before we looked at it
+        };
+        ctx.accepted.add(ctx.shard, 1);
+        let conn = ConnectionInfo {
+            listener: ctx.name.clone(),
+            shard: ctx.shard,
+            peer,
+            local,
+        };
+        let open = OpenGuard::new(ctx.open.clone());
+        let serve = ctx.handler.clone().serve(stream, conn);
+        match ctx.gate.spawn(async move {
+            let _open = open;
+            serve.await
+        }) {
+            Ok(task) => task.detach(),
+            Err(_) => break, // the gate closed: we are draining
+        };
+    }
+    info!(listener = %ctx.name, shard = ctx.shard, "stopped accepting");
+}
+
+/// Counts a connection as open for as long as it lives (also when cut by the drain timeout).
+struct OpenGuard(Rc<Cell<usize>>);
+
+impl OpenGuard {
+    fn new(open: Rc<Cell<usize>>) -> Self {
+        open.set(open.get() + 1);
+        Self(open)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
