@@ -1,1 +1,218 @@
-fn main() {}
+//! The `layotto` binary: command line, logging, configuration loading and the wiring of listeners
+//! to filter chains and shards. Runs on the main thread; a helper thread waits for signals.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use layotto_core::{
+    config::{Config, Findings, LogLevel, LogPath},
+    listener,
+    shard::{ServeReport, ServedListener, ShardPlan},
+    shutdown::{self, ShutdownTrigger},
+};
+use layotto_filters::registry::{BuildContext, FilterRegistry};
+use tracing::{error, info, warn};
+
+/// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
+const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
+
+/// Exit code for a configuration that cannot be used.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "layotto", version, about = "layotto-rs: a thread-per-core sidecar runtime, drop-in for LayOtto")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the runtime.
+    Start(StartArgs),
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// LayOtto JSON configuration file (without it, an embedded default is used).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level, overriding the config's default_log_level: TRACE, DEBUG, INFO, WARN, ERROR.
+    #[arg(long, value_name = "LEVEL", value_parser = LogLevel::parse)]
+    log_level: Option<LogLevel>,
+    /// Number of shards (one pinned thread each); default: one per allowed CPU.
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let Command::Start(args) = Cli::parse().command;
+    match start(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("layotto: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: &StartArgs) -> Result<ExitCode> {
+    let (text, source) = match &args.config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => (text, path.display().to_string()),
+            Err(err) => {
+                eprintln!("layotto: cannot read config file {}: {err}", path.display());
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+            }
+        },
+        None => (EMBEDDED_DEFAULT.to_owned(), "embedded default config".to_owned()),
+    };
+    let plan = ShardPlan::new(args.shards)?;
+
+    let mut findings = Findings::default();
+    let config = Config::parse(&text, &mut findings);
+    let registry = FilterRegistry::default();
+    let ctx = BuildContext {
+        config: &config,
+        shards: plan.len(),
+    };
+    let chains: Vec<_> = config
+        .listeners
+        .iter()
+        .filter_map(|l| registry.build(l, &ctx, &mut findings).map(|chain| (l, chain)))
+        .collect();
+    if !findings.errors.is_empty() {
+        eprintln!(
+            "layotto: invalid configuration ({source}), {} problem(s):",
+            findings.errors.len()
+        );
+        for problem in &findings.errors {
+            eprintln!("  {problem}");
+        }
+        return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+    }
+
+    let _log_guard = init_logging(&config, args.log_level)?;
+    info!(version = env!("CARGO_PKG_VERSION"), config = %source, shards = plan.len(), "starting layotto-rs");
+    for ignored in &findings.ignored {
+        warn!("{ignored}");
+    }
+    if chains.is_empty() {
+        error!("no listener in {source} can be served");
+        return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+    }
+
+    let mut served = Vec::with_capacity(chains.len());
+    for (listener, chain) in chains {
+        served.push(ServedListener {
+            bound: listener::bind(&listener.name, listener.address, plan.len())?,
+            handler: Arc::new(chain),
+        });
+    }
+    let addresses: Vec<_> = served
+        .iter()
+        .map(|s| (s.bound.name.clone(), s.bound.address))
+        .collect();
+
+    let (trigger, signal) = shutdown::channel();
+    watch_signals(trigger, config.drain_timeout)?;
+    let running = plan.start(served, config.drain_timeout, signal)?;
+    for (name, address) in addresses {
+        info!("listener \"{name}\" listening on {address}");
+    }
+    let report = running.join()?;
+    log_summary(&report);
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets up `tracing` to the config's log path, at the CLI's level, else the config's, else INFO.
+/// Writing happens on a background thread so shards never wait on the log.
+fn init_logging(
+    config: &Config,
+    cli_level: Option<LogLevel>,
+) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+    let level = cli_level.or(config.log_level).unwrap_or(LogLevel::Info).as_str();
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,layotto={level},layotto_core={level},layotto_filters={level}"
+    ));
+    let (writer, guard, ansi) = match &config.log_path {
+        LogPath::Stdout => {
+            let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+            (w, g, std::io::stdout().is_terminal())
+        }
+        LogPath::Stderr => {
+            let (w, g) = tracing_appender::non_blocking(std::io::stderr());
+            (w, g, std::io::stderr().is_terminal())
+        }
+        LogPath::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            let (w, g) = tracing_appender::non_blocking(file);
+            (w, g, false)
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_thread_names(true)
+        .init();
+    Ok(guard)
+}
+
+/// Starts a thread that turns the first SIGTERM/SIGINT into a graceful drain and a second one
+/// into an immediate exit.
+fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result<()> {
+    use signal_hook::{consts::*, iterator::Signals};
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut received = signals.forever();
+            if let Some(signal) = received.next() {
+                info!(signal, "stop requested: no longer accepting; draining for up to {drain:?}");
+                trigger.trigger();
+            }
+            if let Some(signal) = received.next() {
+                warn!(signal, "second stop request: exiting without draining");
+                std::process::exit(130);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn log_summary(report: &ServeReport) {
+    for listener in &report.listeners {
+        let counters: Vec<String> = listener
+            .counters
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        info!(
+            "listener \"{}\" summary: accepted per shard {:?}; {}",
+            listener.name,
+            listener.accepted_per_shard,
+            counters.join(" ")
+        );
+    }
+    if report.connections_cut > 0 {
+        warn!(
+            connections = report.connections_cut,
+            "connections closed by the drain timeout"
+        );
+    }
+}
+

@@ -31,8 +31,8 @@ impl fmt::Display for ConfigIssue {
 pub struct Findings {
     /// Problems; any of them means the configuration is rejected.
     pub errors: Vec<ConfigIssue>,
-    /// Paths of recognised but unused keys.
-    pub ignored: Vec<String>,
+    /// Recognised keys or blocks that are not used, each with why.
+    pub ignored: Vec<ConfigIssue>,
 }
 
 impl Findings {
@@ -41,6 +41,14 @@ impl Findings {
         self.errors.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
+        });
+    }
+
+    /// Records that what stands at `path` is recognised but not used.
+    pub fn ignore(&mut self, path: impl Into<String>, note: impl Into<String>) {
+        self.ignored.push(ConfigIssue {
+            path: path.into(),
+            message: note.into(),
         });
     }
 
@@ -64,7 +72,7 @@ impl Findings {
                 for key in unknown {
                     let full = join(path, &key);
                     if ignorable.contains(&key.as_str()) {
-                        self.ignored.push(full);
+                        self.ignore(full, "MOSN-internal setting, not used by layotto-rs");
                     } else {
                         self.error(full, "unknown key");
                     }
@@ -158,7 +166,7 @@ mod tests {
             errors,
             vec!["top.nmae: unknown key", "top.inner[0].prot: unknown key"]
         );
-        assert_eq!(findings.ignored, vec!["top.admin"]);
+        assert_eq!(findings.ignored[0].path, "top.admin");
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! Turning a listener's filter entries into a [`FilterChainFactory`]: each `type` is looked up
+//! among the registered builders, which validate their own `config` block and record problems
+//! with JSON paths. Main thread, before shards start.
+
+use std::sync::Arc;
+
+use layotto_core::config::{Config, FilterConfig, Findings, ListenerConfig, join};
+
+use crate::chain::{FilterChainFactory, NetworkFilterFactory, TerminalFactory};
+
+/// What builders may consult.
+pub struct BuildContext<'a> {
+    /// The whole configuration (clusters, other listeners).
+    pub config: &'a Config,
+    /// Number of shards (for per-shard counters).
+    pub shards: usize,
+}
+
+/// Builds a terminal filter from its config entry.
+pub type TerminalBuilder =
+    fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>;
+/// Builds a non-terminal network filter from its config entry.
+pub type FilterBuilder =
+    fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn NetworkFilterFactory>>;
+
+/// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
+/// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
+const NOT_YET_SERVED: &[&str] = &[
+    "grpc",
+    "proxy",
+    "tcpcopy",
+    "flowControlFilter",
+    "actuator_filter",
+    "grpc_metric",
+];
+
+/// The known filter types and how to build them.
+pub struct FilterRegistry {
+    terminals: Vec<(&'static str, TerminalBuilder)>,
+    filters: Vec<(&'static str, FilterBuilder)>,
+}
+
+impl Default for FilterRegistry {
+    /// The filters of this crate.
+    fn default() -> Self {
+        Self {
+            terminals: vec![(crate::tcp_proxy::KIND, crate::tcp_proxy::build)],
+            filters: Vec::new(),
+        }
+    }
+}
+
+impl FilterRegistry {
+    /// Adds a terminal filter type (e.g. `grpc` from the runtime API crate).
+    pub fn with_terminal(mut self, kind: &'static str, builder: TerminalBuilder) -> Self {
+        self.terminals.push((kind, builder));
+        self
+    }
+
+    /// Adds a non-terminal network filter type.
+    pub fn with_filter(mut self, kind: &'static str, builder: FilterBuilder) -> Self {
+        self.filters.push((kind, builder));
+        self
+    }
+
+    /// Builds `listener`'s chain, or records why it cannot be built. `None` without a recorded
+    /// error means the listener is skipped (its terminal is not served yet).
+    pub fn build(
+        &self,
+        listener: &ListenerConfig,
+        ctx: &BuildContext<'_>,
+        findings: &mut Findings,
+    ) -> Option<FilterChainFactory> {
+        for stream_filter in &listener.stream_filters {
+            self.not_served(stream_filter, findings, "stream filter ignored");
+        }
+        let (terminal, filters) = listener.network_filters.split_last()?;
+        let built: Vec<_> = filters
+            .iter()
+            .filter_map(|filter| {
+                if let Some((_, build)) = self.filters.iter().find(|(k, _)| *k == filter.kind) {
+                    build(filter, ctx, findings)
+                } else if self.terminals.iter().any(|(k, _)| *k == filter.kind) {
+                    findings.error(
+                        join(&filter.path, "type"),
+                        format!("\"{}\" must be the last filter of its chain", filter.kind),
+                    );
+                    None
+                } else {
+                    self.not_served(filter, findings, "network filter ignored");
+                    None
+                }
+            })
+            .collect();
+        let terminal = match self.terminals.iter().find(|(k, _)| *k == terminal.kind) {
+            Some((_, build)) => build(terminal, ctx, findings)?,
+            None => {
+                self.not_served(terminal, findings, "listener not started");
+                return None;
+            }
+        };
+        (built.len() == filters.len()).then(|| FilterChainFactory::new(built, terminal))
+    }
+
+    /// Records a filter type that is known but not served (ignored, with `consequence`) or not
+    /// known at all (an error listing what is).
+    fn not_served(&self, filter: &FilterConfig, findings: &mut Findings, consequence: &str) {
+        if NOT_YET_SERVED.contains(&filter.kind.as_str()) {
+            findings.ignore(
+                filter.path.clone(),
+                format!("filter \"{}\" is not served yet; {consequence}", filter.kind),
+            );
+        } else {
+            let mut known: Vec<&str> = self.terminals.iter().map(|(k, _)| *k).collect();
+            known.extend(self.filters.iter().map(|(k, _)| *k));
+            findings.error(
+                join(&filter.path, "type"),
+                format!("unknown filter type \"{}\" (known: {known:?})", filter.kind),
+            );
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! `tcp_proxy`: MOSN's L4 proxy. Each connection goes to the next host of the configured cluster
+//! (round-robin per shard), bytes are pumped both ways with shard buffers, half-closes are passed
+//! on, and the connection ends after `idle_timeout` without traffic. A refused or unreachable
+//! upstream closes the client's connection, is logged and counted, and touches no other
+//! connection. The factory is built on the main thread; instances run on their shard.
+
+mod balancer;
+mod pump;
+
+use std::{cell::Cell, net::SocketAddr, rc::Rc, sync::Arc, time::Duration, time::Instant};
+
+use futures_lite::{AsyncWriteExt, future::BoxedLocal};
+use glommio::net::TcpStream;
+use layotto_core::{
+    config::{Findings, join, parse_duration},
+    handler::ConnectionInfo,
+    stats::ShardedCounter,
+};
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+pub use balancer::RoundRobin;
+
+use crate::{
+    FilterError,
+    buffer_pool::BufferPool,
+    chain::{Direction, Observers, Terminal, TerminalFactory},
+    registry::BuildContext,
+};
+
+/// The filter's `type` in the config.
+pub const KIND: &str = "tcp_proxy";
+/// Idle timeout when the config gives none (as Envoy's tcp_proxy).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Size of each copy buffer.
+const BUFFER_SIZE: usize = 32 * 1024;
+/// Idle buffers each shard keeps for reuse.
+const BUFFERS_KEPT: usize = 64;
+/// MOSN tcp_proxy keys accepted but not used.
+const IGNORED_KEYS: &[&str] = &["stat_prefix", "max_connect_attempts"];
+
+#[derive(Deserialize)]
+struct TcpProxyConfig {
+    cluster: String,
+    idle_timeout: Option<String>,
+}
+
+/// Counters of one tcp_proxy listener, merged over shards on read.
+#[derive(Debug)]
+pub struct ProxyStats {
+    /// Client connections handled.
+    pub connections: ShardedCounter,
+    /// Upstream connections that could not be made.
+    pub upstream_connect_failures: ShardedCounter,
+    /// Connections closed for inactivity.
+    pub idle_timeouts: ShardedCounter,
+    /// Bytes read from clients.
+    pub bytes_from_downstream: ShardedCounter,
+    /// Bytes read from upstreams.
+    pub bytes_from_upstream: ShardedCounter,
+}
+
+/// The configured proxy, shared by all shards.
+pub struct TcpProxyFactory {
+    hosts: Arc<[SocketAddr]>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    stats: Arc<ProxyStats>,
+}
+
+/// Builds the proxy from its `config` block, recording problems (with paths) in `findings`.
+pub fn build(
+    filter: &layotto_core::config::FilterConfig,
+    ctx: &BuildContext<'_>,
+    findings: &mut Findings,
+) -> Option<Arc<dyn TerminalFactory>> {
+    let path = join(&filter.path, "config");
+    let config: TcpProxyConfig = findings.decode(&filter.config, &path, IGNORED_KEYS)?;
+    let idle_timeout = match config.idle_timeout.as_deref().map(parse_duration) {
+        None => Some(DEFAULT_IDLE_TIMEOUT),
+        Some(Ok(timeout)) => (!timeout.is_zero()).then_some(timeout),
+        Some(Err(err)) => {
+            findings.error(join(&path, "idle_timeout"), err);
+            None
+        }
+    };
+    let Some(cluster) = ctx.config.cluster(&config.cluster) else {
+        let known: Vec<&str> = ctx.config.clusters.iter().map(|c| c.name.as_str()).collect();
+        findings.error(
+            join(&path, "cluster"),
+            format!(
+                "no cluster named \"{}\" in cluster_manager.clusters (known: {known:?})",
+                config.cluster
+            ),
+        );
+        return None;
+    };
+    if cluster.hosts.is_empty() {
+        return None; // already reported on the cluster
+    }
+    let counter = || ShardedCounter::new(ctx.shards);
+    Some(Arc::new(TcpProxyFactory {
+        hosts: cluster.hosts.iter().copied().collect(),
+        connect_timeout: cluster.connect_timeout,
+        idle_timeout,
+        stats: Arc::new(ProxyStats {
+            connections: counter(),
+            upstream_connect_failures: counter(),
+            idle_timeouts: counter(),
+            bytes_from_downstream: counter(),
+            bytes_from_upstream: counter(),
+        }),
+    }))
+}
+
+impl TerminalFactory for TcpProxyFactory {
+    fn for_shard(&self, shard: usize) -> Rc<dyn Terminal> {
+        Rc::new(TcpProxy {
+            shard,
+            balancer: RoundRobin::new(self.hosts.clone(), shard),
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
+            stats: self.stats.clone(),
+        })
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![
+            ("connections", s.connections.sum()),
+            ("upstream_connect_failures", s.upstream_connect_failures.sum()),
+            ("idle_timeouts", s.idle_timeouts.sum()),
+            ("bytes_from_downstream", s.bytes_from_downstream.sum()),
+            ("bytes_from_upstream", s.bytes_from_upstream.sum()),
+        ]
+    }
+}
+
+/// One shard's proxy.
+struct TcpProxy {
+    shard: usize,
+    balancer: RoundRobin,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    buffers: BufferPool,
+    stats: Arc<ProxyStats>,
+}
+
+impl Terminal for TcpProxy {
+    fn serve(
+        self: Rc<Self>,
+        downstream: TcpStream,
+        conn: ConnectionInfo,
+        observers: Observers,
+    ) -> BoxedLocal<()> {
+        Box::pin(async move {
+            self.stats.connections.add(self.shard, 1);
+            match self.proxy(downstream, observers).await {
+                Ok(()) => debug!(listener = %conn.listener, peer = %conn.peer, "connection done"),
+                Err(err @ FilterError::UpstreamConnect { .. }) => {
+                    self.stats.upstream_connect_failures.add(self.shard, 1);
+                    warn!(listener = %conn.listener, peer = %conn.peer, error = %err,
+                          "closing client connection");
+                }
+                Err(err @ FilterError::Idle(_)) => {
+                    self.stats.idle_timeouts.add(self.shard, 1);
+                    debug!(listener = %conn.listener, peer = %conn.peer, error = %err, "closed");
+                }
+                Err(err) => debug!(listener = %conn.listener, peer = %conn.peer, error = %err,
+                                   "connection ended"),
+            }
+        })
+    }
+}
+
+impl TcpProxy {
+    async fn proxy(
+        &self,
+        mut downstream: TcpStream,
+        mut observers: Observers,
+    ) -> Result<(), FilterError> {
+        let address = self.balancer.pick();
+        let mut upstream = match TcpStream::connect_timeout(address, self.connect_timeout).await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                // A FIN, not a reset: the client sees an orderly close.
+                let _ = downstream.close().await;
+                return Err(FilterError::UpstreamConnect {
+                    address,
+                    source: err.into(),
+                });
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let last_activity = Cell::new(Instant::now());
+        let on_bytes = |direction, n| {
+            let counter = match direction {
+                Direction::FromDownstream => &self.stats.bytes_from_downstream,
+                Direction::FromUpstream => &self.stats.bytes_from_upstream,
+            };
+            counter.add(self.shard, n as u64);
+        };
+        let pumping = pump::Pumping::new(
+            &mut downstream,
+            &mut upstream,
+            pump::PumpHooks {
+                pool: &self.buffers,
+                observers: &mut observers,
+                last_activity: &last_activity,
+                on_bytes: &on_bytes,
+            },
+        );
+        let transfer = async { pumping.await.map_err(FilterError::from) };
+        match self.idle_timeout {
+            None => transfer.await,
+            Some(idle) => futures_lite::future::or(transfer, idle_expiry(&last_activity, idle)).await,
+        }
+    }
+}
+
+/// Resolves with [`FilterError::Idle`] once no byte has been read for `idle`.
+async fn idle_expiry(last_activity: &Cell<Instant>, idle: Duration) -> Result<(), FilterError> {
+    loop {
+        let deadline = last_activity.get() + idle;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(FilterError::Idle(idle));
+        }
+        glommio::timer::sleep(deadline - now).await;
+    }
+}
