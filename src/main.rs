@@ -2,12 +2,7 @@
 //! to filter chains and shards. Runs on the main thread; a helper thread waits for signals.
 #![forbid(unsafe_code)]
 
-use std::{
-    io::IsTerminal,
-    path::PathBuf,
-    process::ExitCode,
-    sync::Arc,
-};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -27,7 +22,11 @@ const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
 const EXIT_BAD_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "layotto", version, about = "layotto-rs: a thread-per-core sidecar runtime, drop-in for LayOtto")]
+#[command(
+    name = "layotto",
+    version,
+    about = "layotto-rs: a thread-per-core sidecar runtime, drop-in for LayOtto"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +72,10 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
         },
-        None => (EMBEDDED_DEFAULT.to_owned(), "embedded default config".to_owned()),
+        None => (
+            EMBEDDED_DEFAULT.to_owned(),
+            "embedded default config".to_owned(),
+        ),
     };
     let plan = ShardPlan::new(args.shards)?;
 
@@ -87,7 +89,11 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
     let chains: Vec<_> = config
         .listeners
         .iter()
-        .filter_map(|l| registry.build(l, &ctx, &mut findings).map(|chain| (l, chain)))
+        .filter_map(|l| {
+            registry
+                .build(l, &ctx, &mut findings)
+                .map(|chain| (l, chain))
+        })
         .collect();
     if !findings.errors.is_empty() {
         eprintln!(
@@ -140,7 +146,10 @@ fn init_logging(
     config: &Config,
     cli_level: Option<LogLevel>,
 ) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    let level = cli_level.or(config.log_level).unwrap_or(LogLevel::Info).as_str();
+    let level = cli_level
+        .or(config.log_level)
+        .unwrap_or(LogLevel::Info)
+        .as_str();
     let filter = tracing_subscriber::EnvFilter::new(format!(
         "warn,layotto={level},layotto_core={level},layotto_filters={level}"
     ));
@@ -182,7 +191,10 @@ fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result
         .spawn(move || {
             let mut received = signals.forever();
             if let Some(signal) = received.next() {
-                info!(signal, "stop requested: no longer accepting; draining for up to {drain:?}");
+                info!(
+                    signal,
+                    "stop requested: no longer accepting; draining for up to {drain:?}"
+                );
                 trigger.trigger();
             }
             if let Some(signal) = received.next() {
@@ -215,4 +227,3 @@ fn log_summary(report: &ServeReport) {
         );
     }
 }
-

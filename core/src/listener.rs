@@ -74,7 +74,10 @@ mod tests {
         assert_ne!(bound.address.port(), 0);
         assert_eq!(bound.sockets.len(), 3);
         for socket in &bound.sockets {
-            assert_eq!(socket.local_addr().unwrap().as_socket(), Some(bound.address));
+            assert_eq!(
+                socket.local_addr().unwrap().as_socket(),
+                Some(bound.address)
+            );
         }
     }
 
@@ -84,6 +87,9 @@ mod tests {
         let err = bind("busy", taken.local_addr().unwrap(), 1).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("listener \"busy\""), "{text}");
-        assert!(text.contains(&taken.local_addr().unwrap().to_string()), "{text}");
+        assert!(
+            text.contains(&taken.local_addr().unwrap().to_string()),
+            "{text}"
+        );
     }
 }

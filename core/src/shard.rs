@@ -84,13 +84,10 @@ impl ShardPlan {
         drain_timeout: Duration,
         shutdown: ShutdownSignal,
     ) -> Result<RunningShards, CoreError> {
-        let accepted: Vec<Arc<ShardedCounter>> = listeners
-            .iter()
-            .map(|_| Arc::new(ShardedCounter::new(self.len())))
-            .collect();
+        let accepted = (0..listeners.len()).map(|_| Arc::new(ShardedCounter::new(self.len())));
         let mut per_shard: Vec<Vec<ShardListener>> = (0..self.len()).map(|_| Vec::new()).collect();
-        let mut reports = Vec::with_capacity(listeners.len());
-        for (listener, accepted) in listeners.into_iter().zip(&accepted) {
+        let mut totals = Vec::with_capacity(listeners.len());
+        for (listener, accepted) in listeners.into_iter().zip(accepted) {
             let name: Arc<str> = listener.bound.name.as_str().into();
             for (shard, socket) in listener.bound.sockets.into_iter().enumerate() {
                 per_shard[shard].push(ShardListener {
@@ -100,7 +97,11 @@ impl ShardPlan {
                     accepted: accepted.clone(),
                 });
             }
-            reports.push((listener.bound.name, listener.handler));
+            totals.push(ListenerTotals {
+                name: listener.bound.name,
+                handler: listener.handler,
+                accepted,
+            });
         }
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -125,17 +126,21 @@ impl ShardPlan {
                 Err(_) => return Err(CoreError::ShardPanicked(usize::MAX)),
             }
         }
-        Ok(RunningShards {
-            threads,
-            listeners: reports.into_iter().zip(accepted).collect(),
-        })
+        Ok(RunningShards { threads, totals })
     }
 }
 
 /// Shards that are serving; [`RunningShards::join`] waits for them to drain and stop.
 pub struct RunningShards {
     threads: Vec<JoinHandle<usize>>,
-    listeners: Vec<((String, Arc<dyn HandlerFactory>), Arc<ShardedCounter>)>,
+    totals: Vec<ListenerTotals>,
+}
+
+/// Where a listener's totals are read from at the end.
+struct ListenerTotals {
+    name: String,
+    handler: Arc<dyn HandlerFactory>,
+    accepted: Arc<ShardedCounter>,
 }
 
 /// What the shards did, for the exit summary.
@@ -166,12 +171,12 @@ impl RunningShards {
             connections_cut += thread.join().map_err(|_| CoreError::ShardPanicked(shard))?;
         }
         let listeners = self
-            .listeners
+            .totals
             .into_iter()
-            .map(|((name, handler), accepted)| ListenerReport {
-                name,
-                accepted_per_shard: accepted.per_shard(),
-                counters: handler.counters(),
+            .map(|totals| ListenerReport {
+                accepted_per_shard: totals.accepted.per_shard(),
+                counters: totals.handler.counters(),
+                name: totals.name,
             })
             .collect();
         Ok(ServeReport {

@@ -33,7 +33,10 @@ impl ShardedCounter {
 
     /// Each shard's own count, by shard index.
     pub fn per_shard(&self) -> Vec<u64> {
-        self.slots.iter().map(|s| s.load(Ordering::Relaxed)).collect()
+        self.slots
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect()
     }
 }
 

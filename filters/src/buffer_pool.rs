@@ -55,7 +55,8 @@ mod tests {
         let address = first.as_ptr();
         pool.give_back(first);
         assert_eq!(pool.idle(), 1);
-        assert_eq!(pool.take().as_ptr(), address);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), address);
         assert_eq!(pool.idle(), 0);
     }
 

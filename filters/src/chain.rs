@@ -78,8 +78,12 @@ impl Drop for Observers {
 /// The filter that owns a connection and serves it to the end.
 pub trait Terminal {
     /// Serves one accepted connection, showing every byte read to `observers`.
-    fn serve(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo, observers: Observers)
-    -> BoxedLocal<()>;
+    fn serve(
+        self: Rc<Self>,
+        stream: TcpStream,
+        conn: ConnectionInfo,
+        observers: Observers,
+    ) -> BoxedLocal<()>;
 }
 
 /// Builds a [`Terminal`] for each shard.
@@ -140,5 +144,157 @@ impl ConnectionHandler for FilterChain {
         self.terminal
             .clone()
             .serve(stream, conn, Observers(observers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{Shutdown, SocketAddr},
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use glommio::{LocalExecutor, net::TcpListener};
+    use layotto_core::config::{Config, Findings};
+
+    use super::*;
+    use crate::registry::BuildContext;
+
+    type Seen = Arc<Mutex<Vec<(Direction, Vec<u8>)>>>;
+
+    /// Records every byte and the close of each connection; or refuses them all.
+    struct Recording {
+        seen: Seen,
+        closed: Arc<AtomicUsize>,
+        reject: bool,
+    }
+
+    struct Recorder(Seen, Arc<AtomicUsize>);
+
+    impl ConnectionObserver for Recorder {
+        fn on_data(&mut self, direction: Direction, data: &[u8]) {
+            self.0.lock().unwrap().push((direction, data.to_vec()));
+        }
+        fn on_close(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl NetworkFilter for Recording {
+        fn on_accept(&self, _: &ConnectionInfo) -> Admission {
+            if self.reject {
+                Admission::Reject
+            } else {
+                Admission::Observe(Box::new(Recorder(self.seen.clone(), self.closed.clone())))
+            }
+        }
+    }
+
+    impl NetworkFilterFactory for Recording {
+        fn for_shard(&self, _: usize) -> Rc<dyn NetworkFilter> {
+            Rc::new(Recording {
+                seen: self.seen.clone(),
+                closed: self.closed.clone(),
+                reject: self.reject,
+            })
+        }
+    }
+
+    /// An echo upstream that counts the connections it accepted.
+    fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut data = Vec::new();
+                stream.read_to_end(&mut data).unwrap();
+                stream.write_all(&data).unwrap();
+            }
+        });
+        (address, accepted)
+    }
+
+    /// Proxies one client connection through a chain of `filter` + tcp_proxy; returns the reply.
+    fn through_chain(filter: Recording, upstream: SocketAddr) -> Vec<u8> {
+        let text = format!(
+            r#"{{"servers": [{{"listeners": [{{"address": "127.0.0.1:0", "filter_chains": [{{"filters":
+                [{{"type": "tcp_proxy", "config": {{"cluster": "c"}}}}]}}]}}]}}],
+                "cluster_manager": {{"clusters": [{{"name": "c", "hosts": [{{"address": "{upstream}"}}]}}]}}}}"#
+        );
+        let mut findings = Findings::default();
+        let config = Config::parse(&text, &mut findings);
+        let ctx = BuildContext {
+            config: &config,
+            shards: 1,
+        };
+        let proxy_filter = &config.listeners[0].network_filters[0];
+        let terminal = crate::tcp_proxy::build(proxy_filter, &ctx, &mut findings).unwrap();
+        assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+        let chain = FilterChainFactory::new(vec![Arc::new(filter)], terminal);
+
+        LocalExecutor::default().run(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(address).unwrap();
+                let _ = stream.write_all(b"ping");
+                let _ = stream.shutdown(Shutdown::Write);
+                let mut reply = Vec::new();
+                let _ = stream.read_to_end(&mut reply);
+                reply
+            });
+            let stream = listener.accept().await.unwrap();
+            let conn = ConnectionInfo {
+                listener: "test".into(),
+                shard: 0,
+                peer: stream.peer_addr().unwrap(),
+                local: address,
+            };
+            chain.for_shard(0).serve(stream, conn).await;
+            client.join().unwrap()
+        })
+    }
+
+    #[test]
+    fn observers_see_both_directions_and_the_close() {
+        let (upstream, _) = echo_upstream();
+        let seen = Seen::default();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let filter = Recording {
+            seen: seen.clone(),
+            closed: closed.clone(),
+            reject: false,
+        };
+        assert_eq!(through_chain(filter, upstream), b"ping");
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            *seen,
+            vec![
+                (Direction::FromDownstream, b"ping".to_vec()),
+                (Direction::FromUpstream, b"ping".to_vec())
+            ]
+        );
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_rejecting_filter_closes_before_the_terminal_runs() {
+        let (upstream, upstream_accepted) = echo_upstream();
+        let seen = Seen::default();
+        let filter = Recording {
+            seen: seen.clone(),
+            closed: Default::default(),
+            reject: true,
+        };
+        assert_eq!(through_chain(filter, upstream), b"");
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(upstream_accepted.load(Ordering::SeqCst), 0);
     }
 }

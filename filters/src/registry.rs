@@ -108,7 +108,10 @@ impl FilterRegistry {
         if NOT_YET_SERVED.contains(&filter.kind.as_str()) {
             findings.ignore(
                 filter.path.clone(),
-                format!("filter \"{}\" is not served yet; {consequence}", filter.kind),
+                format!(
+                    "filter \"{}\" is not served yet; {consequence}",
+                    filter.kind
+                ),
             );
         } else {
             let mut known: Vec<&str> = self.terminals.iter().map(|(k, _)| *k).collect();

@@ -120,9 +120,9 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Root => String::new(),
         Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
         Path::Map { parent, key } => join(&ignored_path(parent), key),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -160,7 +160,11 @@ mod tests {
         let mut findings = Findings::default();
         let value = serde_json::json!({"name": "a", "nmae": 1, "admin": {"x": 1},
                                       "inner": [{"port": 1, "prot": 2}]});
-        assert!(findings.decode::<Outer>(&value, "top", &["admin"]).is_some());
+        assert!(
+            findings
+                .decode::<Outer>(&value, "top", &["admin"])
+                .is_some()
+        );
         let errors: Vec<String> = findings.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
             errors,

@@ -332,7 +332,10 @@ fn read_listener(value: &Value, path: &str, findings: &mut Findings) -> Option<L
     let chains_path = join(path, "filter_chains");
     let mut network_filters = Vec::new();
     match raw.filter_chains.as_slice() {
-        [] => findings.error(chains_path, "a filter chain with at least one filter is required"),
+        [] => findings.error(
+            chains_path,
+            "a filter chain with at least one filter is required",
+        ),
         [chain, rest @ ..] => {
             for (i, _) in rest.iter().enumerate() {
                 findings.error(
@@ -456,7 +459,10 @@ fn check_unique(config: &Config, findings: &mut Findings) {
         if let Some(first) = names.insert(listener.name.as_str(), listener.path.as_str()) {
             findings.error(
                 join(&listener.path, "name"),
-                format!("listener name \"{}\" is already used by {first}", listener.name),
+                format!(
+                    "listener name \"{}\" is already used by {first}",
+                    listener.name
+                ),
             );
         }
         if listener.address.port() != 0
@@ -473,7 +479,10 @@ fn check_unique(config: &Config, findings: &mut Findings) {
         if let Some(first) = clusters.insert(cluster.name.as_str(), cluster.path.as_str()) {
             findings.error(
                 join(&cluster.path, "name"),
-                format!("cluster name \"{}\" is already used by {first}", cluster.name),
+                format!(
+                    "cluster name \"{}\" is already used by {first}",
+                    cluster.name
+                ),
             );
         }
     }

@@ -19,13 +19,19 @@ fn layotto_standalone_example_loads() {
     assert!(findings.errors.is_empty(), "{:?}", findings.errors);
     assert_eq!(config.listeners.len(), 2);
     assert_eq!(config.listeners[0].name, "grpc");
-    assert_eq!(config.listeners[0].address, "127.0.0.1:34904".parse().unwrap());
+    assert_eq!(
+        config.listeners[0].address,
+        "127.0.0.1:34904".parse().unwrap()
+    );
     assert_eq!(config.listeners[0].network_filters[0].kind, "grpc");
     assert_eq!(
         config.listeners[0].network_filters[0].path,
         "servers[0].listeners[0].filter_chains[0].filters[0]"
     );
-    assert_eq!(config.listeners[1].stream_filters[0].kind, "actuator_filter");
+    assert_eq!(
+        config.listeners[1].stream_filters[0].kind,
+        "actuator_filter"
+    );
     assert_eq!(config.log_level, Some(LogLevel::Info));
     assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
@@ -40,7 +46,10 @@ fn layotto_runtime_example_loads() {
     let listener = &config.listeners[0];
     assert_eq!(listener.address, "0.0.0.0:34904".parse().unwrap());
     assert_eq!(listener.stream_filters[0].kind, "flowControlFilter");
-    assert_eq!(listener.stream_filters[0].config["rules"][0]["threshold"], 5);
+    assert_eq!(
+        listener.stream_filters[0].config["rules"][0]["threshold"],
+        5
+    );
 }
 
 #[test]
@@ -57,7 +66,10 @@ fn tcp_proxy_example_loads() {
 fn embedded_default_loads() {
     let (config, findings) = parse(include_str!("../../../configs/default.json"));
     assert!(findings.errors.is_empty(), "{:?}", findings.errors);
-    assert_eq!(config.listeners[0].address, "127.0.0.1:34904".parse().unwrap());
+    assert_eq!(
+        config.listeners[0].address,
+        "127.0.0.1:34904".parse().unwrap()
+    );
 }
 
 #[test]
@@ -107,7 +119,10 @@ fn reports_every_problem_at_once_with_paths() {
     ];
     assert_eq!(errors.len(), expected.len(), "{errors:#?}");
     for (error, expected) in errors.iter().zip(expected) {
-        assert!(error.starts_with(expected), "{error:?} should start with {expected:?}");
+        assert!(
+            error.starts_with(expected),
+            "{error:?} should start with {expected:?}"
+        );
     }
 }
 
@@ -130,7 +145,9 @@ fn missing_servers_and_listeners_are_errors() {
         vec!["servers[0].listeners: at least one listener is required"]
     );
     assert_eq!(
-        errors(r#"{"servers": [{"listeners": [{"address": "127.0.0.1:1", "filter_chains": [{"filters": []}]}]}, {}]}"#),
+        errors(
+            r#"{"servers": [{"listeners": [{"address": "127.0.0.1:1", "filter_chains": [{"filters": []}]}]}, {}]}"#
+        ),
         vec![
             "servers[1]: layotto-rs runs one server; move its listeners into servers[0]",
             "servers[0].listeners[0].filter_chains[0].filters: at least one filter is required"

@@ -32,7 +32,9 @@ mod tests {
     use super::*;
 
     fn hosts(n: u16) -> Arc<[SocketAddr]> {
-        (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect()
+        (1..=n)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
     }
 
     #[test]

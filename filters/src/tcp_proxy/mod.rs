@@ -85,7 +85,12 @@ pub fn build(
         }
     };
     let Some(cluster) = ctx.config.cluster(&config.cluster) else {
-        let known: Vec<&str> = ctx.config.clusters.iter().map(|c| c.name.as_str()).collect();
+        let known: Vec<&str> = ctx
+            .config
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         findings.error(
             join(&path, "cluster"),
             format!(
@@ -129,7 +134,10 @@ impl TerminalFactory for TcpProxyFactory {
         let s = &self.stats;
         vec![
             ("connections", s.connections.sum()),
-            ("upstream_connect_failures", s.upstream_connect_failures.sum()),
+            (
+                "upstream_connect_failures",
+                s.upstream_connect_failures.sum(),
+            ),
             ("idle_timeouts", s.idle_timeouts.sum()),
             ("bytes_from_downstream", s.bytes_from_downstream.sum()),
             ("bytes_from_upstream", s.bytes_from_upstream.sum()),
@@ -214,7 +222,9 @@ impl TcpProxy {
         let transfer = async { pumping.await.map_err(FilterError::from) };
         match self.idle_timeout {
             None => transfer.await,
-            Some(idle) => futures_lite::future::or(transfer, idle_expiry(&last_activity, idle)).await,
+            Some(idle) => {
+                futures_lite::future::or(transfer, idle_expiry(&last_activity, idle)).await
+            }
         }
     }
 }

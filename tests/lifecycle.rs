@@ -1,0 +1,126 @@
+//! Start-up and shutdown of the real binary: draining on SIGTERM, the drain timeout, and running
+//! unprivileged under the machine's locked-memory limit.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn sigterm_stops_accepting_and_lets_an_inflight_transfer_finish() {
+    // The upstream takes a while to answer, so the transfer is in flight when SIGTERM arrives.
+    let slow = server(|mut stream| {
+        let mut request = [0; 5];
+        stream.read_exact(&mut request).unwrap();
+        thread::sleep(Duration::from_millis(1500));
+        stream.write_all(&pattern(1024 * 1024, 3)).unwrap();
+    });
+    let mut layotto = Layotto::start(
+        &proxy_config(&[("proxy", &[slow], json!({}))], json!({})),
+        &[],
+        1,
+    );
+    let proxy = layotto.address("proxy");
+    let mut client = TcpStream::connect(proxy).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.write_all(b"hello").unwrap();
+    thread::sleep(Duration::from_millis(300));
+
+    layotto.terminate();
+    layotto.wait_for_line("stopped accepting");
+    // New connections are refused while the old one drains.
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(proxy).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer == pattern(1024 * 1024, 3),
+        "in-flight transfer cut short"
+    );
+    drop(client); // the client's FIN ends the last open direction
+    let status = layotto.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", layotto.output());
+    assert!(
+        !layotto.output().contains("drain timeout"),
+        "{}",
+        layotto.output()
+    );
+}
+
+#[test]
+fn drain_timeout_closes_what_is_left_and_exits_0() {
+    let echo = echo_server();
+    let config = proxy_config(
+        &[("proxy", &[echo], json!({}))],
+        json!({"graceful_timeout": "500ms"}),
+    );
+    let mut layotto = Layotto::start(&config, &[], 1);
+    let mut idle = TcpStream::connect(layotto.address("proxy")).unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    idle.write_all(b"x").unwrap();
+    idle.read_exact(&mut [0]).unwrap();
+
+    let started = Instant::now();
+    layotto.terminate();
+    // The open connection is closed by the drain timeout, not before.
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(layotto.wait_exit().code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    layotto.wait_for_line("connections closed by the drain timeout");
+}
+
+/// glommio registers io_uring memory; an unprivileged user is held to RLIMIT_MEMLOCK (8 MiB on
+/// these machines). Runs only where the test can drop privileges (root with setpriv).
+#[test]
+fn runs_unprivileged_under_an_8_mib_memlock_limit() {
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let has_setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !is_root || !has_setpriv {
+        eprintln!("skipped: needs root and setpriv to drop privileges");
+        return;
+    }
+    let echo = echo_server();
+    let mut command = Command::new("prlimit");
+    command.args([
+        "--memlock=8388608:8388608",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]);
+    command.arg(binary());
+    let config = proxy_config(&[("proxy", &[echo], json!({}))], json!({}));
+    let mut layotto = Layotto::start_with(command, &config, &["--shards", "2"], 1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", layotto.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().nth(1),
+        Some("65534"),
+        "{uid_line}"
+    );
+    assert_eq!(
+        round_trip(layotto.address("proxy"), b"unprivileged"),
+        b"unprivileged"
+    );
+    let summary = layotto.stop_and_summary("proxy");
+    assert_eq!(counter(&summary, "connections"), 1);
+    let output = layotto.output();
+    assert!(!output.to_lowercase().contains("enomem"), "{output}");
+}

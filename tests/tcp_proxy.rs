@@ -1,0 +1,190 @@
+//! End-to-end tests of the `tcp_proxy` listener: the real binary between a real client and real
+//! upstream servers on loopback.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn bytes_through_the_proxy_equal_bytes_sent() {
+    let echo = echo_server();
+    let mut layotto = Layotto::start(
+        &proxy_config(&[("proxy", &[echo], json!({}))], json!({})),
+        &[],
+        1,
+    );
+    let proxy = layotto.address("proxy");
+    let sizes = [1, 64 * 1024, 16 * 1024 * 1024];
+    for (seed, size) in sizes.into_iter().enumerate() {
+        let data = pattern(size, seed as u64);
+        let echoed = round_trip(proxy, &data);
+        assert_eq!(echoed.len(), size, "size {size}");
+        assert!(echoed == data, "bytes differ for size {size}");
+    }
+    let summary = layotto.stop_and_summary("proxy");
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    assert_eq!(
+        counter(&summary, "bytes_from_downstream"),
+        total,
+        "{summary}"
+    );
+    assert_eq!(counter(&summary, "bytes_from_upstream"), total, "{summary}");
+    assert_eq!(counter(&summary, "connections"), 3, "{summary}");
+}
+
+#[test]
+fn many_concurrent_connections_spread_across_shards() {
+    const CONNECTIONS: usize = 64;
+    let echo = echo_server();
+    let mut layotto = Layotto::start(
+        &proxy_config(&[("proxy", &[echo], json!({}))], json!({})),
+        &["--shards", "2"],
+        1,
+    );
+    let proxy = layotto.address("proxy");
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = pattern(256 * 1024 + i, i as u64);
+                assert!(round_trip(proxy, &data) == data, "connection {i} corrupted");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let summary = layotto.stop_and_summary("proxy");
+    let per_shard = accepted_per_shard(&summary);
+    assert_eq!(per_shard.len(), 2, "{summary}");
+    assert_eq!(
+        per_shard.iter().sum::<u64>(),
+        CONNECTIONS as u64,
+        "{summary}"
+    );
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "one shard took every connection: {summary}"
+    );
+}
+
+#[test]
+fn half_close_keeps_the_other_direction_open() {
+    // The upstream answers only after it has seen the client's FIN.
+    let upstream = server(|mut stream| {
+        let mut request = Vec::new();
+        stream.read_to_end(&mut request).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        stream
+            .write_all(format!("got {} bytes", request.len()).as_bytes())
+            .unwrap();
+    });
+    let layotto = Layotto::start(
+        &proxy_config(&[("proxy", &[upstream], json!({}))], json!({})),
+        &[],
+        1,
+    );
+    let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.write_all(&pattern(100_000, 7)).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got 100000 bytes");
+}
+
+#[test]
+fn upstream_down_closes_the_client_cleanly_and_spares_others() {
+    let echo = echo_server();
+    let config = proxy_config(
+        &[
+            ("down", &[dead_address()], json!({})),
+            ("up", &[echo], json!({})),
+        ],
+        json!({}),
+    );
+    let mut layotto = Layotto::start(&config, &[], 2);
+    // A connection through the healthy listener stays open across the failure.
+    let mut healthy = TcpStream::connect(layotto.address("up")).unwrap();
+    healthy.set_read_timeout(Some(WAIT)).unwrap();
+    healthy.write_all(b"before").unwrap();
+    let mut buf = [0; 6];
+    healthy.read_exact(&mut buf).unwrap();
+
+    let mut refused = TcpStream::connect(layotto.address("down")).unwrap();
+    refused.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    // An orderly close: end of stream, not a reset or a hang.
+    assert_eq!(refused.read_to_end(&mut rest).unwrap(), 0);
+
+    healthy.write_all(b"after!").unwrap();
+    healthy.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after!");
+    assert_eq!(round_trip(layotto.address("up"), b"new"), b"new");
+    layotto.wait_for_line("cannot connect to upstream");
+    drop(healthy);
+
+    let down = layotto.stop_and_summary("down");
+    assert_eq!(counter(&down, "upstream_connect_failures"), 1, "{down}");
+    let up = layotto.wait_for_line("listener \"up\" summary");
+    assert_eq!(counter(&up, "upstream_connect_failures"), 0, "{up}");
+}
+
+#[test]
+fn round_robin_over_cluster_hosts() {
+    let named = |name: &'static str| server(move |mut s| s.write_all(name.as_bytes()).unwrap());
+    let hosts = [named("a"), named("b"), named("c")];
+    let layotto = Layotto::start(
+        &proxy_config(&[("proxy", &hosts, json!({}))], json!({})),
+        &["--shards", "1"],
+        1,
+    );
+    let answers: Vec<String> = (0..6)
+        .map(|_| {
+            let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+            client.set_read_timeout(Some(WAIT)).unwrap();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).unwrap();
+            answer
+        })
+        .collect();
+    assert_eq!(answers, ["a", "b", "c", "a", "b", "c"]);
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let echo = echo_server();
+    let mut layotto = Layotto::start(
+        &proxy_config(
+            &[("proxy", &[echo], json!({"idle_timeout": "300ms"}))],
+            json!({}),
+        ),
+        &[],
+        1,
+    );
+    let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    // Traffic keeps it alive past the timeout...
+    for _ in 0..4 {
+        thread::sleep(Duration::from_millis(150));
+        client.write_all(b"x").unwrap();
+        client.read_exact(&mut [0]).unwrap();
+    }
+    // ...silence closes it.
+    let started = Instant::now();
+    assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let summary = layotto.stop_and_summary("proxy");
+    assert_eq!(counter(&summary, "idle_timeouts"), 1, "{summary}");
+}
