@@ -1,5 +1,5 @@
 //! Compiles `spec/proto/runtime/v1/*.proto` with protox (no system `protoc`) into prost messages,
-//! plus tonic stubs with the `tonic` feature, and saves the descriptor set for the contract test.
+//! with `bytes` fields as `Bytes` (no copy out of request buffers), plus tonic stubs with the `tonic` feature, and saves the descriptor set for the contract test.
 
 use std::{env, path::PathBuf};
 
@@ -22,8 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .bytes(".")
         .compile_fds(descriptors)?;
     #[cfg(not(feature = "tonic"))]
-    prost_build::Config::new().compile_fds(descriptors)?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -81,7 +81,8 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
 
     let mut findings = Findings::default();
     let config = Config::parse(&text, &mut findings);
-    let registry = FilterRegistry::default();
+    let registry = FilterRegistry::default()
+        .with_terminal(layotto_runtime_api::KIND, layotto_runtime_api::build);
     let ctx = BuildContext {
         config: &config,
         shards: plan.len(),
@@ -151,7 +152,7 @@ fn init_logging(
         .unwrap_or(LogLevel::Info)
         .as_str();
     let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,layotto={level},layotto_core={level},layotto_filters={level}"
+        "warn,layotto={level},layotto_core={level},layotto_filters={level},layotto_runtime_api={level}"
     ));
     let (writer, guard, ansi) = match &config.log_path {
         LogPath::Stdout => {

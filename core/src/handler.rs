@@ -7,6 +7,8 @@ use std::{net::SocketAddr, rc::Rc};
 use futures_lite::future::BoxedLocal;
 use glommio::net::TcpStream;
 
+use crate::shutdown::ShutdownSignal;
+
 /// Who a connection is: which listener and shard accepted it, and its two ends.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
@@ -18,6 +20,8 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Our address the client connected to.
     pub local: SocketAddr,
+    /// Fires when the process starts draining (protocols with a goodbye, like HTTP/2, send it).
+    pub shutdown: ShutdownSignal,
 }
 
 /// Serves accepted connections on one shard.

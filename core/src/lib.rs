@@ -5,6 +5,7 @@
 //! Configuration code runs on the main thread before any shard starts; everything under
 //! [`shard`] runs on the pinned shard threads.
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod handler;

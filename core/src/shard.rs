@@ -300,6 +300,7 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
             shard: ctx.shard,
             peer,
             local,
+            shutdown: shutdown.clone(),
         };
         let open = OpenGuard::new(ctx.open.clone());
         let serve = ctx.handler.clone().serve(stream, conn);

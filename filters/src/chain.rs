@@ -256,6 +256,7 @@ mod tests {
                 shard: 0,
                 peer: stream.peer_addr().unwrap(),
                 local: address,
+                shutdown: layotto_core::shutdown::channel().1,
             };
             chain.for_shard(0).serve(stream, conn).await;
             client.join().unwrap()

@@ -26,7 +26,6 @@ pub type FilterBuilder =
 /// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
 /// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
 const NOT_YET_SERVED: &[&str] = &[
-    "grpc",
     "proxy",
     "tcpcopy",
     "flowControlFilter",

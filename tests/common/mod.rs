@@ -315,3 +315,43 @@ pub fn round_trip(address: SocketAddr, data: &[u8]) -> Vec<u8> {
     sender.join().unwrap();
     received
 }
+
+/// A config with one `grpc` listener named "grpc" on 127.0.0.1 port 0 serving `grpc_config`,
+/// with `extra` merged into the filter's `config`.
+pub fn grpc_config(grpc_config: Value, extra: Value) -> Value {
+    let mut config = json!({"server_name": "runtime", "grpc_config": grpc_config});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    json!({"servers": [{
+        "default_log_path": "stdout",
+        "default_log_level": "INFO",
+        "listeners": [{
+            "name": "grpc",
+            "address": "127.0.0.1:0",
+            "bind_port": true,
+            "filter_chains": [{"filters": [{"type": "grpc", "config": config}]}]
+        }]
+    }]})
+}
+
+/// The components most gRPC tests use: a greeting and an in-memory state store.
+pub fn hello_and_state() -> Value {
+    json!({
+        "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
+        "state": {"state_demo": {"type": "in-memory", "metadata": {}}}
+    })
+}
+
+/// A tonic client of the runtime API over a new HTTP/2 connection to `address`.
+pub async fn runtime_client(
+    address: SocketAddr,
+) -> layotto_proto::runtime::runtime_client::RuntimeClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to layotto");
+    layotto_proto::runtime::runtime_client::RuntimeClient::new(channel)
+}

@@ -1,0 +1,228 @@
+//! The `spec.proto.runtime.v1.Runtime` service: each rpc checks its request, looks up the named
+//! component and calls it. Rpcs whose building block is not served yet are not routed, so they
+//! answer UNIMPLEMENTED. One instance per shard, over components shared by all shards.
+
+use std::{collections::HashMap, rc::Rc, sync::Arc, time::Duration};
+
+use layotto_proto::runtime::{
+    BulkStateItem, DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
+    GetBulkStateRequest, GetBulkStateResponse, GetStateRequest, GetStateResponse, SaveStateRequest,
+    SayHelloRequest, SayHelloResponse, StateItem, StateOptions, state_options::StateConcurrency,
+};
+
+use crate::{
+    components::{
+        Components,
+        state::{self, Concurrency, StateOperation},
+    },
+    error::ApiError,
+    grpc::{
+        router::{Router, unary},
+        status::Status,
+    },
+};
+
+/// Path prefix of the service's rpcs.
+pub const SERVICE: &str = "/spec.proto.runtime.v1.Runtime/";
+
+/// The runtime API on one shard.
+pub struct RuntimeApi {
+    components: Arc<Components>,
+}
+
+impl RuntimeApi {
+    /// A router serving every implemented rpc over `components`.
+    pub fn router(components: Arc<Components>) -> Router {
+        let api = Rc::new(Self { components });
+        let path = |rpc: &str| format!("{SERVICE}{rpc}");
+        let mut router = Router::default();
+        router
+            .add(path("SayHello"), unary(api.clone(), Self::say_hello))
+            .add(path("GetState"), unary(api.clone(), Self::get_state))
+            .add(
+                path("GetBulkState"),
+                unary(api.clone(), Self::get_bulk_state),
+            )
+            .add(path("SaveState"), unary(api.clone(), Self::save_state))
+            .add(path("DeleteState"), unary(api.clone(), Self::delete_state))
+            .add(
+                path("DeleteBulkState"),
+                unary(api.clone(), Self::delete_bulk_state),
+            )
+            .add(
+                path("ExecuteStateTransaction"),
+                unary(api, Self::execute_state_transaction),
+            );
+        router
+    }
+
+    async fn say_hello(
+        self: Rc<Self>,
+        request: SayHelloRequest,
+    ) -> Result<SayHelloResponse, Status> {
+        let hello = self.components.hello(&request.service_name)?;
+        Ok(SayHelloResponse {
+            hello: hello.hello(&request.name),
+            data: request.data,
+        })
+    }
+
+    async fn get_state(
+        self: Rc<Self>,
+        request: GetStateRequest,
+    ) -> Result<GetStateResponse, Status> {
+        let store = self.components.state(&request.store_name)?;
+        require_key(&request.key)?;
+        let entry = store.get(&request.key).await?;
+        Ok(entry
+            .map(|entry| GetStateResponse {
+                data: entry.value,
+                etag: entry.etag,
+                metadata: HashMap::new(),
+            })
+            .unwrap_or_default())
+    }
+
+    async fn get_bulk_state(
+        self: Rc<Self>,
+        request: GetBulkStateRequest,
+    ) -> Result<GetBulkStateResponse, Status> {
+        let store = self.components.state(&request.store_name)?;
+        for key in &request.keys {
+            require_key(key)?;
+        }
+        let items = state::get_bulk(store, request.keys, request.parallelism)
+            .await
+            .into_iter()
+            .map(|(key, entry)| match entry {
+                Ok(entry) => {
+                    let entry = entry.unwrap_or_else(|| state::StateEntry {
+                        value: Default::default(),
+                        etag: String::new(),
+                    });
+                    BulkStateItem {
+                        key,
+                        data: entry.value,
+                        etag: entry.etag,
+                        ..Default::default()
+                    }
+                }
+                Err(err) => BulkStateItem {
+                    key,
+                    error: err.to_string(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(GetBulkStateResponse { items })
+    }
+
+    async fn save_state(self: Rc<Self>, request: SaveStateRequest) -> Result<(), Status> {
+        let store = self.components.state(&request.store_name)?;
+        let operations = request
+            .states
+            .into_iter()
+            .map(upsert)
+            .collect::<Result<_, _>>()?;
+        Ok(store.apply(operations).await?)
+    }
+
+    async fn delete_state(self: Rc<Self>, request: DeleteStateRequest) -> Result<(), Status> {
+        let store = self.components.state(&request.store_name)?;
+        let operation = delete(StateItem {
+            key: request.key,
+            etag: request.etag,
+            options: request.options,
+            ..Default::default()
+        })?;
+        Ok(store.apply(vec![operation]).await?)
+    }
+
+    async fn delete_bulk_state(
+        self: Rc<Self>,
+        request: DeleteBulkStateRequest,
+    ) -> Result<(), Status> {
+        let store = self.components.state(&request.store_name)?;
+        let operations = request
+            .states
+            .into_iter()
+            .map(delete)
+            .collect::<Result<_, _>>()?;
+        Ok(store.apply(operations).await?)
+    }
+
+    async fn execute_state_transaction(
+        self: Rc<Self>,
+        request: ExecuteStateTransactionRequest,
+    ) -> Result<(), Status> {
+        let store = self.components.state(&request.store_name)?;
+        let operations = request
+            .operations
+            .into_iter()
+            .map(|operation| {
+                let item = operation.request.ok_or_else(|| {
+                    ApiError::InvalidArgument("a transaction operation has no request".into())
+                })?;
+                match operation.operation_type.to_ascii_lowercase().as_str() {
+                    "upsert" => upsert(item),
+                    "delete" => delete(item),
+                    other => Err(ApiError::InvalidArgument(format!(
+                        "operation type \"{other}\" is not supported (upsert, delete)"
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(store.apply(operations).await?)
+    }
+}
+
+fn require_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        Err(ApiError::InvalidArgument("the state key is empty".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn upsert(item: StateItem) -> Result<StateOperation, ApiError> {
+    require_key(&item.key)?;
+    let ttl = ttl(&item.metadata)?;
+    Ok(StateOperation::Upsert {
+        concurrency: concurrency(item.options.as_ref()),
+        etag: item.etag.map(|e| e.value).filter(|e| !e.is_empty()),
+        key: item.key,
+        value: item.value,
+        ttl,
+    })
+}
+
+fn delete(item: StateItem) -> Result<StateOperation, ApiError> {
+    require_key(&item.key)?;
+    Ok(StateOperation::Delete {
+        concurrency: concurrency(item.options.as_ref()),
+        etag: item.etag.map(|e| e.value).filter(|e| !e.is_empty()),
+        key: item.key,
+    })
+}
+
+fn concurrency(options: Option<&StateOptions>) -> Concurrency {
+    match options.map(StateOptions::concurrency) {
+        Some(StateConcurrency::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
+        Some(StateConcurrency::ConcurrencyLastWrite) => Concurrency::LastWrite,
+        _ => Concurrency::Unspecified,
+    }
+}
+
+/// The `ttlInSeconds` metadata (Dapr's): a positive number of seconds, or -1 for none.
+fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = metadata.get("ttlInSeconds") else {
+        return Ok(None);
+    };
+    match value.parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds as u64))),
+        _ => Err(ApiError::InvalidArgument(format!(
+            "ttlInSeconds must be a positive number of seconds or -1, not \"{value}\""
+        ))),
+    }
+}

@@ -1,0 +1,200 @@
+//! The `in-memory` state store: one map shared by every shard (one view of the data), guarded by a
+//! mutex held only for the few map operations of a call, never across an await. Transactions are
+//! checked against a staged view and committed only if every operation passes. Entries with a TTL
+//! expire lazily.
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{StateEntry, StateOperation, StateStore, check_write};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Bytes,
+    etag: u64,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    last_etag: u64,
+}
+
+/// An in-process state store.
+#[derive(Debug, Default)]
+pub struct InMemoryStateStore {
+    inner: Mutex<Inner>,
+}
+
+impl InMemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait(?Send)]
+impl StateStore for InMemoryStateStore {
+    async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .entries
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| StateEntry {
+                value: e.value.clone(),
+                etag: e.etag.to_string(),
+            }))
+    }
+
+    async fn apply(&self, operations: Vec<StateOperation>) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut last_etag = inner.last_etag;
+        // The outcome of each touched key so far, checked against before the store is changed.
+        let mut staged: HashMap<String, Option<Entry>> = HashMap::new();
+        for operation in operations {
+            let key = operation.key();
+            let current = match staged.get(key) {
+                Some(staged) => staged.clone(),
+                None => inner.entries.get(key).filter(|e| e.live(now)).cloned(),
+            };
+            let current_etag = current.as_ref().map(|e| e.etag.to_string());
+            let outcome = match operation {
+                StateOperation::Upsert {
+                    key,
+                    value,
+                    etag,
+                    concurrency,
+                    ttl,
+                } => {
+                    check_write(&key, current_etag.as_deref(), etag.as_deref(), concurrency)?;
+                    last_etag += 1;
+                    let entry = Entry {
+                        value,
+                        etag: last_etag,
+                        expires: ttl.map(|ttl| now + ttl),
+                    };
+                    (key, Some(entry))
+                }
+                StateOperation::Delete {
+                    key,
+                    etag,
+                    concurrency,
+                } => {
+                    check_write(&key, current_etag.as_deref(), etag.as_deref(), concurrency)?;
+                    (key, None)
+                }
+            };
+            staged.insert(outcome.0, outcome.1);
+        }
+        inner.last_etag = last_etag;
+        for (key, entry) in staged {
+            match entry {
+                Some(entry) => inner.entries.insert(key, entry),
+                None => inner.entries.remove(&key),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_lite::future::block_on;
+
+    use super::*;
+    use crate::components::state::Concurrency;
+
+    fn upsert(key: &str, value: &str, etag: Option<&str>) -> StateOperation {
+        StateOperation::Upsert {
+            key: key.into(),
+            value: Bytes::from(value.to_owned()),
+            etag: etag.map(Into::into),
+            concurrency: Concurrency::Unspecified,
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn etags_change_on_every_write() {
+        let store = InMemoryStateStore::new();
+        block_on(store.apply(vec![upsert("k", "a", None)])).unwrap();
+        let first = block_on(store.get("k")).unwrap().unwrap();
+        block_on(store.apply(vec![upsert("k", "b", Some(&first.etag))])).unwrap();
+        let second = block_on(store.get("k")).unwrap().unwrap();
+        assert_ne!(first.etag, second.etag);
+        assert_eq!(second.value, "b");
+        let stale = block_on(store.apply(vec![upsert("k", "c", Some(&first.etag))]));
+        assert!(matches!(stale, Err(ApiError::EtagMismatch(k)) if k == "k"));
+        assert_eq!(block_on(store.get("k")).unwrap().unwrap().value, "b");
+    }
+
+    #[test]
+    fn a_failing_operation_rolls_back_the_whole_batch() {
+        let store = InMemoryStateStore::new();
+        block_on(store.apply(vec![upsert("a", "1", None)])).unwrap();
+        let batch = vec![
+            upsert("b", "2", None),
+            StateOperation::Delete {
+                key: "a".into(),
+                etag: None,
+                concurrency: Concurrency::Unspecified,
+            },
+            upsert("c", "3", Some("999")),
+        ];
+        assert!(block_on(store.apply(batch)).is_err());
+        assert!(block_on(store.get("a")).unwrap().is_some());
+        assert!(block_on(store.get("b")).unwrap().is_none());
+    }
+
+    #[test]
+    fn later_operations_see_earlier_ones_in_the_same_batch() {
+        let store = InMemoryStateStore::new();
+        let first_write = StateOperation::Upsert {
+            key: "k".into(),
+            value: Bytes::from_static(b"x"),
+            etag: None,
+            concurrency: Concurrency::FirstWrite,
+            ttl: None,
+        };
+        // The second first-write of the same key fails: the first one is staged.
+        assert!(block_on(store.apply(vec![first_write.clone(), first_write])).is_err());
+        assert!(block_on(store.get("k")).unwrap().is_none());
+    }
+
+    #[test]
+    fn entries_expire_after_their_ttl() {
+        let store = InMemoryStateStore::new();
+        let with_ttl = StateOperation::Upsert {
+            key: "k".into(),
+            value: Bytes::from_static(b"x"),
+            etag: None,
+            concurrency: Concurrency::Unspecified,
+            ttl: Some(Duration::from_millis(50)),
+        };
+        block_on(store.apply(vec![with_ttl])).unwrap();
+        assert!(block_on(store.get("k")).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(block_on(store.get("k")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,69 @@
+//! The `grpc` network filter's configuration: LayOtto's `server_name` and `grpc_config`, plus
+//! layotto-rs's own HTTP/2 limits. Built once on the main thread; the resulting server factory
+//! builds a router per shard over components shared by all shards.
+
+use std::sync::Arc;
+
+use layotto_core::config::{FilterConfig, Findings, join};
+use layotto_filters::{chain::TerminalFactory, registry::BuildContext};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    api::RuntimeApi,
+    components::Components,
+    grpc::server::{GrpcServerFactory, GrpcSettings},
+};
+
+/// The filter's `type` in the config.
+pub const KIND: &str = "grpc";
+
+#[derive(Deserialize)]
+struct GrpcFilterConfig {
+    server_name: Option<String>,
+    #[serde(default)]
+    grpc_config: Value,
+    max_message_size: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+}
+
+/// Builds the runtime API server from a `grpc` filter entry, recording problems in `findings`.
+pub fn build(
+    filter: &FilterConfig,
+    _ctx: &BuildContext<'_>,
+    findings: &mut Findings,
+) -> Option<Arc<dyn TerminalFactory>> {
+    let path = join(&filter.path, "config");
+    let config: GrpcFilterConfig = findings.decode(&filter.config, &path, &[])?;
+    let mut settings = GrpcSettings::default();
+    if let Some(size) = config.max_message_size {
+        if size == 0 {
+            findings.error(join(&path, "max_message_size"), "must be greater than zero");
+        }
+        settings.max_message_size = size;
+    }
+    if let Some(streams) = config.max_concurrent_streams {
+        if streams == 0 {
+            findings.error(
+                join(&path, "max_concurrent_streams"),
+                "must be greater than zero",
+            );
+        }
+        settings.max_concurrent_streams = streams;
+    }
+    let components = Arc::new(Components::from_config(
+        &config.grpc_config,
+        &join(&path, "grpc_config"),
+        findings,
+    ));
+    if let Some(name) = config.server_name.filter(|name| name != "runtime") {
+        findings.ignore(
+            join(&path, "server_name"),
+            format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
+        );
+    }
+    Some(Arc::new(GrpcServerFactory::new(
+        settings,
+        Arc::new(move |_shard| RuntimeApi::router(components.clone())),
+    )))
+}

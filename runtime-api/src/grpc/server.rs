@@ -1,0 +1,227 @@
+//! The `grpc` terminal filter: serves HTTP/2 with prior knowledge (h2c) on each shard's
+//! connections, one task per call, routed by `:path`. Applies the call's `grpc-timeout`, notices
+//! client cancellation, writes `grpc-status` trailers, and on process drain sends GOAWAY so clients
+//! finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
+
+use std::{cell::RefCell, future::poll_fn, rc::Rc, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_lite::future::{BoxedLocal, or};
+use glommio::net::TcpStream;
+use h2::{RecvStream, server::SendResponse};
+use layotto_core::handler::ConnectionInfo;
+use layotto_filters::chain::{Observers, Terminal, TerminalFactory};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tracing::debug;
+
+use super::{
+    call::{self, Requests, ResponseState, Responses, SharedResponse},
+    router::{Call, Router},
+    status::{Code, Status},
+    timeout,
+};
+
+/// HTTP/2 and gRPC limits of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcSettings {
+    /// Largest request or response message, in bytes (default 4 MiB).
+    pub max_message_size: usize,
+    /// Concurrent calls per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header block, in bytes.
+    pub max_header_list_size: u32,
+    /// Streams reset by the client before the server accepted them, tolerated per connection
+    /// (defence against HTTP/2 Rapid Reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Initial flow-control window per stream, in bytes.
+    pub stream_window: u32,
+    /// Initial flow-control window per connection, in bytes.
+    pub connection_window: u32,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_message_size: 4 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+            max_header_list_size: 16 * 1024,
+            max_pending_accept_reset_streams: 32,
+            stream_window: 1024 * 1024,
+            connection_window: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Builds each shard's router.
+pub type RouterFactory = Arc<dyn Fn(usize) -> Router + Send + Sync>;
+
+/// The configured server, shared by all shards.
+pub struct GrpcServerFactory {
+    settings: GrpcSettings,
+    routes: RouterFactory,
+}
+
+impl GrpcServerFactory {
+    /// A server with `settings` whose shards route with the routers `routes` builds.
+    pub fn new(settings: GrpcSettings, routes: RouterFactory) -> Self {
+        Self { settings, routes }
+    }
+}
+
+impl TerminalFactory for GrpcServerFactory {
+    fn for_shard(&self, shard: usize) -> Rc<dyn Terminal> {
+        Rc::new(GrpcServer {
+            router: (self.routes)(shard),
+            settings: self.settings,
+        })
+    }
+}
+
+/// One shard's server.
+struct GrpcServer {
+    router: Router,
+    settings: GrpcSettings,
+}
+
+impl Terminal for GrpcServer {
+    fn serve(
+        self: Rc<Self>,
+        stream: TcpStream,
+        conn: ConnectionInfo,
+        _observers: Observers,
+    ) -> BoxedLocal<()> {
+        Box::pin(self.serve_connection(stream, conn))
+    }
+}
+
+impl GrpcServer {
+    async fn serve_connection(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo) {
+        let _ = stream.set_nodelay(true);
+        let s = &self.settings;
+        let mut builder = h2::server::Builder::new();
+        builder
+            .max_concurrent_streams(s.max_concurrent_streams)
+            .max_header_list_size(s.max_header_list_size)
+            .max_pending_accept_reset_streams(s.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(s.max_pending_accept_reset_streams * 32))
+            .initial_window_size(s.stream_window)
+            .initial_connection_window_size(s.connection_window);
+        let mut connection = match builder.handshake::<_, Bytes>(stream.compat()).await {
+            Ok(connection) => connection,
+            Err(err) => {
+                debug!(peer = %conn.peer, error = %err, "not an HTTP/2 client; closing");
+                return;
+            }
+        };
+        let mut shutdown = conn.shutdown.clone();
+        let mut draining = false;
+        loop {
+            let accepted = if draining {
+                connection.accept().await
+            } else {
+                let next = or(async { Some(connection.accept().await) }, async {
+                    shutdown.wait().await;
+                    None
+                })
+                .await;
+                match next {
+                    Some(accepted) => accepted,
+                    None => {
+                        connection.graceful_shutdown();
+                        draining = true;
+                        continue;
+                    }
+                }
+            };
+            match accepted {
+                None => break,
+                Some(Ok((request, respond))) => {
+                    glommio::spawn_local(serve_call(self.clone(), request, respond)).detach();
+                }
+                Some(Err(err)) => {
+                    debug!(peer = %conn.peer, error = %err, "HTTP/2 connection ended");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs the call's handler under its deadline and the client's cancellation; returns the status.
+    async fn dispatch(
+        &self,
+        parts: http::request::Parts,
+        body: RecvStream,
+        response: &SharedResponse,
+    ) -> Status {
+        let path = parts.uri.path();
+        let Some(handler) = self.router.get(path) else {
+            return Status::new(Code::Unimplemented, format!("unknown method {path}"));
+        };
+        if let Some(encoding) = parts.headers.get("grpc-encoding")
+            && encoding != "identity"
+        {
+            return Status::new(
+                Code::Unimplemented,
+                format!("grpc-encoding {encoding:?} is not supported; only identity is"),
+            );
+        }
+        let deadline = match parts.headers.get("grpc-timeout") {
+            None => None,
+            Some(value) => match value.to_str().map_err(|_| ()).map(timeout::parse) {
+                Ok(Ok(deadline)) => Some(deadline),
+                Ok(Err(status)) => return status,
+                Err(()) => return Status::new(Code::Internal, "malformed grpc-timeout"),
+            },
+        };
+        let max = self.settings.max_message_size;
+        let work = handler(Call {
+            requests: Requests::new(body, max),
+            responses: Responses::new(response.clone(), max),
+        });
+        let bounded = async {
+            match deadline {
+                None => work.await,
+                Some(limit) => or(work, expire(limit)).await,
+            }
+        };
+        let cancelled = async {
+            poll_fn(|cx| call::poll_reset(response, cx)).await;
+            Err(Status::new(Code::Cancelled, "cancelled by the client"))
+        };
+        or(bounded, cancelled)
+            .await
+            .err()
+            .unwrap_or_else(Status::ok)
+    }
+}
+
+async fn expire(limit: Duration) -> Result<(), Status> {
+    glommio::timer::sleep(limit).await;
+    Err(Status::new(
+        Code::DeadlineExceeded,
+        format!("deadline of {limit:?} exceeded"),
+    ))
+}
+
+async fn serve_call(
+    server: Rc<GrpcServer>,
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let (parts, body) = request.into_parts();
+    let is_grpc = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if parts.method != http::Method::POST || !is_grpc {
+        call::reject_http(respond, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return;
+    }
+    let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
+    let status = server.dispatch(parts, body, &response).await;
+    if status.code != Code::Ok && status.code != Code::Cancelled {
+        debug!(%status, "call failed");
+    }
+    call::finish(&response, &status);
+}

@@ -1,0 +1,110 @@
+//! gRPC status codes and how a status is written as `grpc-status` / `grpc-message` (percent-encoded
+//! as the gRPC HTTP/2 spec requires). Sans-IO.
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderValue};
+
+/// The gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(missing_docs)] // the names are the spec's
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+/// A call's outcome: a code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The code.
+    pub code: Code,
+    /// Why (empty for OK).
+    pub message: String,
+}
+
+impl Status {
+    /// A status with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Success.
+    pub fn ok() -> Self {
+        Self::new(Code::Ok, "")
+    }
+
+    /// Writes `grpc-status` and (if any) the percent-encoded `grpc-message` into `headers`.
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        headers.insert("grpc-status", HeaderValue::from(self.code as u8 as u16));
+        if !self.message.is_empty() {
+            let encoded = percent_encode(&self.message);
+            // Percent-encoding leaves only visible ASCII, which is always a valid header value.
+            if let Ok(value) = HeaderValue::from_str(&encoded) {
+                headers.insert("grpc-message", value);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+/// Percent-encodes a `grpc-message`: every byte outside printable ASCII (0x20..=0x7E), and `%`.
+pub fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encodes_as_the_spec_says() {
+        assert_eq!(percent_encode("plain text: ok"), "plain text: ok");
+        assert_eq!(percent_encode("100%"), "100%25");
+        assert_eq!(percent_encode("a\nb\tc"), "a%0Ab%09c");
+        assert_eq!(percent_encode("ünï"), "%C3%BCn%C3%AF");
+    }
+
+    #[test]
+    fn writes_status_headers() {
+        let mut headers = HeaderMap::new();
+        Status::new(Code::ResourceExhausted, "too big: 5%").write_to(&mut headers);
+        assert_eq!(headers["grpc-status"], "8");
+        assert_eq!(headers["grpc-message"], "too big: 5%25");
+        let mut headers = HeaderMap::new();
+        Status::ok().write_to(&mut headers);
+        assert_eq!(headers["grpc-status"], "0");
+        assert!(!headers.contains_key("grpc-message"));
+    }
+}
