@@ -78,6 +78,37 @@ async fn say_hello_answers_with_the_configured_greeting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_serves_hello_and_state_on_34904() {
+    let mut layotto = Layotto::start_default();
+    assert_eq!(layotto.address("grpc"), "127.0.0.1:34904".parse().unwrap());
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let hello = SayHelloRequest {
+        service_name: "quick_start_demo".into(),
+        name: "new user".into(),
+        data: None,
+    };
+    assert_eq!(
+        client.say_hello(hello).await.unwrap().into_inner().hello,
+        "greeting, new user"
+    );
+    client
+        .save_state(save(vec![item("first", "call")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get_state(get("first"))
+            .await
+            .unwrap()
+            .into_inner()
+            .data,
+        "call"
+    );
+    drop(client);
+    layotto.stop_and_summary("grpc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_component_is_invalid_argument_and_serving_goes_on() {
     let layotto = start(json!({}), &[]);
     let mut client = runtime_client(layotto.address("grpc")).await;

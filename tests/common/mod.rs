@@ -55,11 +55,19 @@ impl Layotto {
         let path = dir.path().join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        command.arg("start").arg("-c").arg(&path).args(args);
+        Self::spawn(command, dir, expected_listeners)
+    }
+
+    /// `layotto start` with no config file: the embedded default.
+    pub fn start_default() -> Self {
+        let mut command = Command::new(binary());
+        command.arg("start");
+        Self::spawn(command, tempfile::tempdir().unwrap(), 1)
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir, expected_listeners: usize) -> Self {
         command
-            .arg("start")
-            .arg("-c")
-            .arg(&path)
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
