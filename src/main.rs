@@ -7,7 +7,9 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use layotto_core::{
+    backend::BackendPool,
     config::{Config, Findings, LogLevel, LogPath},
+    handler::HandlerFactory,
     listener,
     shard::{ServeReport, ServedListener, ShardPlan},
     shutdown::{self, ShutdownTrigger},
@@ -17,6 +19,11 @@ use tracing::{error, info, warn};
 
 /// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
 const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
+
+/// Threads of the backend pool that runs tokio-based component clients (etcd, redis).
+const BACKEND_THREADS: usize = 2;
+/// Component calls admitted in flight on the backend pool before calls get UNAVAILABLE.
+const BACKEND_CAPACITY: usize = 16_384;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -83,9 +90,11 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
     let config = Config::parse(&text, &mut findings);
     let registry = FilterRegistry::default()
         .with_terminal(layotto_runtime_api::KIND, layotto_runtime_api::build);
+    let pool = BackendPool::start(BACKEND_THREADS, BACKEND_CAPACITY)?;
     let ctx = BuildContext {
         config: &config,
         shards: plan.len(),
+        backend: pool.handle(),
     };
     let chains: Vec<_> = config
         .listeners
@@ -117,6 +126,14 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_BAD_CONFIG));
     }
 
+    for (_, chain) in &chains {
+        if let Err(err) = chain.start() {
+            error!("{err}");
+            eprintln!("layotto: cannot start: {err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+
     let mut served = Vec::with_capacity(chains.len());
     for (listener, chain) in chains {
         served.push(ServedListener {
@@ -136,6 +153,7 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         info!("listener \"{name}\" listening on {address}");
     }
     let report = running.join()?;
+    pool.shutdown(config.drain_timeout);
     log_summary(&report);
     info!("stopped");
     Ok(ExitCode::SUCCESS)

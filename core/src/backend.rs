@@ -102,6 +102,17 @@ impl BackendHandle {
         async move { admitted?.await.map_err(|_| BackendError::Stopped) }
     }
 
+    /// Runs a long-lived background task on the pool (a watch, a keep-alive) outside the
+    /// admission count; it ends when it returns or the pool stops.
+    pub fn spawn<F>(&self, task: F) -> Result<(), BackendError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.jobs
+            .send(Box::pin(task))
+            .map_err(|_| BackendError::Stopped)
+    }
+
     /// Calls currently in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -190,6 +201,28 @@ mod tests {
             Ok(7)
         );
         assert_eq!(handle.in_flight(), 0);
+        pool.shutdown(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn spawned_tasks_run_outside_admission() {
+        let pool = BackendPool::start(1, 1).unwrap();
+        let handle = pool.handle();
+        let (done, finished) = std::sync::mpsc::channel();
+        handle
+            .spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                done.send(()).unwrap();
+            })
+            .unwrap();
+        assert_eq!(handle.in_flight(), 0);
+        let answer = futures_lite::future::block_on(handle.submit(async { 5 }));
+        assert_eq!(
+            answer,
+            Ok(5),
+            "a running background task takes no call slot"
+        );
+        finished.recv_timeout(Duration::from_secs(2)).unwrap();
         pool.shutdown(Duration::from_secs(1));
     }
 

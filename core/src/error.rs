@@ -29,4 +29,12 @@ pub enum CoreError {
     /// A shard thread panicked.
     #[error("shard {0} panicked")]
     ShardPanicked(usize),
+    /// A component could not start (e.g. its server is unreachable).
+    #[error("component {component}: {reason}")]
+    ComponentStart {
+        /// The building block and name, e.g. `config_store "config_demo"`.
+        component: String,
+        /// Why, naming the address it tried.
+        reason: String,
+    },
 }

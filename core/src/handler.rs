@@ -35,6 +35,12 @@ pub trait HandlerFactory: Send + Sync {
     /// The handler for shard `shard`, called once on that shard's thread.
     fn for_shard(&self, shard: usize) -> Rc<dyn ConnectionHandler>;
 
+    /// Connects what the handler needs before the listener opens (e.g. component backends), on
+    /// the main thread; an error stops start-up.
+    fn start(&self) -> Result<(), crate::CoreError> {
+        Ok(())
+    }
+
     /// Counters of this listener's handler as `(name, total)`, read at shutdown.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -8,7 +8,10 @@ use std::{rc::Rc, sync::Arc};
 
 use futures_lite::future::BoxedLocal;
 use glommio::net::TcpStream;
-use layotto_core::handler::{ConnectionHandler, ConnectionInfo, HandlerFactory};
+use layotto_core::{
+    CoreError,
+    handler::{ConnectionHandler, ConnectionInfo, HandlerFactory},
+};
 
 /// Which way bytes are flowing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,10 @@ pub trait Terminal {
 pub trait TerminalFactory: Send + Sync {
     /// The instance for `shard`, called on that shard.
     fn for_shard(&self, shard: usize) -> Rc<dyn Terminal>;
+    /// Connects what the terminal needs before the listener opens, on the main thread.
+    fn start(&self) -> Result<(), CoreError> {
+        Ok(())
+    }
     /// Counters as `(name, total over shards)`.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
@@ -118,6 +125,10 @@ impl HandlerFactory for FilterChainFactory {
             filters: self.filters.iter().map(|f| f.for_shard(shard)).collect(),
             terminal: self.terminal.for_shard(shard),
         })
+    }
+
+    fn start(&self) -> Result<(), CoreError> {
+        self.terminal.start()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -230,9 +241,11 @@ mod tests {
         );
         let mut findings = Findings::default();
         let config = Config::parse(&text, &mut findings);
+        let pool = layotto_core::backend::BackendPool::start(1, 16).unwrap();
         let ctx = BuildContext {
             config: &config,
             shards: 1,
+            backend: pool.handle(),
         };
         let proxy_filter = &config.listeners[0].network_filters[0];
         let terminal = crate::tcp_proxy::build(proxy_filter, &ctx, &mut findings).unwrap();

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use layotto_core::config::{Config, FilterConfig, Findings, ListenerConfig, join};
+use layotto_core::{
+    backend::BackendHandle,
+    config::{Config, FilterConfig, Findings, ListenerConfig, join},
+};
 
 use crate::chain::{FilterChainFactory, NetworkFilterFactory, TerminalFactory};
 
@@ -14,6 +17,8 @@ pub struct BuildContext<'a> {
     pub config: &'a Config,
     /// Number of shards (for per-shard counters).
     pub shards: usize,
+    /// The backend pool, for components with tokio-based clients.
+    pub backend: BackendHandle,
 }
 
 /// Builds a terminal filter from its config entry.

@@ -4,20 +4,29 @@
 
 use std::{collections::HashMap, rc::Rc, sync::Arc, time::Duration};
 
+use futures_util::{
+    StreamExt,
+    stream::{self, LocalBoxStream, SelectAll},
+};
 use layotto_proto::runtime::{
-    BulkStateItem, DeleteBulkStateRequest, DeleteStateRequest, ExecuteStateTransactionRequest,
-    GetBulkStateRequest, GetBulkStateResponse, GetStateRequest, GetStateResponse, SaveStateRequest,
-    SayHelloRequest, SayHelloResponse, StateItem, StateOptions, state_options::StateConcurrency,
+    BulkStateItem, ConfigurationItem, DeleteBulkStateRequest, DeleteConfigurationRequest,
+    DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetBulkStateResponse,
+    GetConfigurationRequest, GetConfigurationResponse, GetStateRequest, GetStateResponse,
+    SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, StateItem,
+    StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse,
+    state_options::StateConcurrency,
 };
 
 use crate::{
     components::{
         Components,
+        configuration::{Selector, check_segment, hub::WatchEvent},
         state::{self, Concurrency, StateOperation},
     },
     error::ApiError,
     grpc::{
-        router::{Router, unary},
+        call::{Requests, Responses},
+        router::{Router, bidirectional, unary},
         status::Status,
     },
 };
@@ -51,9 +60,126 @@ impl RuntimeApi {
             )
             .add(
                 path("ExecuteStateTransaction"),
-                unary(api, Self::execute_state_transaction),
+                unary(api.clone(), Self::execute_state_transaction),
+            )
+            .add(
+                path("GetConfiguration"),
+                unary(api.clone(), Self::get_configuration),
+            )
+            .add(
+                path("SaveConfiguration"),
+                unary(api.clone(), Self::save_configuration),
+            )
+            .add(
+                path("DeleteConfiguration"),
+                unary(api.clone(), Self::delete_configuration),
+            )
+            .add(
+                path("SubscribeConfiguration"),
+                bidirectional(api, Self::subscribe_configuration),
             );
         router
+    }
+
+    async fn get_configuration(
+        self: Rc<Self>,
+        request: GetConfigurationRequest,
+    ) -> Result<GetConfigurationResponse, Status> {
+        let store = self.components.config_store(&request.store_name)?;
+        let selector = Selector::new(request.app_id, request.group, request.label, request.keys)?;
+        Ok(GetConfigurationResponse {
+            items: store.get(&selector).await?,
+        })
+    }
+
+    async fn save_configuration(
+        self: Rc<Self>,
+        request: SaveConfigurationRequest,
+    ) -> Result<(), Status> {
+        let store = self.components.config_store(&request.store_name)?;
+        check_segment("app_id", &request.app_id, false)?;
+        Ok(store.save(&request.app_id, request.items).await?)
+    }
+
+    async fn delete_configuration(
+        self: Rc<Self>,
+        request: DeleteConfigurationRequest,
+    ) -> Result<(), Status> {
+        let store = self.components.config_store(&request.store_name)?;
+        let selector = Selector::new(request.app_id, request.group, request.label, request.keys)?;
+        Ok(store.delete(&selector).await?)
+    }
+
+    /// Each request on the stream adds a subscription, acknowledged by a response without items
+    /// once its watch is in place; then every change it selects is streamed as it happens. The
+    /// stream ends when the client cancels it (or half-closes without any subscription).
+    async fn subscribe_configuration(
+        self: Rc<Self>,
+        mut requests: Requests,
+        mut responses: Responses,
+    ) -> Result<(), Status> {
+        let mut followed: Vec<(String, Selector)> = Vec::new();
+        let mut changes: SelectAll<LocalBoxStream<'static, (usize, WatchEvent)>> = SelectAll::new();
+        let mut reading = true;
+        loop {
+            let next = match (reading, changes.is_empty()) {
+                (false, true) => return Ok(()),
+                (true, true) => Next::Request(requests.next().await?),
+                (false, false) => Next::Change(changes.next().await),
+                (true, false) => {
+                    futures_lite::future::or(
+                        async { requests.next().await.map(Next::Request) },
+                        async { Ok(Next::Change(changes.next().await)) },
+                    )
+                    .await?
+                }
+            };
+            match next {
+                Next::Request(None) => reading = false,
+                Next::Request(Some(request)) => {
+                    let SubscribeConfigurationRequest {
+                        store_name,
+                        app_id,
+                        group,
+                        label,
+                        keys,
+                        metadata: _,
+                    } = request;
+                    let store = self.components.config_store(&store_name)?;
+                    let selector = Selector::new(app_id, group, label, keys)?;
+                    let subscription = store.subscribe(&selector.app_id).await?;
+                    let index = followed.len();
+                    changes.push(
+                        stream::unfold(subscription, |mut subscription| async move {
+                            let event = subscription.next().await;
+                            Some((event, subscription))
+                        })
+                        .map(move |event| (index, event))
+                        .boxed_local(),
+                    );
+                    responses
+                        .send(&subscribed(&store_name, &selector.app_id, Vec::new()))
+                        .await?;
+                    followed.push((store_name, selector));
+                }
+                Next::Change(None) => unreachable!("polled only while subscriptions exist"),
+                Next::Change(Some((index, event))) => {
+                    let (store_name, selector) = &followed[index];
+                    let items = match event {
+                        WatchEvent::Changed(items) => selector.filter(&items),
+                        WatchEvent::Resync => {
+                            let store = self.components.config_store(store_name)?;
+                            store.get(selector).await?
+                        }
+                    };
+                    if !items.is_empty() {
+                        responses
+                            .send(&subscribed(store_name, &selector.app_id, items))
+                            .await?;
+                    }
+                }
+            }
+        }
     }
 
     async fn say_hello(
@@ -173,6 +299,24 @@ impl RuntimeApi {
             })
             .collect::<Result<_, _>>()?;
         Ok(store.apply(operations).await?)
+    }
+}
+
+/// What a configuration subscription waits for next.
+enum Next {
+    Request(Option<SubscribeConfigurationRequest>),
+    Change(Option<(usize, WatchEvent)>),
+}
+
+fn subscribed(
+    store_name: &str,
+    app_id: &str,
+    items: Vec<ConfigurationItem>,
+) -> SubscribeConfigurationResponse {
+    SubscribeConfigurationResponse {
+        store_name: store_name.to_owned(),
+        app_id: app_id.to_owned(),
+        items,
     }
 }
 

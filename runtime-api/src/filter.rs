@@ -2,10 +2,16 @@
 //! layotto-rs's own HTTP/2 limits. Built once on the main thread; the resulting server factory
 //! builds a router per shard over components shared by all shards.
 
-use std::sync::Arc;
+use std::{rc::Rc, sync::Arc};
 
-use layotto_core::config::{FilterConfig, Findings, join};
-use layotto_filters::{chain::TerminalFactory, registry::BuildContext};
+use layotto_core::{
+    CoreError,
+    config::{FilterConfig, Findings, join},
+};
+use layotto_filters::{
+    chain::{Terminal, TerminalFactory},
+    registry::BuildContext,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,7 +36,7 @@ struct GrpcFilterConfig {
 /// Builds the runtime API server from a `grpc` filter entry, recording problems in `findings`.
 pub fn build(
     filter: &FilterConfig,
-    _ctx: &BuildContext<'_>,
+    ctx: &BuildContext<'_>,
     findings: &mut Findings,
 ) -> Option<Arc<dyn TerminalFactory>> {
     let path = join(&filter.path, "config");
@@ -54,6 +60,7 @@ pub fn build(
     let components = Arc::new(Components::from_config(
         &config.grpc_config,
         &join(&path, "grpc_config"),
+        &ctx.backend,
         findings,
     ));
     if let Some(name) = config.server_name.filter(|name| name != "runtime") {
@@ -62,8 +69,29 @@ pub fn build(
             format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
         );
     }
-    Some(Arc::new(GrpcServerFactory::new(
-        settings,
-        Arc::new(move |_shard| RuntimeApi::router(components.clone())),
-    )))
+    let server = GrpcServerFactory::new(settings, {
+        let components = components.clone();
+        Arc::new(move |_shard| RuntimeApi::router(components.clone()))
+    });
+    Some(Arc::new(RuntimeApiFactory { server, components }))
+}
+
+/// The gRPC server plus the components it serves, which connect before the listener opens.
+struct RuntimeApiFactory {
+    server: GrpcServerFactory,
+    components: Arc<Components>,
+}
+
+impl TerminalFactory for RuntimeApiFactory {
+    fn for_shard(&self, shard: usize) -> Rc<dyn Terminal> {
+        self.server.for_shard(shard)
+    }
+
+    fn start(&self) -> Result<(), CoreError> {
+        self.components.start()
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.server.counters()
+    }
 }

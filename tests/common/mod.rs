@@ -3,6 +3,8 @@
 //! servers to proxy to. Every wait is bounded.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod etcd;
+
 use std::{
     collections::HashMap,
     fs::Permissions,
