@@ -95,6 +95,7 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         config: &config,
         shards: plan.len(),
         backend: pool.handle(),
+        stream_filters: Vec::new(),
     };
     let chains: Vec<_> = config
         .listeners

@@ -30,6 +30,8 @@ pub enum Admission {
     Continue,
     /// Let it through and show its bytes to this observer.
     Observe(Box<dyn ConnectionObserver>),
+    /// Let it through, keeping this value until the connection ends (then it is dropped).
+    Hold(Box<dyn std::any::Any>),
 }
 
 /// Sees one connection's bytes (in the order they were read) and its end.
@@ -50,6 +52,10 @@ pub trait NetworkFilter {
 pub trait NetworkFilterFactory: Send + Sync {
     /// The instance for `shard`, called on that shard.
     fn for_shard(&self, shard: usize) -> Rc<dyn NetworkFilter>;
+    /// Counters as `(name, total over shards)`.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The observers attached to one connection; told of its end when dropped.
@@ -132,7 +138,9 @@ impl HandlerFactory for FilterChainFactory {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        self.terminal.counters()
+        let mut counters: Vec<_> = self.filters.iter().flat_map(|f| f.counters()).collect();
+        counters.extend(self.terminal.counters());
+        counters
     }
 }
 
@@ -145,16 +153,26 @@ struct FilterChain {
 impl ConnectionHandler for FilterChain {
     fn serve(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo) -> BoxedLocal<()> {
         let mut observers = Vec::new();
+        let mut held = Vec::new();
         for filter in &self.filters {
             match filter.on_accept(&conn) {
                 Admission::Reject => return Box::pin(async move { drop(stream) }),
                 Admission::Continue => {}
                 Admission::Observe(observer) => observers.push(observer),
+                Admission::Hold(value) => held.push(value),
             }
         }
-        self.terminal
+        let serving = self
+            .terminal
             .clone()
-            .serve(stream, conn, Observers(observers))
+            .serve(stream, conn, Observers(observers));
+        if held.is_empty() {
+            return serving;
+        }
+        Box::pin(async move {
+            serving.await;
+            drop(held);
+        })
     }
 }
 
@@ -246,6 +264,7 @@ mod tests {
             config: &config,
             shards: 1,
             backend: pool.handle(),
+            stream_filters: Vec::new(),
         };
         let proxy_filter = &config.listeners[0].network_filters[0];
         let terminal = crate::tcp_proxy::build(proxy_filter, &ctx, &mut findings).unwrap();

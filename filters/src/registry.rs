@@ -9,7 +9,10 @@ use layotto_core::{
     config::{Config, FilterConfig, Findings, ListenerConfig, join},
 };
 
-use crate::chain::{FilterChainFactory, NetworkFilterFactory, TerminalFactory};
+use crate::{
+    chain::{FilterChainFactory, NetworkFilterFactory, TerminalFactory},
+    stream::StreamFilterFactory,
+};
 
 /// What builders may consult.
 pub struct BuildContext<'a> {
@@ -19,6 +22,21 @@ pub struct BuildContext<'a> {
     pub shards: usize,
     /// The backend pool, for components with tokio-based clients.
     pub backend: BackendHandle,
+    /// The stream filters of the listener being built (set by [`FilterRegistry::build`] for its
+    /// terminal; empty otherwise).
+    pub stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+}
+
+impl BuildContext<'_> {
+    /// The same context with `stream_filters` for one listener's terminal.
+    fn for_terminal(&self, stream_filters: Vec<Arc<dyn StreamFilterFactory>>) -> Self {
+        BuildContext {
+            config: self.config,
+            shards: self.shards,
+            backend: self.backend.clone(),
+            stream_filters,
+        }
+    }
 }
 
 /// Builds a terminal filter from its config entry.
@@ -27,21 +45,19 @@ pub type TerminalBuilder =
 /// Builds a non-terminal network filter from its config entry.
 pub type FilterBuilder =
     fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn NetworkFilterFactory>>;
+/// Builds a stream filter from its config entry (`None` without an error: nothing to do).
+pub type StreamFilterBuilder =
+    fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn StreamFilterFactory>>;
 
 /// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
 /// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
-const NOT_YET_SERVED: &[&str] = &[
-    "proxy",
-    "tcpcopy",
-    "flowControlFilter",
-    "actuator_filter",
-    "grpc_metric",
-];
+const NOT_YET_SERVED: &[&str] = &["proxy", "tcpcopy", "actuator_filter", "grpc_metric"];
 
 /// The known filter types and how to build them.
 pub struct FilterRegistry {
     terminals: Vec<(&'static str, TerminalBuilder)>,
     filters: Vec<(&'static str, FilterBuilder)>,
+    stream_filters: Vec<(&'static str, StreamFilterBuilder)>,
 }
 
 impl Default for FilterRegistry {
@@ -49,7 +65,11 @@ impl Default for FilterRegistry {
     fn default() -> Self {
         Self {
             terminals: vec![(crate::tcp_proxy::KIND, crate::tcp_proxy::build)],
-            filters: Vec::new(),
+            filters: vec![(
+                crate::connection_limit::KIND,
+                crate::connection_limit::build,
+            )],
+            stream_filters: vec![(crate::flow_control::KIND, crate::flow_control::build)],
         }
     }
 }
@@ -75,9 +95,19 @@ impl FilterRegistry {
         ctx: &BuildContext<'_>,
         findings: &mut Findings,
     ) -> Option<FilterChainFactory> {
-        for stream_filter in &listener.stream_filters {
-            self.not_served(stream_filter, findings, "stream filter ignored");
-        }
+        let stream_filters: Vec<_> = listener
+            .stream_filters
+            .iter()
+            .filter_map(|filter| {
+                match self.stream_filters.iter().find(|(k, _)| *k == filter.kind) {
+                    Some((_, build)) => build(filter, ctx, findings),
+                    None => {
+                        self.not_served(filter, findings, "stream filter ignored");
+                        None
+                    }
+                }
+            })
+            .collect();
         let (terminal, filters) = listener.network_filters.split_last()?;
         let built: Vec<_> = filters
             .iter()
@@ -97,7 +127,7 @@ impl FilterRegistry {
             })
             .collect();
         let terminal = match self.terminals.iter().find(|(k, _)| *k == terminal.kind) {
-            Some((_, build)) => build(terminal, ctx, findings)?,
+            Some((_, build)) => build(terminal, &ctx.for_terminal(stream_filters), findings)?,
             None => {
                 self.not_served(terminal, findings, "listener not started");
                 return None;
@@ -120,6 +150,7 @@ impl FilterRegistry {
         } else {
             let mut known: Vec<&str> = self.terminals.iter().map(|(k, _)| *k).collect();
             known.extend(self.filters.iter().map(|(k, _)| *k));
+            known.extend(self.stream_filters.iter().map(|(k, _)| *k));
             findings.error(
                 join(&filter.path, "type"),
                 format!("unknown filter type \"{}\" (known: {known:?})", filter.kind),

@@ -1,6 +1,7 @@
 //! Errors of the runtime API and the one place they become gRPC statuses.
 
 use layotto_core::backend::BackendError;
+use layotto_filters::stream::CallRejection;
 
 use crate::grpc::status::{Code, Status};
 
@@ -51,6 +52,14 @@ impl From<ApiError> for Status {
     }
 }
 
+impl From<CallRejection> for Status {
+    fn from(rejection: CallRejection) -> Self {
+        match rejection {
+            CallRejection::RateLimited(message) => Status::new(Code::ResourceExhausted, message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +87,7 @@ mod tests {
         for (err, code) in cases {
             assert_eq!(Status::from(err).code, code);
         }
+        let limited = Status::from(CallRejection::RateLimited("over".into()));
+        assert_eq!(limited.code, Code::ResourceExhausted);
     }
 }

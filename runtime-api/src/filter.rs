@@ -69,10 +69,14 @@ pub fn build(
             format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
         );
     }
-    let server = GrpcServerFactory::new(settings, {
-        let components = components.clone();
-        Arc::new(move |_shard| RuntimeApi::router(components.clone()))
-    });
+    let server = GrpcServerFactory::new(
+        settings,
+        {
+            let components = components.clone();
+            Arc::new(move |_shard| RuntimeApi::router(components.clone()))
+        },
+        ctx.stream_filters.clone(),
+    );
     Some(Arc::new(RuntimeApiFactory { server, components }))
 }
 

@@ -164,7 +164,7 @@ fn start_server() -> TestServer {
                 );
             router
         });
-        let factory = GrpcServerFactory::new(GrpcSettings::default(), routes);
+        let factory = GrpcServerFactory::new(GrpcSettings::default(), routes, Vec::new());
         glommio::LocalExecutor::default().run(async move {
             let server = factory.for_shard(0);
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();

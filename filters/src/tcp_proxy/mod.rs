@@ -75,6 +75,12 @@ pub fn build(
     findings: &mut Findings,
 ) -> Option<Arc<dyn TerminalFactory>> {
     let path = join(&filter.path, "config");
+    if !ctx.stream_filters.is_empty() {
+        findings.error(
+            join(&filter.path, "type"),
+            "tcp_proxy carries no calls: its listener's stream_filters cannot apply",
+        );
+    }
     let config: TcpProxyConfig = findings.decode(&filter.config, &path, IGNORED_KEYS)?;
     let idle_timeout = match config.idle_timeout.as_deref().map(parse_duration) {
         None => Some(DEFAULT_IDLE_TIMEOUT),

@@ -10,7 +10,10 @@ use futures_lite::future::{BoxedLocal, or};
 use glommio::net::TcpStream;
 use h2::{RecvStream, server::SendResponse};
 use layotto_core::handler::ConnectionInfo;
-use layotto_filters::chain::{Observers, Terminal, TerminalFactory};
+use layotto_filters::{
+    chain::{Observers, Terminal, TerminalFactory},
+    stream::{StreamFilterFactory, StreamFilters},
+};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::debug;
 
@@ -59,12 +62,22 @@ pub type RouterFactory = Arc<dyn Fn(usize) -> Router + Send + Sync>;
 pub struct GrpcServerFactory {
     settings: GrpcSettings,
     routes: RouterFactory,
+    stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
 }
 
 impl GrpcServerFactory {
-    /// A server with `settings` whose shards route with the routers `routes` builds.
-    pub fn new(settings: GrpcSettings, routes: RouterFactory) -> Self {
-        Self { settings, routes }
+    /// A server with `settings` whose shards route with the routers `routes` builds, after
+    /// asking `stream_filters` about each call.
+    pub fn new(
+        settings: GrpcSettings,
+        routes: RouterFactory,
+        stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+    ) -> Self {
+        Self {
+            settings,
+            routes,
+            stream_filters,
+        }
     }
 }
 
@@ -73,6 +86,7 @@ impl TerminalFactory for GrpcServerFactory {
         Rc::new(GrpcServer {
             router: (self.routes)(shard),
             settings: self.settings,
+            stream_filters: StreamFilters::for_shard(&self.stream_filters, shard),
         })
     }
 }
@@ -81,6 +95,7 @@ impl TerminalFactory for GrpcServerFactory {
 struct GrpcServer {
     router: Router,
     settings: GrpcSettings,
+    stream_filters: StreamFilters,
 }
 
 impl Terminal for GrpcServer {
@@ -157,6 +172,9 @@ impl GrpcServer {
         let Some(handler) = self.router.get(path) else {
             return Status::new(Code::Unimplemented, format!("unknown method {path}"));
         };
+        if let Err(rejection) = self.stream_filters.on_call(path) {
+            return rejection.into();
+        }
         if let Some(encoding) = parts.headers.get("grpc-encoding")
             && encoding != "identity"
         {

@@ -1,0 +1,68 @@
+//! Micro-benchmark of the process-wide rate limiter: nanoseconds per admission decision on one
+//! shard, and on two shards (threads) drawing on one budget at once, for a budget big enough that
+//! calls are admitted (leases of many tokens) and for one that is spent (every call refused).
+//! Run with `cargo bench -p layotto-bench --bench rate_limit`.
+
+use std::{
+    hint::black_box,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use layotto_filters::rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget};
+
+const CALLS: u32 = 5_000_000;
+
+/// Nanoseconds per call of `decide` on each of `shards` threads running at once.
+fn per_call<S: Send>(
+    shards: usize,
+    state: impl Fn() -> S,
+    decide: impl Fn(&S) -> bool + Sync,
+) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..shards {
+            let state = state();
+            let decide = &decide;
+            scope.spawn(move || {
+                let admitted = (0..CALLS).filter(|_| decide(&state)).count();
+                black_box(admitted)
+            });
+        }
+    });
+    started.elapsed().as_nanos() as f64 / f64::from(CALLS)
+}
+
+fn bucket(shards: usize, limit: u32) -> impl Fn() -> ShardBucket {
+    let budget = Arc::new(WindowBudget::new(limit, Duration::from_secs(3600), shards));
+    move || ShardBucket::new(budget.clone())
+}
+
+fn main() {
+    let clock = MonotonicClock::default();
+    let fixed = clock.now();
+    let shared = AtomicU64::new(0);
+    println!("| shards | what | ns per decision (per shard) |");
+    println!("|---|---|---|");
+    for shards in [1, 2] {
+        for (label, limit) in [("ample budget", u32::MAX), ("spent budget", 0)] {
+            let bucket_only = per_call(shards, bucket(shards, limit), |b| {
+                b.try_acquire(black_box(fixed))
+            });
+            let with_clock = per_call(shards, bucket(shards, limit), |b| {
+                b.try_acquire(clock.now())
+            });
+            println!("| {shards} | bucket, {label} | {bucket_only:.1} |");
+            println!("| {shards} | bucket + clock read, {label} | {with_clock:.1} |");
+        }
+        let naive = per_call(
+            shards,
+            || (),
+            |()| shared.fetch_add(1, Ordering::AcqRel) < u64::MAX,
+        );
+        println!("| {shards} | baseline: one shared atomic add per call | {naive:.1} |");
+    }
+}

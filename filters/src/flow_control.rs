@@ -1,0 +1,181 @@
+//! LayOtto's `flowControlFilter` stream filter: per-path call limits (`rules[].resource` is the
+//! gRPC path, `threshold` calls per `grade` seconds), each a process-wide [`WindowBudget`] spent
+//! through per-shard buckets, so a rule holds for all shards together with no lock.
+
+use std::{collections::HashMap, rc::Rc, sync::Arc, time::Duration};
+
+use layotto_core::config::{FilterConfig, Findings, join};
+use serde::Deserialize;
+
+use crate::{
+    rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget},
+    registry::BuildContext,
+    stream::{CallRejection, StreamFilter, StreamFilterFactory},
+};
+
+/// The filter's `type` in the config.
+pub const KIND: &str = "flowControlFilter";
+
+#[derive(Deserialize)]
+struct FlowControlConfig {
+    #[serde(default = "enabled")]
+    global_switch: bool,
+    #[serde(default = "path_key")]
+    limit_key_type: String,
+    #[serde(default)]
+    rules: Vec<Rule>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn path_key() -> String {
+    "PATH".into()
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    resource: String,
+    #[serde(default = "one")]
+    grade: u64,
+    threshold: u32,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The configured rules, shared by all shards.
+pub struct FlowControlFactory {
+    budgets: HashMap<String, Arc<WindowBudget>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl FlowControlFactory {
+    /// Limits over `budgets` by path, timed by `clock`.
+    pub fn new(budgets: HashMap<String, Arc<WindowBudget>>, clock: Arc<dyn Clock>) -> Self {
+        Self { budgets, clock }
+    }
+}
+
+/// Builds the filter from its config entry, recording problems in `findings`. `None` without an
+/// error when `global_switch` is off.
+pub fn build(
+    filter: &FilterConfig,
+    ctx: &BuildContext<'_>,
+    findings: &mut Findings,
+) -> Option<Arc<dyn StreamFilterFactory>> {
+    let path = join(&filter.path, "config");
+    let config: FlowControlConfig = findings.decode(&filter.config, &path, &[])?;
+    if config.limit_key_type != "PATH" {
+        findings.error(
+            join(&path, "limit_key_type"),
+            format!(
+                "\"{}\" is not supported (supported: PATH)",
+                config.limit_key_type
+            ),
+        );
+    }
+    let mut budgets = HashMap::new();
+    for (i, rule) in config.rules.iter().enumerate() {
+        let rule_path = format!("{path}.rules[{i}]");
+        if !rule.resource.starts_with('/') {
+            findings.error(
+                join(&rule_path, "resource"),
+                format!(
+                    "\"{}\" is not a gRPC path like /package.Service/Method",
+                    rule.resource
+                ),
+            );
+        }
+        if rule.grade == 0 {
+            findings.error(
+                join(&rule_path, "grade"),
+                "the window must be at least 1 second",
+            );
+            continue;
+        }
+        let budget = WindowBudget::new(rule.threshold, Duration::from_secs(rule.grade), ctx.shards);
+        if budgets
+            .insert(rule.resource.clone(), Arc::new(budget))
+            .is_some()
+        {
+            findings.error(
+                join(&rule_path, "resource"),
+                format!("a second rule for \"{}\"", rule.resource),
+            );
+        }
+    }
+    if !config.global_switch {
+        findings.ignore(path, "global_switch is off: no flow control");
+        return None;
+    }
+    Some(Arc::new(FlowControlFactory::new(
+        budgets,
+        Arc::new(MonotonicClock::default()),
+    )))
+}
+
+impl StreamFilterFactory for FlowControlFactory {
+    fn for_shard(&self, _shard: usize) -> Rc<dyn StreamFilter> {
+        Rc::new(FlowControl {
+            buckets: self
+                .budgets
+                .iter()
+                .map(|(path, budget)| (path.clone(), ShardBucket::new(budget.clone())))
+                .collect(),
+            clock: self.clock.clone(),
+        })
+    }
+}
+
+/// One shard's buckets, by path.
+struct FlowControl {
+    buckets: HashMap<String, ShardBucket>,
+    clock: Arc<dyn Clock>,
+}
+
+impl StreamFilter for FlowControl {
+    fn on_call(&self, path: &str) -> Result<(), CallRejection> {
+        match self.buckets.get(path) {
+            Some(bucket) if !bucket.try_acquire(self.clock.now()) => {
+                Err(CallRejection::RateLimited(format!(
+                    "flow control: {path} is over its limit of {} calls per window",
+                    bucket.limit()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::tests::FakeClock;
+
+    #[test]
+    fn limits_only_the_configured_paths_and_refills_per_window() {
+        let clock = Arc::new(FakeClock::default());
+        let budgets = HashMap::from([(
+            "/svc/Limited".to_owned(),
+            Arc::new(WindowBudget::new(2, Duration::from_secs(1), 2)),
+        )]);
+        let factory = FlowControlFactory::new(budgets, clock.clone());
+        let (a, b) = (factory.for_shard(0), factory.for_shard(1));
+        assert_eq!(a.on_call("/svc/Limited"), Ok(()));
+        assert_eq!(b.on_call("/svc/Limited"), Ok(()));
+        let refused = a.on_call("/svc/Limited").unwrap_err();
+        assert_eq!(
+            refused,
+            CallRejection::RateLimited(
+                "flow control: /svc/Limited is over its limit of 2 calls per window".into()
+            )
+        );
+        assert!(b.on_call("/svc/Limited").is_err());
+        assert!((0..100).all(|_| a.on_call("/svc/Free").is_ok()));
+        clock.set(Duration::from_secs(1));
+        assert_eq!(b.on_call("/svc/Limited"), Ok(()));
+    }
+}

@@ -1,0 +1,243 @@
+//! End-to-end tests of the limits: `flowControlFilter` on the gRPC listener (process-wide, across
+//! two shards, unary and streaming) and `connection_limit` on a tcp_proxy listener.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{StreamExt, stream};
+use layotto_proto::runtime::{
+    GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem, SubscribeConfigurationRequest,
+};
+use serde_json::{Value, json};
+use tonic::Code;
+
+const SAY_HELLO: &str = "/spec.proto.runtime.v1.Runtime/SayHello";
+
+/// A gRPC listener with hello, state and config components, limited by `rules`.
+fn limited(rules: Value) -> Value {
+    let mut components = hello_and_state();
+    components["config_store"] = json!({"config_demo": {"type": "in-memory"}});
+    let mut config = grpc_config(components, json!({}));
+    config["servers"][0]["listeners"][0]["stream_filters"] = json!([{
+        "type": "flowControlFilter",
+        "config": {"global_switch": true, "limit_key_type": "PATH", "rules": rules}
+    }]);
+    config
+}
+
+/// Sleeps until 100 ms past a wall-clock second, where 1 s windows start.
+async fn early_in_a_second() {
+    loop {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
+        if (100..400).contains(&millis) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(u64::from((1100 - millis) % 1000))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_calls_against_five_per_second_pass_exactly_five_across_shards() {
+    let layotto = Layotto::start(
+        &limited(json!([{"resource": SAY_HELLO, "grade": 1, "threshold": 5}])),
+        &["--shards", "2"],
+        1,
+    );
+    let address = layotto.address("grpc");
+    // Ten connections, so SO_REUSEPORT spreads the calls over both shards.
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(runtime_client(address).await);
+    }
+    for second in 0..3 {
+        early_in_a_second().await;
+        let calls = clients.iter().cloned().map(|mut client| {
+            tokio::spawn(async move {
+                client
+                    .say_hello(SayHelloRequest {
+                        service_name: "quick_start_demo".into(),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        });
+        let mut passed = 0;
+        for call in calls.collect::<Vec<_>>() {
+            match call.await.unwrap() {
+                Ok(_) => passed += 1,
+                Err(status) => {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                    assert!(status.message().contains(SAY_HELLO), "{}", status.message());
+                }
+            }
+        }
+        assert_eq!(passed, 5, "second {second}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let mut layotto = layotto;
+    let summary = layotto.stop_and_summary("grpc");
+    let shards = accepted_per_shard(&summary);
+    assert_eq!(shards.iter().sum::<u64>(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_never_reach_the_component_and_streams_are_limited_too() {
+    let layotto = Layotto::start(
+        &limited(json!([
+            {"resource": "/spec.proto.runtime.v1.Runtime/SaveState", "grade": 60, "threshold": 2},
+            {"resource": "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration", "grade": 60, "threshold": 1}
+        ])),
+        &[],
+        1,
+    );
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let save = |key: &str| SaveStateRequest {
+        store_name: "state_demo".into(),
+        states: vec![StateItem {
+            key: key.into(),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        }],
+    };
+    client.save_state(save("a")).await.unwrap();
+    client.save_state(save("b")).await.unwrap();
+    let refused = client.save_state(save("c")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let stored = client
+        .get_state(GetStateRequest {
+            store_name: "state_demo".into(),
+            key: "c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stored.data.is_empty(), "the refused save reached the store");
+
+    let subscribe = || {
+        let request = SubscribeConfigurationRequest {
+            store_name: "config_demo".into(),
+            app_id: "app".into(),
+            ..Default::default()
+        };
+        stream::iter([request]).chain(stream::pending())
+    };
+    let mut first = client
+        .subscribe_configuration(subscribe())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.message().await.unwrap().is_some(),
+        "first subscription acknowledged"
+    );
+    let second = match client.subscribe_configuration(subscribe()).await {
+        Ok(response) => response.into_inner().message().await.map(|_| ()),
+        Err(status) => Err(status),
+    };
+    assert_eq!(second.unwrap_err().code(), Code::ResourceExhausted);
+    // Other rpcs are not limited.
+    for _ in 0..20 {
+        client
+            .say_hello(SayHelloRequest {
+                service_name: "quick_start_demo".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Opens a connection through the proxy and checks it echoes, or that it was closed unanswered.
+fn echoes(address: std::net::SocketAddr) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = stream.write_all(b"ping");
+    let mut reply = [0u8; 4];
+    match stream.read_exact(&mut reply) {
+        Ok(()) => {
+            assert_eq!(&reply, b"ping");
+            Some(stream)
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn connection_limit_caps_open_connections_and_the_connection_rate() {
+    let upstream = echo_server();
+    let mut config = proxy_config(
+        &[
+            ("capped", &[upstream], json!({})),
+            ("rated", &[upstream], json!({})),
+        ],
+        json!({}),
+    );
+    let limits = [
+        json!({"max_connections": 2}),
+        // Windows start on wall-clock boundaries: an hour-long one will not roll over mid-test.
+        json!({"rate": {"threshold": 3, "grade": 3600}}),
+    ];
+    for (listener, limit) in limits.into_iter().enumerate() {
+        let filters =
+            &mut config["servers"][0]["listeners"][listener]["filter_chains"][0]["filters"];
+        let proxy = filters[0].take();
+        *filters = json!([{"type": "connection_limit", "config": limit}, proxy]);
+    }
+    let mut layotto = Layotto::start(&config, &["--shards", "2"], 2);
+
+    let capped = layotto.address("capped");
+    let first = echoes(capped).expect("first connection");
+    let second = echoes(capped).expect("second connection");
+    assert!(
+        echoes(capped).is_none(),
+        "a third open connection is refused"
+    );
+    drop(first);
+    // The place is given back once the proxy has seen the close.
+    let deadline = std::time::Instant::now() + WAIT;
+    while echoes(capped).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no place was freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let rated = layotto.address("rated");
+    for i in 0..3 {
+        assert!(echoes(rated).is_some(), "connection {i} is within the rate");
+    }
+    assert!(
+        echoes(rated).is_none(),
+        "the fourth new connection is over the rate"
+    );
+    assert!(echoes(rated).is_none(), "and so is the fifth");
+
+    drop(second);
+    layotto.terminate();
+    assert!(layotto.wait_exit().success());
+    let capped_summary = layotto.wait_for_line("listener \"capped\" summary");
+    let rated_summary = layotto.wait_for_line("listener \"rated\" summary");
+    assert!(
+        counter(&capped_summary, "refused_over_max_connections") >= 1,
+        "{capped_summary}"
+    );
+    assert_eq!(
+        counter(&rated_summary, "refused_over_connection_rate"),
+        2,
+        "{rated_summary}"
+    );
+    assert_eq!(
+        counter(&rated_summary, "refused_over_max_connections"),
+        0,
+        "{rated_summary}"
+    );
+}
