@@ -2,7 +2,7 @@
 //! to filter chains and shards. Runs on the main thread; a helper thread waits for signals.
 #![forbid(unsafe_code)]
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -10,11 +10,18 @@ use layotto_core::{
     backend::BackendPool,
     config::{Config, Findings, LogLevel, LogPath},
     handler::HandlerFactory,
+    health::HealthRegistry,
     listener,
-    shard::{ServeReport, ServedListener, ShardPlan},
+    metrics::{ListenerMetrics, MetricsRegistry},
+    shard::{ListenerStats, ServeReport, ServedListener, ShardPlan},
     shutdown::{self, ShutdownTrigger},
 };
-use layotto_filters::registry::{BuildContext, FilterRegistry};
+use layotto_filters::{
+    actuator,
+    admin_http::AdminHttpFactory,
+    chain::FilterChainFactory,
+    registry::{BuildContext, FilterRegistry},
+};
 use tracing::{error, info, warn};
 
 /// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
@@ -89,14 +96,21 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
     let mut findings = Findings::default();
     let config = Config::parse(&text, &mut findings);
     let registry = FilterRegistry::default()
-        .with_terminal(layotto_runtime_api::KIND, layotto_runtime_api::build);
+        .with_terminal(layotto_runtime_api::KIND, layotto_runtime_api::build)
+        .with_stream_filter(
+            layotto_runtime_api::filter::METRIC_FILTER_KIND,
+            layotto_runtime_api::filter::build_metric_filter,
+        );
     let pool = BackendPool::start(BACKEND_THREADS, BACKEND_CAPACITY)?;
-    let ctx = BuildContext {
-        config: &config,
-        shards: plan.len(),
-        backend: pool.handle(),
-        stream_filters: Vec::new(),
-    };
+    let metrics = Arc::new(MetricsRegistry::default());
+    metrics.register(Arc::new(pool.handle()));
+    let ctx = BuildContext::new(
+        &config,
+        plan.len(),
+        pool.handle(),
+        metrics.clone(),
+        Arc::new(HealthRegistry::default()),
+    );
     let chains: Vec<_> = config
         .listeners
         .iter()
@@ -135,11 +149,31 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         }
     }
 
-    let mut served = Vec::with_capacity(chains.len());
-    for (listener, chain) in chains {
+    let mut listeners: Vec<(&str, SocketAddr, Arc<dyn HandlerFactory>)> = chains
+        .into_iter()
+        .map(|(l, chain)| (l.name.as_str(), l.address, Arc::new(chain) as _))
+        .collect();
+    if let Some(sink) = &config.prometheus {
+        let routes = actuator::metrics_routes(metrics.clone(), sink.endpoint.clone());
+        let server = Arc::new(AdminHttpFactory::new(routes));
+        listeners.push((
+            "prometheus",
+            sink.address,
+            Arc::new(FilterChainFactory::new(Vec::new(), server)),
+        ));
+    }
+    let mut served = Vec::with_capacity(listeners.len());
+    for (name, address, handler) in listeners {
+        let stats = Arc::new(ListenerStats::new(plan.len()));
+        metrics.register(Arc::new(ListenerMetrics {
+            name: name.to_owned(),
+            stats: stats.clone(),
+            handler: handler.clone(),
+        }));
         served.push(ServedListener {
-            bound: listener::bind(&listener.name, listener.address, plan.len())?,
-            handler: Arc::new(chain),
+            bound: listener::bind(name, address, plan.len())?,
+            handler,
+            stats,
         });
     }
     let addresses: Vec<_> = served

@@ -1,6 +1,6 @@
 //! layotto-core: what every shard shares — the configuration model, SO_REUSEPORT listeners, the
 //! shard-per-core executors with their drain, the connection-handler contract filters plug into,
-//! shutdown signalling and per-shard counters.
+//! shutdown signalling, per-shard counters and histograms, and the metrics and health registries.
 //!
 //! Configuration code runs on the main thread before any shard starts; everything under
 //! [`shard`] runs on the pinned shard threads.
@@ -9,7 +9,9 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod shard;
 pub mod shutdown;
 pub mod stats;

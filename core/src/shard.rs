@@ -38,6 +38,34 @@ pub struct ServedListener {
     pub bound: BoundListener,
     /// Builds each shard's handler.
     pub handler: Arc<dyn HandlerFactory>,
+    /// Where its shards count connections (readable while serving, e.g. by metrics).
+    pub stats: Arc<ListenerStats>,
+}
+
+/// A listener's connection counts, per shard.
+#[derive(Debug)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub accepted: ShardedCounter,
+    /// Connections that have ended.
+    pub closed: ShardedCounter,
+}
+
+impl ListenerStats {
+    /// Zero counts for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            accepted: ShardedCounter::new(shards),
+            closed: ShardedCounter::new(shards),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        // Read `closed` first: a connection closing between the reads is then still counted.
+        let closed = self.closed.sum();
+        self.accepted.sum().saturating_sub(closed)
+    }
 }
 
 /// Which core each shard is pinned to.
@@ -84,23 +112,22 @@ impl ShardPlan {
         drain_timeout: Duration,
         shutdown: ShutdownSignal,
     ) -> Result<RunningShards, CoreError> {
-        let accepted = (0..listeners.len()).map(|_| Arc::new(ShardedCounter::new(self.len())));
         let mut per_shard: Vec<Vec<ShardListener>> = (0..self.len()).map(|_| Vec::new()).collect();
         let mut totals = Vec::with_capacity(listeners.len());
-        for (listener, accepted) in listeners.into_iter().zip(accepted) {
+        for listener in listeners {
             let name: Arc<str> = listener.bound.name.as_str().into();
             for (shard, socket) in listener.bound.sockets.into_iter().enumerate() {
                 per_shard[shard].push(ShardListener {
                     name: name.clone(),
                     socket,
                     factory: listener.handler.clone(),
-                    accepted: accepted.clone(),
+                    stats: listener.stats.clone(),
                 });
             }
             totals.push(ListenerTotals {
                 name: listener.bound.name,
                 handler: listener.handler,
-                accepted,
+                stats: listener.stats,
             });
         }
 
@@ -140,7 +167,7 @@ pub struct RunningShards {
 struct ListenerTotals {
     name: String,
     handler: Arc<dyn HandlerFactory>,
-    accepted: Arc<ShardedCounter>,
+    stats: Arc<ListenerStats>,
 }
 
 /// What the shards did, for the exit summary.
@@ -174,7 +201,7 @@ impl RunningShards {
             .totals
             .into_iter()
             .map(|totals| ListenerReport {
-                accepted_per_shard: totals.accepted.per_shard(),
+                accepted_per_shard: totals.stats.accepted.per_shard(),
                 counters: totals.handler.counters(),
                 name: totals.name,
             })
@@ -191,7 +218,7 @@ struct ShardListener {
     name: Arc<str>,
     socket: socket2::Socket,
     factory: Arc<dyn HandlerFactory>,
-    accepted: Arc<ShardedCounter>,
+    stats: Arc<ListenerStats>,
 }
 
 /// The body of a shard thread: pin, build the executor, serve until shutdown, drain. Returns the
@@ -237,7 +264,7 @@ fn run_shard(
                         shard,
                         name: listener.name.as_ref().into(),
                         handler: listener.factory.for_shard(shard),
-                        accepted: listener.accepted,
+                        stats: listener.stats,
                         gate: gate.clone(),
                         open: open.clone(),
                     },
@@ -268,7 +295,7 @@ struct AcceptContext {
     shard: usize,
     name: Rc<str>,
     handler: Rc<dyn ConnectionHandler>,
-    accepted: Arc<ShardedCounter>,
+    stats: Arc<ListenerStats>,
     gate: Rc<Gate>,
     open: Rc<Cell<usize>>,
 }
@@ -294,7 +321,7 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
         let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
             continue; // reset before we looked at it
         };
-        ctx.accepted.add(ctx.shard, 1);
+        ctx.stats.accepted.add(ctx.shard, 1);
         let conn = ConnectionInfo {
             listener: ctx.name.clone(),
             shard: ctx.shard,
@@ -304,9 +331,11 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
         };
         let open = OpenGuard::new(ctx.open.clone());
         let serve = ctx.handler.clone().serve(stream, conn);
+        let (stats, shard) = (ctx.stats.clone(), ctx.shard);
         match ctx.gate.spawn(async move {
             let _open = open;
-            serve.await
+            serve.await;
+            stats.closed.add(shard, 1);
         }) {
             Ok(task) => task.detach(),
             Err(_) => break, // the gate closed: we are draining

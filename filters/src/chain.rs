@@ -260,12 +260,13 @@ mod tests {
         let mut findings = Findings::default();
         let config = Config::parse(&text, &mut findings);
         let pool = layotto_core::backend::BackendPool::start(1, 16).unwrap();
-        let ctx = BuildContext {
-            config: &config,
-            shards: 1,
-            backend: pool.handle(),
-            stream_filters: Vec::new(),
-        };
+        let ctx = BuildContext::new(
+            &config,
+            1,
+            pool.handle(),
+            Default::default(),
+            Default::default(),
+        );
         let proxy_filter = &config.listeners[0].network_filters[0];
         let terminal = crate::tcp_proxy::build(proxy_filter, &ctx, &mut findings).unwrap();
         assert!(findings.errors.is_empty(), "{:?}", findings.errors);

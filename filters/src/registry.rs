@@ -7,6 +7,8 @@ use std::sync::Arc;
 use layotto_core::{
     backend::BackendHandle,
     config::{Config, FilterConfig, Findings, ListenerConfig, join},
+    health::HealthRegistry,
+    metrics::MetricsRegistry,
 };
 
 use crate::{
@@ -22,18 +24,50 @@ pub struct BuildContext<'a> {
     pub shards: usize,
     /// The backend pool, for components with tokio-based clients.
     pub backend: BackendHandle,
+    /// Where filters and components register what `/metrics` reports.
+    pub metrics: Arc<MetricsRegistry>,
+    /// Where components register their readiness checks.
+    pub health: Arc<HealthRegistry>,
+    /// The listener being built (set by [`FilterRegistry::build`]).
+    pub listener: Option<&'a ListenerConfig>,
     /// The stream filters of the listener being built (set by [`FilterRegistry::build`] for its
     /// terminal; empty otherwise).
     pub stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
 }
 
-impl BuildContext<'_> {
-    /// The same context with `stream_filters` for one listener's terminal.
-    fn for_terminal(&self, stream_filters: Vec<Arc<dyn StreamFilterFactory>>) -> Self {
+impl<'a> BuildContext<'a> {
+    /// A context for the process: no listener yet.
+    pub fn new(
+        config: &'a Config,
+        shards: usize,
+        backend: BackendHandle,
+        metrics: Arc<MetricsRegistry>,
+        health: Arc<HealthRegistry>,
+    ) -> Self {
+        Self {
+            config,
+            shards,
+            backend,
+            metrics,
+            health,
+            listener: None,
+            stream_filters: Vec::new(),
+        }
+    }
+
+    /// The same context for one listener's filters, and its terminal's `stream_filters`.
+    fn for_listener(
+        &self,
+        listener: &'a ListenerConfig,
+        stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+    ) -> Self {
         BuildContext {
             config: self.config,
             shards: self.shards,
             backend: self.backend.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            listener: Some(listener),
             stream_filters,
         }
     }
@@ -51,7 +85,7 @@ pub type StreamFilterBuilder =
 
 /// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
 /// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
-const NOT_YET_SERVED: &[&str] = &["proxy", "tcpcopy", "actuator_filter", "grpc_metric"];
+const NOT_YET_SERVED: &[&str] = &["tcpcopy"];
 
 /// The known filter types and how to build them.
 pub struct FilterRegistry {
@@ -64,12 +98,18 @@ impl Default for FilterRegistry {
     /// The filters of this crate.
     fn default() -> Self {
         Self {
-            terminals: vec![(crate::tcp_proxy::KIND, crate::tcp_proxy::build)],
+            terminals: vec![
+                (crate::tcp_proxy::KIND, crate::tcp_proxy::build),
+                (crate::actuator::PROXY_KIND, crate::actuator::build),
+            ],
             filters: vec![(
                 crate::connection_limit::KIND,
                 crate::connection_limit::build,
             )],
-            stream_filters: vec![(crate::flow_control::KIND, crate::flow_control::build)],
+            stream_filters: vec![
+                (crate::flow_control::KIND, crate::flow_control::build),
+                (crate::actuator::FILTER_KIND, crate::actuator::build_filter),
+            ],
         }
     }
 }
@@ -87,14 +127,21 @@ impl FilterRegistry {
         self
     }
 
+    /// Adds a stream filter type.
+    pub fn with_stream_filter(mut self, kind: &'static str, builder: StreamFilterBuilder) -> Self {
+        self.stream_filters.push((kind, builder));
+        self
+    }
+
     /// Builds `listener`'s chain, or records why it cannot be built. `None` without a recorded
     /// error means the listener is skipped (its terminal is not served yet).
-    pub fn build(
+    pub fn build<'a>(
         &self,
-        listener: &ListenerConfig,
-        ctx: &BuildContext<'_>,
+        listener: &'a ListenerConfig,
+        ctx: &BuildContext<'a>,
         findings: &mut Findings,
     ) -> Option<FilterChainFactory> {
+        let ctx = &ctx.for_listener(listener, Vec::new());
         let stream_filters: Vec<_> = listener
             .stream_filters
             .iter()
@@ -127,7 +174,11 @@ impl FilterRegistry {
             })
             .collect();
         let terminal = match self.terminals.iter().find(|(k, _)| *k == terminal.kind) {
-            Some((_, build)) => build(terminal, &ctx.for_terminal(stream_filters), findings)?,
+            Some((_, build)) => build(
+                terminal,
+                &ctx.for_listener(listener, stream_filters),
+                findings,
+            )?,
             None => {
                 self.not_served(terminal, findings, "listener not started");
                 return None;

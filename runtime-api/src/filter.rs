@@ -11,6 +11,7 @@ use layotto_core::{
 use layotto_filters::{
     chain::{Terminal, TerminalFactory},
     registry::BuildContext,
+    stream::StreamFilterFactory,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +24,8 @@ use crate::{
 
 /// The filter's `type` in the config.
 pub const KIND: &str = "grpc";
+/// LayOtto's per-rpc metrics stream filter.
+pub const METRIC_FILTER_KIND: &str = "grpc_metric";
 
 #[derive(Deserialize)]
 struct GrpcFilterConfig {
@@ -61,6 +64,7 @@ pub fn build(
         &config.grpc_config,
         &join(&path, "grpc_config"),
         &ctx.backend,
+        &ctx.health,
         findings,
     ));
     if let Some(name) = config.server_name.filter(|name| name != "runtime") {
@@ -76,7 +80,10 @@ pub fn build(
             Arc::new(move |_shard| RuntimeApi::router(components.clone()))
         },
         ctx.stream_filters.clone(),
+        ctx.listener.map_or("grpc", |l| l.name.as_str()),
+        ctx.shards,
     );
+    ctx.metrics.register(server.stats());
     Some(Arc::new(RuntimeApiFactory { server, components }))
 }
 
@@ -98,4 +105,17 @@ impl TerminalFactory for RuntimeApiFactory {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.server.counters()
     }
+}
+
+/// `grpc_metric`: layotto-rs always records per-rpc metrics, so the filter only notes that.
+pub fn build_metric_filter(
+    filter: &FilterConfig,
+    _ctx: &BuildContext<'_>,
+    findings: &mut Findings,
+) -> Option<Arc<dyn StreamFilterFactory>> {
+    findings.ignore(
+        filter.path.clone(),
+        "per-rpc metrics are always recorded (see /metrics); nothing to add",
+    );
+    None
 }

@@ -164,7 +164,8 @@ fn start_server() -> TestServer {
                 );
             router
         });
-        let factory = GrpcServerFactory::new(GrpcSettings::default(), routes, Vec::new());
+        let factory =
+            GrpcServerFactory::new(GrpcSettings::default(), routes, Vec::new(), "test", 1);
         glommio::LocalExecutor::default().run(async move {
             let server = factory.for_shard(0);
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();

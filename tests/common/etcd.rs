@@ -3,14 +3,13 @@
 //! paused with SIGSTOP, and read through its own `/health` and `/metrics` endpoints.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use super::WAIT;
+use super::{WAIT, http_get};
 
 /// A running (or stopped) single-member etcd cluster; killed on drop.
 pub struct EtcdServer {
@@ -64,7 +63,7 @@ impl EtcdServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while http_get(self.client, "/health").is_none_or(|body| !body.contains("\"true\"")) {
+        while http_get(self.client, "/health").is_none_or(|(_, body)| !body.contains("\"true\"")) {
             assert!(
                 Instant::now() < deadline,
                 "etcd did not become healthy: {}",
@@ -94,7 +93,7 @@ impl EtcdServer {
 
     /// The value of gauge `name` on etcd's `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
-        let body = http_get(self.client, "/metrics").expect("etcd /metrics");
+        let (_, body) = http_get(self.client, "/metrics").expect("etcd /metrics");
         body.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("etcd has no metric {name}"))
@@ -146,15 +145,4 @@ pub fn free_address() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-/// The body of a plain HTTP/1.0 GET, or `None` if nothing answers.
-fn http_get(address: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    Some(body.to_owned())
 }

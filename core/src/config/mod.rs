@@ -22,7 +22,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "admin",
     "pprof",
     "tracing",
-    "metrics",
     "dynamic_resources",
     "static_resources",
     "close_graceful",
@@ -84,6 +83,102 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters by name order of the file.
     pub clusters: Vec<ClusterConfig>,
+    /// Where to serve Prometheus metrics (`metrics.sinks[type=prometheus]`), if anywhere.
+    pub prometheus: Option<PrometheusSink>,
+}
+
+/// The Prometheus sink: an HTTP endpoint for scrapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusSink {
+    /// Where to listen: `config.port` on 127.0.0.1, unless `config.address` (an IP) says otherwise.
+    pub address: SocketAddr,
+    /// The path scrapes use (`config.endpoint`, default `/metrics`).
+    pub endpoint: String,
+}
+
+/// Keys of MOSN's `metrics` block that tune its own stats machinery.
+const IGNORED_METRICS: &[&str] = &[
+    "stats_matcher",
+    "shm_zone",
+    "shm_size",
+    "flush_mosn",
+    "lazy_flush",
+];
+/// Keys of MOSN's prometheus sink layotto-rs does not need.
+const IGNORED_PROMETHEUS: &[&str] = &[
+    "disable_collect_go",
+    "disable_collect_process",
+    "percentiles",
+];
+
+#[derive(Deserialize)]
+struct RawMetrics {
+    #[serde(default)]
+    sinks: Vec<RawSink>,
+}
+
+#[derive(Deserialize)]
+struct RawSink {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    config: Value,
+}
+
+#[derive(Deserialize)]
+struct RawPrometheus {
+    port: u16,
+    address: Option<String>,
+    endpoint: Option<String>,
+}
+
+fn read_metrics(value: &Value, config: &mut Config, findings: &mut Findings) {
+    let Some(metrics) = findings.decode::<RawMetrics>(value, "metrics", IGNORED_METRICS) else {
+        return;
+    };
+    for (i, sink) in metrics.sinks.iter().enumerate() {
+        let path = index("metrics.sinks", i);
+        if sink.kind != "prometheus" {
+            findings.ignore(
+                &path,
+                format!(
+                    "metrics sink \"{}\" is not served; only prometheus is",
+                    sink.kind
+                ),
+            );
+            continue;
+        }
+        let config_path = join(&path, "config");
+        let Some(raw) =
+            findings.decode::<RawPrometheus>(&sink.config, &config_path, IGNORED_PROMETHEUS)
+        else {
+            continue;
+        };
+        let ip = match raw.address.as_deref().unwrap_or("127.0.0.1").parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                findings.error(
+                    join(&config_path, "address"),
+                    format!("invalid IP address {:?}", raw.address.unwrap_or_default()),
+                );
+                continue;
+            }
+        };
+        let endpoint = raw.endpoint.unwrap_or_else(|| "/metrics".into());
+        if !endpoint.starts_with('/') {
+            findings.error(
+                join(&config_path, "endpoint"),
+                "must be a path starting with /",
+            );
+        }
+        if config.prometheus.is_some() {
+            findings.error(&path, "a second prometheus sink");
+        }
+        config.prometheus = Some(PrometheusSink {
+            address: SocketAddr::new(ip, raw.port),
+            endpoint,
+        });
+    }
 }
 
 /// Destination of the log.
@@ -212,6 +307,9 @@ impl Config {
         if let Some(manager) = raw.cluster_manager {
             read_clusters(&manager, &mut config, findings);
         }
+        if let Some(metrics) = raw.metrics {
+            read_metrics(&metrics, &mut config, findings);
+        }
         check_unique(&config, findings);
         config
     }
@@ -226,6 +324,7 @@ impl Config {
 struct RawConfig {
     servers: Vec<Value>,
     cluster_manager: Option<Value>,
+    metrics: Option<Value>,
 }
 
 #[derive(Deserialize)]

@@ -35,7 +35,26 @@ fn layotto_standalone_example_loads() {
     assert_eq!(config.log_level, Some(LogLevel::Info));
     assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
-    assert_eq!(ignored, vec!["tracing", "metrics", "servers[0].routers"]);
+    assert_eq!(ignored, vec!["tracing", "servers[0].routers"]);
+    let prometheus = config.prometheus.unwrap();
+    assert_eq!(prometheus.address, "127.0.0.1:34903".parse().unwrap());
+    assert_eq!(prometheus.endpoint, "/metrics");
+}
+
+#[test]
+fn metrics_sinks_are_checked() {
+    let errors = errors(
+        r#"{"servers": [{"listeners": [{"address": "127.0.0.1:1", "filter_chains": [{"filters": [{"type": "x"}]}]}]}],
+            "metrics": {"sinks": [{"type": "prometheus", "config": {"port": 9, "address": "::1:x", "endpoint": "m"}},
+                                  {"type": "prometheus", "config": {"prot": 9}}]}}"#,
+    );
+    assert_eq!(
+        errors,
+        vec![
+            r#"metrics.sinks[0].config.address: invalid IP address "::1:x""#,
+            "metrics.sinks[1].config: missing field `port`",
+        ]
+    );
 }
 
 #[test]

@@ -12,10 +12,12 @@ use std::{
     time::Duration,
 };
 
+use futures_lite::future::BoxedLocal;
 use layotto_core::{
     CoreError,
     backend::BackendHandle,
     config::{Findings, join},
+    health::{HealthCheck, HealthRegistry},
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -83,6 +85,7 @@ impl Components {
         grpc_config: &Value,
         path: &str,
         backend: &BackendHandle,
+        health: &HealthRegistry,
         findings: &mut Findings,
     ) -> Self {
         let mut components = Components::default();
@@ -140,6 +143,10 @@ impl Components {
                         if let Some(store) =
                             config_store(name, config, &entry_path, backend, findings)
                         {
+                            health.register(
+                                format!("config_store.{name}"),
+                                Arc::new(StoreHealth(store.clone())),
+                            );
                             components.config_stores.insert(name.clone(), store);
                         }
                     }
@@ -186,6 +193,16 @@ impl Components {
     /// The `state` component called `name`.
     pub fn state(&self, name: &str) -> Result<&dyn StateStore, ApiError> {
         lookup(&self.state, "state", name).map(|store| store.as_ref())
+    }
+}
+
+/// A config store's readiness check.
+struct StoreHealth(Arc<dyn ConfigStore>);
+
+impl HealthCheck for StoreHealth {
+    fn check(&self) -> BoxedLocal<Result<(), String>> {
+        let store = self.0.clone();
+        Box::pin(async move { store.health().await.map_err(|err| err.to_string()) })
     }
 }
 
@@ -327,7 +344,13 @@ mod tests {
         });
         let mut findings = Findings::default();
         let pool = layotto_core::backend::BackendPool::start(1, 4).unwrap();
-        let components = Components::from_config(&config, "cfg", &pool.handle(), &mut findings);
+        let components = Components::from_config(
+            &config,
+            "cfg",
+            &pool.handle(),
+            &HealthRegistry::default(),
+            &mut findings,
+        );
         let errors: Vec<String> = findings.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors[0].starts_with("cfg.hellos.odd.type: hello component type \"grpc-hello\""));
@@ -360,7 +383,13 @@ mod tests {
         });
         let mut findings = Findings::default();
         let pool = layotto_core::backend::BackendPool::start(1, 4).unwrap();
-        let components = Components::from_config(&config, "cfg", &pool.handle(), &mut findings);
+        let components = Components::from_config(
+            &config,
+            "cfg",
+            &pool.handle(),
+            &HealthRegistry::default(),
+            &mut findings,
+        );
         let errors: Vec<String> = findings.errors.iter().map(|e| e.to_string()).collect();
         let expected = [
             "cfg.config_store.no_address.address: etcd needs at least one",

@@ -1,10 +1,12 @@
 //! A gRPC server hand-wired on `h2` + `prost`, one per shard: sans-IO framing ([`codec`]),
 //! statuses ([`status`]), deadlines ([`timeout`]), the call halves ([`call`]), routing and typed
-//! handler adapters ([`router`]) and the HTTP/2 connection/call driver ([`server`]).
+//! handler adapters ([`router`]), the HTTP/2 connection/call driver ([`server`]) and per-rpc
+//! statistics ([`stats`]).
 
 pub mod call;
 pub mod codec;
 pub mod router;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod timeout;

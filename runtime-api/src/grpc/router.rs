@@ -40,6 +40,11 @@ impl Router {
     pub fn get(&self, path: &str) -> Option<&Handler> {
         self.routes.get(path)
     }
+
+    /// Every routed path.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
 }
 
 async fn single<Req: Message + Default>(requests: &mut Requests) -> Result<Req, Status> {

@@ -3,7 +3,13 @@
 //! client cancellation, writes `grpc-status` trailers, and on process drain sends GOAWAY so clients
 //! finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
 
-use std::{cell::RefCell, future::poll_fn, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    future::poll_fn,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use futures_lite::future::{BoxedLocal, or};
@@ -12,6 +18,7 @@ use h2::{RecvStream, server::SendResponse};
 use layotto_core::handler::ConnectionInfo;
 use layotto_filters::{
     chain::{Observers, Terminal, TerminalFactory},
+    observed::{ByteCounters, ObservedStream},
     stream::{StreamFilterFactory, StreamFilters},
 };
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -20,6 +27,7 @@ use tracing::debug;
 use super::{
     call::{self, Requests, ResponseState, Responses, SharedResponse},
     router::{Call, Router},
+    stats::GrpcStats,
     status::{Code, Status},
     timeout,
 };
@@ -63,21 +71,33 @@ pub struct GrpcServerFactory {
     settings: GrpcSettings,
     routes: RouterFactory,
     stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+    stats: Arc<GrpcStats>,
+    bytes: Arc<ByteCounters>,
 }
 
 impl GrpcServerFactory {
-    /// A server with `settings` whose shards route with the routers `routes` builds, after
-    /// asking `stream_filters` about each call.
+    /// The server of listener `listener` on `shards` shards, with `settings`, routing with the
+    /// routers `routes` builds after asking `stream_filters` about each call.
     pub fn new(
         settings: GrpcSettings,
         routes: RouterFactory,
         stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+        listener: &str,
+        shards: usize,
     ) -> Self {
+        let paths: Vec<String> = routes(0).paths().map(str::to_owned).collect();
         Self {
             settings,
             routes,
             stream_filters,
+            stats: Arc::new(GrpcStats::new(listener.to_owned(), shards, paths)),
+            bytes: Arc::new(ByteCounters::new(shards)),
         }
+    }
+
+    /// The per-rpc statistics, for `/metrics`.
+    pub fn stats(&self) -> Arc<GrpcStats> {
+        self.stats.clone()
     }
 }
 
@@ -87,7 +107,13 @@ impl TerminalFactory for GrpcServerFactory {
             router: (self.routes)(shard),
             settings: self.settings,
             stream_filters: StreamFilters::for_shard(&self.stream_filters, shard),
+            stats: self.stats.clone(),
+            bytes: self.bytes.clone(),
         })
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.bytes.counters().to_vec()
     }
 }
 
@@ -96,6 +122,8 @@ struct GrpcServer {
     router: Router,
     settings: GrpcSettings,
     stream_filters: StreamFilters,
+    stats: Arc<GrpcStats>,
+    bytes: Arc<ByteCounters>,
 }
 
 impl Terminal for GrpcServer {
@@ -103,15 +131,21 @@ impl Terminal for GrpcServer {
         self: Rc<Self>,
         stream: TcpStream,
         conn: ConnectionInfo,
-        _observers: Observers,
+        observers: Observers,
     ) -> BoxedLocal<()> {
-        Box::pin(self.serve_connection(stream, conn))
+        Box::pin(self.serve_connection(stream, conn, observers))
     }
 }
 
 impl GrpcServer {
-    async fn serve_connection(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo) {
+    async fn serve_connection(
+        self: Rc<Self>,
+        stream: TcpStream,
+        conn: ConnectionInfo,
+        observers: Observers,
+    ) {
         let _ = stream.set_nodelay(true);
+        let stream = ObservedStream::new(stream, observers, self.bytes.clone(), conn.shard);
         let s = &self.settings;
         let mut builder = h2::server::Builder::new();
         builder
@@ -151,7 +185,8 @@ impl GrpcServer {
             match accepted {
                 None => break,
                 Some(Ok((request, respond))) => {
-                    glommio::spawn_local(serve_call(self.clone(), request, respond)).detach();
+                    glommio::spawn_local(serve_call(self.clone(), request, respond, conn.shard))
+                        .detach();
                 }
                 Some(Err(err)) => {
                     debug!(peer = %conn.peer, error = %err, "HTTP/2 connection ended");
@@ -225,6 +260,7 @@ async fn serve_call(
     server: Rc<GrpcServer>,
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
+    shard: usize,
 ) {
     let (parts, body) = request.into_parts();
     let is_grpc = parts
@@ -236,10 +272,15 @@ async fn serve_call(
         call::reject_http(respond, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return;
     }
+    let started = Instant::now();
+    let stats = server.stats.clone();
+    let method = stats.method(parts.uri.path());
+    method.started(shard);
     let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
     let status = server.dispatch(parts, body, &response).await;
     if status.code != Code::Ok && status.code != Code::Cancelled {
         debug!(%status, "call failed");
     }
     call::finish(&response, &status);
+    method.finished(shard, status.code, started.elapsed());
 }

@@ -161,6 +161,12 @@ impl ConfigStore for EtcdConfigStore {
         Ok(())
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.call(|mut client| async move { client.status().await })
+            .await
+            .map(drop)
+    }
+
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError> {
         let prefix = selector.prefix();
         let response = self

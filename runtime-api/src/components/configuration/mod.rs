@@ -28,6 +28,10 @@ pub trait ConfigStore: Send + Sync {
     async fn connect(&self) -> Result<(), ApiError> {
         Ok(())
     }
+    /// `Ok` when the store can serve now (readiness).
+    async fn health(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
     /// The items `selector` matches, in stored-key order.
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError>;
     /// Creates or replaces `items` of `app_id`, all or none.
