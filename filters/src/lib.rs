@@ -17,5 +17,6 @@ pub mod rate_limit;
 pub mod registry;
 pub mod stream;
 pub mod tcp_proxy;
+pub mod tcpcopy;
 
 pub use error::FilterError;

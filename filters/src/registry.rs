@@ -85,7 +85,7 @@ pub type StreamFilterBuilder =
 
 /// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
 /// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
-const NOT_YET_SERVED: &[&str] = &["tcpcopy"];
+const NOT_YET_SERVED: &[&str] = &[];
 
 /// The known filter types and how to build them.
 pub struct FilterRegistry {
@@ -102,10 +102,13 @@ impl Default for FilterRegistry {
                 (crate::tcp_proxy::KIND, crate::tcp_proxy::build),
                 (crate::actuator::PROXY_KIND, crate::actuator::build),
             ],
-            filters: vec![(
-                crate::connection_limit::KIND,
-                crate::connection_limit::build,
-            )],
+            filters: vec![
+                (
+                    crate::connection_limit::KIND,
+                    crate::connection_limit::build,
+                ),
+                (crate::tcpcopy::KIND, crate::tcpcopy::build),
+            ],
             stream_filters: vec![
                 (crate::flow_control::KIND, crate::flow_control::build),
                 (crate::actuator::FILTER_KIND, crate::actuator::build_filter),

@@ -587,6 +587,16 @@ fn check_unique(config: &Config, findings: &mut Findings) {
     }
 }
 
+/// A number LayOtto's configs write either as a JSON number or as a string (`"10"`).
+pub fn loose_number(value: &Value) -> Option<f64> {
+    let number = match value {
+        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        Value::Number(number) => number.as_f64()?,
+        _ => return None,
+    };
+    number.is_finite().then_some(number)
+}
+
 /// Parses `ip:port` (no host names: resolution would be I/O).
 pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()

@@ -16,7 +16,7 @@ use futures_lite::future::BoxedLocal;
 use layotto_core::{
     CoreError,
     backend::BackendHandle,
-    config::{Findings, join},
+    config::{Findings, join, loose_number},
     health::{HealthCheck, HealthRegistry},
 };
 use serde::Deserialize;
@@ -292,12 +292,8 @@ fn is_endpoint(address: &str) -> bool {
 
 /// LayOtto's timeouts: seconds as a string ("10") or a number.
 fn seconds(value: &Value) -> Option<Duration> {
-    let seconds = match value {
-        Value::String(text) => text.trim().parse::<f64>().ok()?,
-        Value::Number(number) => number.as_f64()?,
-        _ => return None,
-    };
-    (seconds > 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+    let seconds = loose_number(value)?;
+    (seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// The entries of a building block's map (reporting a block that is not a map).
