@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .generate_default_stubs(true)
         .bytes(".")
         .compile_fds(descriptors)?;
     #[cfg(not(feature = "tonic"))]

@@ -1,0 +1,227 @@
+//! Results: per-measurement summaries (medians over the repeats, with the spread), the JSON file,
+//! and the Markdown tables with ratios against the baselines run side by side.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::load::Measurement;
+
+/// The median over repeats of one measurement, in microseconds and requests per second.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Completed requests per second.
+    pub rps: f64,
+    /// Latency percentiles.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest.
+    pub max_us: f64,
+    /// Failed requests (all runs).
+    pub errors: u64,
+    /// Lowest and highest p99 over the runs.
+    pub p99_spread_us: (f64, f64),
+    /// Lowest and highest throughput over the runs.
+    pub rps_spread: (f64, f64),
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn spread(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    (min, max)
+}
+
+impl Summary {
+    /// Medians of `runs`.
+    pub fn of(runs: &[Measurement]) -> Self {
+        let quantile = |q: f64| -> Vec<f64> {
+            runs.iter()
+                .map(|run| run.latency.value_at_quantile(q) as f64 / 1000.0)
+                .collect()
+        };
+        let rps: Vec<f64> = runs.iter().map(Measurement::throughput).collect();
+        let p99 = quantile(0.99);
+        Self {
+            rps: median(rps.clone()),
+            p50_us: median(quantile(0.5)),
+            p90_us: median(quantile(0.9)),
+            p99_us: median(p99.clone()),
+            p999_us: median(quantile(0.999)),
+            max_us: median(runs.iter().map(|r| r.latency.max() as f64 / 1000.0).collect()),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            p99_spread_us: spread(&p99),
+            rps_spread: spread(&rps),
+        }
+    }
+}
+
+/// One target in one latency/throughput scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    /// What was measured (shared by the targets compared).
+    pub scenario: String,
+    /// The target.
+    pub target: String,
+    /// The core it was pinned to.
+    pub core: Option<usize>,
+    /// Its figures.
+    pub summary: Summary,
+}
+
+impl LatencyRow {
+    /// A row.
+    pub fn new(scenario: String, target: String, core: Option<usize>, summary: Summary) -> Self {
+        Self {
+            scenario,
+            target,
+            core,
+            summary,
+        }
+    }
+}
+
+/// One target's bulk throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkRow {
+    /// The target.
+    pub target: String,
+    /// The core it was pinned to.
+    pub core: Option<usize>,
+    /// Median echoed throughput.
+    pub gbit_per_s: f64,
+    /// Lowest and highest over the runs.
+    pub spread: (f64, f64),
+}
+
+/// One server's resident memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRow {
+    /// The server.
+    pub target: String,
+    /// At rest.
+    pub idle_kib: u64,
+    /// Connections held for the second reading.
+    pub connections: usize,
+    /// While holding them.
+    pub with_connections_kib: Option<u64>,
+}
+
+/// Everything one run of the harness measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    /// How it was run: cores, pinning, timing.
+    pub setup: Vec<(String, String)>,
+    /// L4 echo scenarios.
+    pub l4: Vec<LatencyRow>,
+    /// L4 bulk throughput.
+    pub bulk: Vec<BulkRow>,
+    /// gRPC scenarios.
+    pub grpc: Vec<LatencyRow>,
+    /// Memory.
+    pub memory: Vec<MemoryRow>,
+}
+
+impl Report {
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "| setting | value |\n|---|---|");
+        for (key, value) in &self.setup {
+            let _ = writeln!(out, "| {key} | {value} |");
+        }
+        if !self.l4.is_empty() {
+            let _ = writeln!(out, "\n### L4 echo (ratios against `direct`, HAProxy and nginx)\n");
+            latency_tables(&mut out, &self.l4, "direct", &["haproxy", "nginx"]);
+        }
+        if !self.bulk.is_empty() {
+            let _ = writeln!(out, "\n### L4 bulk echo throughput\n");
+            let _ = writeln!(out, "| target | core | Gbit/s (min–max) | vs direct | vs haproxy | vs nginx |\n|---|---|---|---|---|---|");
+            let of = |name: &str| self.bulk.iter().find(|r| r.target == name).map(|r| r.gbit_per_s);
+            for row in &self.bulk {
+                let ratio = |name| of(name).map_or("–".into(), |base| format!("{:.2}×", row.gbit_per_s / base));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} ({:.2}–{:.2}) | {} | {} | {} |",
+                    row.target,
+                    core(row.core),
+                    row.gbit_per_s,
+                    row.spread.0,
+                    row.spread.1,
+                    ratio("direct"),
+                    ratio("haproxy"),
+                    ratio("nginx")
+                );
+            }
+        }
+        if !self.grpc.is_empty() {
+            let _ = writeln!(out, "\n### gRPC unary (ratios against the tonic reference)\n");
+            latency_tables(&mut out, &self.grpc, "tonic", &[]);
+        }
+        if !self.memory.is_empty() {
+            let _ = writeln!(out, "\n### Resident memory\n");
+            let _ = writeln!(out, "| server | at rest | with idle connections |\n|---|---|---|");
+            for row in &self.memory {
+                let with = row.with_connections_kib.map_or("–".into(), |kib| {
+                    format!("{:.1} MiB with {} ({:.2} KiB each)", kib as f64 / 1024.0, row.connections, (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64)
+                });
+                let _ = writeln!(out, "| {} | {:.1} MiB | {with} |", row.target, row.idle_kib as f64 / 1024.0);
+            }
+        }
+        out
+    }
+}
+
+fn core(core: Option<usize>) -> String {
+    core.map_or("any".into(), |c| c.to_string())
+}
+
+/// One table per scenario: figures, throughput ratios (closed loop) or added latency (open
+/// loop) against `baseline`, and throughput ratios against `others`.
+fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others: &[&str]) {
+    let mut scenarios: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    for scenario in scenarios {
+        let group: Vec<&LatencyRow> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let base = group.iter().find(|r| r.target == baseline).map(|r| &r.summary);
+        let open = scenario.contains("open loop");
+        let _ = writeln!(out, "**{scenario}**\n");
+        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors |".to_owned();
+        header.push_str(if open { " added p50 / p99 / p99.9 vs " } else { " req/s vs " });
+        header.push_str(baseline);
+        header.push_str(" |");
+        for other in others {
+            let _ = write!(header, " req/s vs {other} |");
+        }
+        let columns = header.matches('|').count() - 1;
+        let _ = writeln!(out, "{header}\n{}", "|---".repeat(columns) + "|");
+        for row in &group {
+            let s = &row.summary;
+            let versus = match base {
+                None => "–".into(),
+                Some(b) if open => format!("+{:.1} / +{:.1} / +{:.1} µs", s.p50_us - b.p50_us, s.p99_us - b.p99_us, s.p999_us - b.p999_us),
+                Some(b) => format!("{:.2}×", s.rps / b.rps),
+            };
+            let mut line = format!(
+                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {versus} |",
+                row.target, core(row.core), s.rps, s.rps_spread.0, s.rps_spread.1, s.p50_us, s.p90_us,
+                s.p99_us, s.p99_spread_us.0, s.p99_spread_us.1, s.p999_us, s.max_us, s.errors
+            );
+            for other in others {
+                let ratio = group.iter().find(|r| r.target == *other).map_or("–".into(), |o| format!("{:.2}×", s.rps / o.summary.rps));
+                let _ = write!(line, " {ratio} |");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out);
+    }
+}

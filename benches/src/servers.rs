@@ -1,0 +1,102 @@
+//! The peers the harness starts as processes of its own (so each can be pinned to a core): a TCP
+//! echo server (the upstream of the L4 scenarios, and the "direct" baseline) and a minimal tonic
+//! server of the two measured rpcs (the gRPC reference), both on one current-thread runtime.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use layotto_proto::runtime::{
+    GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
+    runtime_server::{Runtime, RuntimeServer},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::{Request, Response, Status};
+
+/// Echoes every byte back on every connection, until killed.
+pub async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// SayHello and an in-memory GetState/SaveState, as layotto-rs's `helloworld` and `in-memory`
+/// components answer them; every other rpc is UNIMPLEMENTED.
+#[derive(Default)]
+struct Reference {
+    state: Mutex<HashMap<String, bytes::Bytes>>,
+}
+
+#[tonic::async_trait]
+impl Runtime for Reference {
+    async fn say_hello(
+        &self,
+        request: Request<SayHelloRequest>,
+    ) -> Result<Response<SayHelloResponse>, Status> {
+        let request = request.into_inner();
+        if request.service_name != "quick_start_demo" {
+            return Err(Status::invalid_argument("unknown hello component"));
+        }
+        Ok(Response::new(SayHelloResponse {
+            hello: format!("greeting, {}", request.name),
+            data: request.data,
+        }))
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<GetStateResponse>, Status> {
+        let request = request.into_inner();
+        let data = self
+            .state
+            .lock()
+            .expect("state lock")
+            .get(&request.key)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::new(GetStateResponse {
+            data,
+            etag: "1".into(),
+            metadata: HashMap::new(),
+        }))
+    }
+
+    async fn save_state(&self, request: Request<SaveStateRequest>) -> Result<Response<()>, Status> {
+        let mut state = self.state.lock().expect("state lock");
+        for item in request.into_inner().states {
+            state.insert(item.key, item.value);
+        }
+        Ok(Response::new(()))
+    }
+}
+
+/// Serves the reference until killed.
+pub async fn tonic_reference(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServer::from_arc(Arc::new(Reference::default())))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The processes a scenario runs against, each started pinned to a core (`taskset`) on a free
+//! loopback port, inheriting the harness's file limit, and killed when dropped: the harness's own
+//! echo and tonic servers, layotto-rs, HAProxy and nginx (when installed).
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// A started server.
+pub struct Process {
+    /// What it is ("layotto-rs", "haproxy", ...).
+    pub name: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The core it is pinned to.
+    pub core: Option<usize>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Runs `program args` pinned to `core`, then waits until `address` accepts connections.
+    fn start(
+        name: &str,
+        core: Option<usize>,
+        program: &Path,
+        args: &[String],
+        address: SocketAddr,
+        dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        let mut command = match core {
+            Some(core) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &core.to_string()]).arg(program);
+                taskset
+            }
+            None => Command::new(program),
+        };
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr"))?));
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(address).is_err() {
+            if let Some(status) = child.try_wait()? {
+                let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+                bail!("{name} exited ({status}): {stderr}");
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not listen on {address}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            address,
+            core,
+            child,
+            _dir: dir,
+        })
+    }
+
+    /// Resident memory now, in KiB (`VmRSS` of the process itself: `taskset` execs it).
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nobody listens on right now.
+pub fn free_address() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The harness's own echo server.
+pub fn echo(core: Option<usize>) -> Result<Process> {
+    let address = free_address()?;
+    let args = ["echo-server".into(), "--listen".into(), address.to_string()];
+    Process::start("echo", core, &std::env::current_exe()?, &args, address, tempfile::tempdir()?)
+}
+
+/// The harness's tonic reference server.
+pub fn tonic_reference(core: Option<usize>) -> Result<Process> {
+    let address = free_address()?;
+    let args = ["tonic-server".into(), "--listen".into(), address.to_string()];
+    Process::start("tonic", core, &std::env::current_exe()?, &args, address, tempfile::tempdir()?)
+}
+
+/// layotto-rs (`binary`) on one shard: a `tcp_proxy` to `upstream`, or the gRPC API with the
+/// embedded default's components when `upstream` is `None`.
+pub fn layotto(binary: &Path, core: Option<usize>, upstream: Option<SocketAddr>) -> Result<Process> {
+    let dir = tempfile::tempdir()?;
+    let address = free_address()?;
+    let filter = match upstream {
+        Some(_) => serde_json::json!({"type": "tcp_proxy", "config": {"cluster": "echo"}}),
+        None => serde_json::json!({"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {
+            "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
+            "state": {"state_demo": {"type": "in-memory", "metadata": {}}}
+        }}}),
+    };
+    let config = serde_json::json!({
+        "servers": [{"default_log_level": "WARN", "listeners": [{
+            "name": "bench", "address": address.to_string(),
+            "filter_chains": [{"filters": [filter]}]
+        }]}],
+        "cluster_manager": {"clusters": upstream.map(|u| vec![serde_json::json!(
+            {"name": "echo", "hosts": [{"address": u.to_string()}]}
+        )]).unwrap_or_default()}
+    });
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string())?;
+    let args = [
+        "start".into(),
+        "-c".into(),
+        path.display().to_string(),
+        "--shards".into(),
+        "1".into(),
+    ];
+    Process::start("layotto-rs", core, binary, &args, address, dir)
+}
+
+/// HAProxy in TCP mode with one thread, if installed.
+pub fn haproxy(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
+    let Some(program) = installed("haproxy") else {
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let address = free_address()?;
+    // Two descriptors per proxied connection, within the inherited limit.
+    let (soft, _) = rlimit::Resource::NOFILE.get()?;
+    let maxconn = soft.saturating_sub(100) / 2;
+    let config = format!(
+        "global\n  maxconn {maxconn}\n  nbthread 1\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+         listen l4\n  bind {address}\n  server echo {upstream}\n"
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config)?;
+    let args = ["-db".into(), "-f".into(), path.display().to_string()];
+    Process::start("haproxy", core, &program, &args, address, dir).map(Some)
+}
+
+/// nginx with the `stream` module and one worker (no master), if installed.
+pub fn nginx(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
+    let Some(program) = installed("nginx") else {
+        return Ok(None);
+    };
+    let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+    let dir = tempfile::tempdir()?;
+    let address = free_address()?;
+    let load = if module.exists() {
+        format!("load_module {};\n", module.display())
+    } else {
+        String::new()
+    };
+    let config = format!(
+        "{load}daemon off;\nmaster_process off;\nworker_processes 1;\n\
+         pid {pid};\nerror_log stderr error;\n\
+         events {{ worker_connections 20000; }}\n\
+         stream {{ server {{ listen {address}; proxy_pass {upstream}; }} }}\n",
+        pid = dir.path().join("nginx.pid").display(),
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let args = [
+        "-c".into(),
+        path.display().to_string(),
+        "-p".into(),
+        dir.path().display().to_string(),
+        "-e".into(),
+        "stderr".into(),
+    ];
+    match Process::start("nginx", core, &program, &args, address, dir) {
+        Ok(process) => Ok(Some(process)),
+        Err(err) if err.to_string().contains("stream") => {
+            eprintln!("nginx has no stream module: skipped ({err})");
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Where `program` is installed, if it is.
+fn installed(program: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.exists())
+}
