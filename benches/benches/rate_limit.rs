@@ -14,7 +14,14 @@ use std::{
 
 use layotto_filters::rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget};
 
-const CALLS: u32 = 5_000_000;
+/// Decisions per measurement under `cargo bench`; `cargo test` (no `--bench`) only smoke-runs.
+fn calls() -> u32 {
+    if std::env::args().any(|arg| arg == "--bench") {
+        5_000_000
+    } else {
+        1_000
+    }
+}
 
 /// Nanoseconds per call of `decide` on each of `shards` threads running at once.
 fn per_call<S: Send>(
@@ -22,18 +29,19 @@ fn per_call<S: Send>(
     state: impl Fn() -> S,
     decide: impl Fn(&S) -> bool + Sync,
 ) -> f64 {
+    let calls = calls();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..shards {
             let state = state();
             let decide = &decide;
             scope.spawn(move || {
-                let admitted = (0..CALLS).filter(|_| decide(&state)).count();
+                let admitted = (0..calls).filter(|_| decide(&state)).count();
                 black_box(admitted)
             });
         }
     });
-    started.elapsed().as_nanos() as f64 / f64::from(CALLS)
+    started.elapsed().as_nanos() as f64 / f64::from(calls)
 }
 
 fn bucket(shards: usize, limit: u32) -> impl Fn() -> ShardBucket {

@@ -134,8 +134,12 @@ where
             });
             let mut in_flight = Vec::new();
             while let Some(intended) = ticks.recv().await {
-                let (call, request_recorder, idle_rx, idle_tx) =
-                    (call.clone(), recorder.clone(), idle_rx.clone(), idle_tx.clone());
+                let (call, request_recorder, idle_rx, idle_tx) = (
+                    call.clone(),
+                    recorder.clone(),
+                    idle_rx.clone(),
+                    idle_tx.clone(),
+                );
                 in_flight.push(tokio::task::spawn_local(async move {
                     let client = idle_rx.lock().await.recv().await.expect("pool alive");
                     let (client, result) = call(client).await;
@@ -162,17 +166,23 @@ where
         Mode::Closed { concurrency } => {
             let workers: Vec<_> = (0..concurrency.min(pool_size))
                 .map(|_| {
-                    let (call, recorder, idle_rx, idle_tx) =
-                        (call.clone(), recorder.clone(), idle_rx.clone(), idle_tx.clone());
+                    let (call, recorder, idle_rx, idle_tx) = (
+                        call.clone(),
+                        recorder.clone(),
+                        idle_rx.clone(),
+                        idle_tx.clone(),
+                    );
                     tokio::task::spawn_local(async move {
                         while Instant::now() < end {
                             let client = idle_rx.lock().await.recv().await.expect("pool alive");
                             let sent = Instant::now();
                             let (client, result) = call(client).await;
                             let _ = idle_tx.send(client);
-                            recorder
-                                .borrow_mut()
-                                .record(result, sent.elapsed(), sent >= measure_from);
+                            recorder.borrow_mut().record(
+                                result,
+                                sent.elapsed(),
+                                sent >= measure_from,
+                            );
                         }
                     })
                 })

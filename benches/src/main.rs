@@ -19,7 +19,11 @@ use clap::{Parser, Subcommand};
 use crate::{load::Timing, report::Report, scenarios::Plan};
 
 #[derive(Parser)]
-#[command(name = "layotto-bench", version, about = "Benchmarks layotto-rs side by side with direct connections, HAProxy, nginx and tonic")]
+#[command(
+    name = "layotto-bench",
+    version,
+    about = "Benchmarks layotto-rs side by side with direct connections, HAProxy, nginx and tonic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,13 +97,20 @@ fn main() -> Result<()> {
             idle_connections,
             out,
         } => {
-            anyhow::ensure!(layotto.exists(), "no layotto binary at {} (cargo build --release)", layotto.display());
+            anyhow::ensure!(
+                layotto.exists(),
+                "no layotto binary at {} (cargo build --release)",
+                layotto.display()
+            );
             let cores = core_affinity::get_core_ids().unwrap_or_default();
-            let pinned = cores.iter().any(|c| c.id == load_core) && cores.iter().any(|c| c.id == server_core);
+            let pinned = cores.iter().any(|c| c.id == load_core)
+                && cores.iter().any(|c| c.id == server_core);
             if pinned {
                 core_affinity::set_for_current(core_affinity::CoreId { id: load_core });
             } else {
-                eprintln!("cores {load_core} and {server_core} are not both available: nothing is pinned");
+                eprintln!(
+                    "cores {load_core} and {server_core} are not both available: nothing is pinned"
+                );
             }
             let plan = Plan {
                 layotto,
@@ -111,11 +122,28 @@ fn main() -> Result<()> {
             let mut report = Report {
                 setup: vec![
                     ("cores online".into(), cores.len().to_string()),
-                    ("server under test".into(), pinned.then(|| format!("core {server_core}")).unwrap_or("not pinned".into())),
-                    ("load generator and upstream echo".into(), pinned.then(|| format!("core {load_core}")).unwrap_or("not pinned".into())),
+                    (
+                        "server under test".into(),
+                        pinned
+                            .then(|| format!("core {server_core}"))
+                            .unwrap_or("not pinned".into()),
+                    ),
+                    (
+                        "load generator and upstream echo".into(),
+                        pinned
+                            .then(|| format!("core {load_core}"))
+                            .unwrap_or("not pinned".into()),
+                    ),
                     ("layotto-rs".into(), "--shards 1".into()),
                     ("file descriptors per process".into(), nofile.to_string()),
-                    ("runs".into(), format!("{repeats} × ({} warm-up + {} measured), median shown", humantime::format_duration(warmup), humantime::format_duration(duration))),
+                    (
+                        "runs".into(),
+                        format!(
+                            "{repeats} × ({} warm-up + {} measured), median shown",
+                            humantime::format_duration(warmup),
+                            humantime::format_duration(duration)
+                        ),
+                    ),
                 ],
                 ..Report::default()
             };
@@ -134,8 +162,13 @@ fn main() -> Result<()> {
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(out.with_extension("md"), &markdown).context("writing the Markdown report")?;
-            std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&report)?).context("writing the JSON report")?;
+            std::fs::write(out.with_extension("md"), &markdown)
+                .context("writing the Markdown report")?;
+            std::fs::write(
+                out.with_extension("json"),
+                serde_json::to_string_pretty(&report)?,
+            )
+            .context("writing the JSON report")?;
             eprintln!("wrote {0}.md and {0}.json", out.display());
             Ok(())
         }

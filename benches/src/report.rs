@@ -57,7 +57,11 @@ impl Summary {
             p90_us: median(quantile(0.9)),
             p99_us: median(p99.clone()),
             p999_us: median(quantile(0.999)),
-            max_us: median(runs.iter().map(|r| r.latency.max() as f64 / 1000.0).collect()),
+            max_us: median(
+                runs.iter()
+                    .map(|r| r.latency.max() as f64 / 1000.0)
+                    .collect(),
+            ),
             errors: runs.iter().map(|r| r.errors).sum(),
             p99_spread_us: spread(&p99),
             rps_spread: spread(&rps),
@@ -140,15 +144,30 @@ impl Report {
             let _ = writeln!(out, "| {key} | {value} |");
         }
         if !self.l4.is_empty() {
-            let _ = writeln!(out, "\n### L4 echo (ratios against `direct`, HAProxy and nginx)\n");
+            let _ = writeln!(
+                out,
+                "\n### L4 echo (ratios against `direct`, HAProxy and nginx)\n"
+            );
             latency_tables(&mut out, &self.l4, "direct", &["haproxy", "nginx"]);
         }
         if !self.bulk.is_empty() {
             let _ = writeln!(out, "\n### L4 bulk echo throughput\n");
-            let _ = writeln!(out, "| target | core | Gbit/s (min–max) | vs direct | vs haproxy | vs nginx |\n|---|---|---|---|---|---|");
-            let of = |name: &str| self.bulk.iter().find(|r| r.target == name).map(|r| r.gbit_per_s);
+            let _ = writeln!(
+                out,
+                "| target | core | Gbit/s (min–max) | vs direct | vs haproxy | vs nginx |\n|---|---|---|---|---|---|"
+            );
+            let of = |name: &str| {
+                self.bulk
+                    .iter()
+                    .find(|r| r.target == name)
+                    .map(|r| r.gbit_per_s)
+            };
             for row in &self.bulk {
-                let ratio = |name| of(name).map_or("–".into(), |base| format!("{:.2}×", row.gbit_per_s / base));
+                let ratio = |name| {
+                    of(name).map_or("–".into(), |base| {
+                        format!("{:.2}×", row.gbit_per_s / base)
+                    })
+                };
                 let _ = writeln!(
                     out,
                     "| {} | {} | {:.2} ({:.2}–{:.2}) | {} | {} | {} |",
@@ -164,17 +183,33 @@ impl Report {
             }
         }
         if !self.grpc.is_empty() {
-            let _ = writeln!(out, "\n### gRPC unary (ratios against the tonic reference)\n");
+            let _ = writeln!(
+                out,
+                "\n### gRPC unary (ratios against the tonic reference)\n"
+            );
             latency_tables(&mut out, &self.grpc, "tonic", &[]);
         }
         if !self.memory.is_empty() {
             let _ = writeln!(out, "\n### Resident memory\n");
-            let _ = writeln!(out, "| server | at rest | with idle connections |\n|---|---|---|");
+            let _ = writeln!(
+                out,
+                "| server | at rest | with idle connections |\n|---|---|---|"
+            );
             for row in &self.memory {
                 let with = row.with_connections_kib.map_or("–".into(), |kib| {
-                    format!("{:.1} MiB with {} ({:.2} KiB each)", kib as f64 / 1024.0, row.connections, (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64)
+                    format!(
+                        "{:.1} MiB with {} ({:.2} KiB each)",
+                        kib as f64 / 1024.0,
+                        row.connections,
+                        (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64
+                    )
                 });
-                let _ = writeln!(out, "| {} | {:.1} MiB | {with} |", row.target, row.idle_kib as f64 / 1024.0);
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.1} MiB | {with} |",
+                    row.target,
+                    row.idle_kib as f64 / 1024.0
+                );
             }
         }
         out
@@ -192,11 +227,18 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
     scenarios.dedup();
     for scenario in scenarios {
         let group: Vec<&LatencyRow> = rows.iter().filter(|r| r.scenario == scenario).collect();
-        let base = group.iter().find(|r| r.target == baseline).map(|r| &r.summary);
+        let base = group
+            .iter()
+            .find(|r| r.target == baseline)
+            .map(|r| &r.summary);
         let open = scenario.contains("open loop");
         let _ = writeln!(out, "**{scenario}**\n");
         let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors |".to_owned();
-        header.push_str(if open { " added p50 / p99 / p99.9 vs " } else { " req/s vs " });
+        header.push_str(if open {
+            " added p50 / p99 / p99.9 vs "
+        } else {
+            " req/s vs "
+        });
         header.push_str(baseline);
         header.push_str(" |");
         for other in others {
@@ -208,16 +250,35 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             let s = &row.summary;
             let versus = match base {
                 None => "–".into(),
-                Some(b) if open => format!("+{:.1} / +{:.1} / +{:.1} µs", s.p50_us - b.p50_us, s.p99_us - b.p99_us, s.p999_us - b.p999_us),
+                Some(b) if open => format!(
+                    "+{:.1} / +{:.1} / +{:.1} µs",
+                    s.p50_us - b.p50_us,
+                    s.p99_us - b.p99_us,
+                    s.p999_us - b.p999_us
+                ),
                 Some(b) => format!("{:.2}×", s.rps / b.rps),
             };
             let mut line = format!(
                 "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {versus} |",
-                row.target, core(row.core), s.rps, s.rps_spread.0, s.rps_spread.1, s.p50_us, s.p90_us,
-                s.p99_us, s.p99_spread_us.0, s.p99_spread_us.1, s.p999_us, s.max_us, s.errors
+                row.target,
+                core(row.core),
+                s.rps,
+                s.rps_spread.0,
+                s.rps_spread.1,
+                s.p50_us,
+                s.p90_us,
+                s.p99_us,
+                s.p99_spread_us.0,
+                s.p99_spread_us.1,
+                s.p999_us,
+                s.max_us,
+                s.errors
             );
             for other in others {
-                let ratio = group.iter().find(|r| r.target == *other).map_or("–".into(), |o| format!("{:.2}×", s.rps / o.summary.rps));
+                let ratio = group
+                    .iter()
+                    .find(|r| r.target == *other)
+                    .map_or("–".into(), |o| format!("{:.2}×", s.rps / o.summary.rps));
                 let _ = write!(line, " {ratio} |");
             }
             let _ = writeln!(out, "{line}");

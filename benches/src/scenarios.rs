@@ -62,7 +62,11 @@ fn progress(label: String) -> impl Fn(u64) {
 }
 
 /// `repeats` runs of `measure`, summarised.
-fn repeat(plan: &Plan, label: &str, mut measure: impl FnMut() -> Result<Measurement>) -> Result<Summary> {
+fn repeat(
+    plan: &Plan,
+    label: &str,
+    mut measure: impl FnMut() -> Result<Measurement>,
+) -> Result<Summary> {
     let mut runs = Vec::with_capacity(plan.repeats);
     for run in 0..plan.repeats {
         eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
@@ -74,7 +78,11 @@ fn repeat(plan: &Plan, label: &str, mut measure: impl FnMut() -> Result<Measurem
 
 /// The L4 proxies to compare, each in front of `upstream`.
 fn proxies(plan: &Plan, upstream: SocketAddr) -> Result<Vec<Process>> {
-    let mut proxies = vec![targets::layotto(&plan.layotto, plan.server_core, Some(upstream))?];
+    let mut proxies = vec![targets::layotto(
+        &plan.layotto,
+        plan.server_core,
+        Some(upstream),
+    )?];
     match targets::haproxy(plan.server_core, upstream)? {
         Some(haproxy) => proxies.push(haproxy),
         None => eprintln!("  haproxy is not installed: skipped"),
@@ -87,7 +95,14 @@ fn proxies(plan: &Plan, upstream: SocketAddr) -> Result<Vec<Process>> {
 }
 
 /// One echo round trip of `size` bytes per call, over `connections` connections.
-fn echo_load(address: SocketAddr, size: usize, connections: usize, mode: Mode, plan: &Plan, label: &str) -> Result<Measurement> {
+fn echo_load(
+    address: SocketAddr,
+    size: usize,
+    connections: usize,
+    mode: Mode,
+    plan: &Plan,
+    label: &str,
+) -> Result<Measurement> {
     let timing = plan.timing;
     local(async move {
         let mut clients = Vec::with_capacity(connections);
@@ -108,7 +123,9 @@ fn echo_load(address: SocketAddr, size: usize, connections: usize, mode: Mode, p
                 .await
                 .map_err(|err| err.to_string());
                 let result = result.and_then(|()| {
-                    (buffer[..] == payload[..]).then_some(()).ok_or_else(|| "echo differs".to_owned())
+                    (buffer[..] == payload[..])
+                        .then_some(())
+                        .ok_or_else(|| "echo differs".to_owned())
                 });
                 ((stream, buffer), result)
             }
@@ -129,19 +146,38 @@ pub fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
         for target in &all {
             let label = format!("L4 echo {size} B, closed loop, {}", name(target));
             let summary = repeat(plan, &label, || {
-                echo_load(target.address, size, 32, Mode::Closed { concurrency: 32 }, plan, &label)
+                echo_load(
+                    target.address,
+                    size,
+                    32,
+                    Mode::Closed { concurrency: 32 },
+                    plan,
+                    &label,
+                )
             })?;
             max.push(summary.rps);
-            rows.push(LatencyRow::new(format!("L4 echo {size} B, closed loop (32 connections)"), name(target), target.core, summary));
+            rows.push(LatencyRow::new(
+                format!("L4 echo {size} B, closed loop (32 connections)"),
+                name(target),
+                target.core,
+                summary,
+            ));
         }
         // Half of the slowest proxy's most: every target can carry it.
-        let rate = (max[1..].iter().copied().fold(f64::MAX, f64::min) / 2.0).max(100.0).round();
+        let rate = (max[1..].iter().copied().fold(f64::MAX, f64::min) / 2.0)
+            .max(100.0)
+            .round();
         for target in &all {
             let label = format!("L4 echo {size} B, open loop {rate}/s, {}", name(target));
             let summary = repeat(plan, &label, || {
                 echo_load(target.address, size, 64, Mode::Open { rate }, plan, &label)
             })?;
-            rows.push(LatencyRow::new(format!("L4 echo {size} B, open loop {rate}/s"), name(target), target.core, summary));
+            rows.push(LatencyRow::new(
+                format!("L4 echo {size} B, open loop {rate}/s"),
+                name(target),
+                target.core,
+                summary,
+            ));
         }
     }
     Ok(rows)
@@ -165,7 +201,12 @@ pub fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
     for target in all {
         let mut runs = Vec::new();
         for run in 0..plan.repeats {
-            eprint!("\r  bulk echo, {} (run {}/{})          ", name(target), run + 1, plan.repeats);
+            eprint!(
+                "\r  bulk echo, {} (run {}/{})          ",
+                name(target),
+                run + 1,
+                plan.repeats
+            );
             runs.push(local(bulk_once(target.address, connections, plan.timing))?);
         }
         eprintln!();
@@ -226,7 +267,11 @@ pub enum Rpc {
     GetState,
 }
 
-async fn grpc_clients(address: SocketAddr, connections: usize, streams: usize) -> Result<Vec<RuntimeClient<Channel>>> {
+async fn grpc_clients(
+    address: SocketAddr,
+    connections: usize,
+    streams: usize,
+) -> Result<Vec<RuntimeClient<Channel>>> {
     let mut channels = Vec::new();
     for _ in 0..connections {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
@@ -246,10 +291,18 @@ async fn grpc_clients(address: SocketAddr, connections: usize, streams: usize) -
             }],
         })
         .await?;
-    Ok((0..connections * streams).map(|i| channels[i % connections].clone()).collect())
+    Ok((0..connections * streams)
+        .map(|i| channels[i % connections].clone())
+        .collect())
 }
 
-fn grpc_load(address: SocketAddr, rpc: Rpc, mode: Mode, plan: &Plan, label: &str) -> Result<Measurement> {
+fn grpc_load(
+    address: SocketAddr,
+    rpc: Rpc,
+    mode: Mode,
+    plan: &Plan,
+    label: &str,
+) -> Result<Measurement> {
     let timing = plan.timing;
     local(async move {
         let clients = grpc_clients(address, 2, 500).await?;
@@ -264,7 +317,9 @@ fn grpc_load(address: SocketAddr, rpc: Rpc, mode: Mode, plan: &Plan, label: &str
                     .await
                     .map_err(|status| status.to_string())
                     .and_then(|reply| {
-                        (reply.get_ref().hello == "greeting, bench").then_some(()).ok_or_else(|| "wrong greeting".to_owned())
+                        (reply.get_ref().hello == "greeting, bench")
+                            .then_some(())
+                            .ok_or_else(|| "wrong greeting".to_owned())
                     }),
                 Rpc::GetState => client
                     .get_state(GetStateRequest {
@@ -275,7 +330,9 @@ fn grpc_load(address: SocketAddr, rpc: Rpc, mode: Mode, plan: &Plan, label: &str
                     .await
                     .map_err(|status| status.to_string())
                     .and_then(|reply| {
-                        (reply.get_ref().data == "value").then_some(()).ok_or_else(|| "wrong value".to_owned())
+                        (reply.get_ref().data == "value")
+                            .then_some(())
+                            .ok_or_else(|| "wrong value".to_owned())
                     }),
             };
             (client, result)
@@ -297,16 +354,36 @@ pub fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
         for server in &servers {
             let label = format!("gRPC {rpc:?}, closed loop 1000 in flight, {}", server.name);
             let summary = repeat(plan, &label, || {
-                grpc_load(server.address, rpc, Mode::Closed { concurrency: 1000 }, plan, &label)
+                grpc_load(
+                    server.address,
+                    rpc,
+                    Mode::Closed { concurrency: 1000 },
+                    plan,
+                    &label,
+                )
             })?;
             max.push(summary.rps);
-            rows.push(LatencyRow::new(format!("gRPC {rpc:?}, closed loop (1000 in flight)"), server.name.clone(), server.core, summary));
+            rows.push(LatencyRow::new(
+                format!("gRPC {rpc:?}, closed loop (1000 in flight)"),
+                server.name.clone(),
+                server.core,
+                summary,
+            ));
         }
-        let rate = (max.iter().copied().fold(f64::MAX, f64::min) / 2.0).max(100.0).round();
+        let rate = (max.iter().copied().fold(f64::MAX, f64::min) / 2.0)
+            .max(100.0)
+            .round();
         for server in &servers {
             let label = format!("gRPC {rpc:?}, open loop {rate}/s, {}", server.name);
-            let summary = repeat(plan, &label, || grpc_load(server.address, rpc, Mode::Open { rate }, plan, &label))?;
-            rows.push(LatencyRow::new(format!("gRPC {rpc:?}, open loop {rate}/s"), server.name.clone(), server.core, summary));
+            let summary = repeat(plan, &label, || {
+                grpc_load(server.address, rpc, Mode::Open { rate }, plan, &label)
+            })?;
+            rows.push(LatencyRow::new(
+                format!("gRPC {rpc:?}, open loop {rate}/s"),
+                server.name.clone(),
+                server.core,
+                summary,
+            ));
         }
     }
     Ok(rows)
@@ -335,7 +412,10 @@ pub fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<MemoryRow>> {
 fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<MemoryRow> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_kib = server.rss_kib()?;
-    eprint!("\r  memory, {}: opening {count} connections          ", server.name);
+    eprint!(
+        "\r  memory, {}: opening {count} connections          ",
+        server.name
+    );
     let held = local(open_idle(server.address, count, http2))?;
     std::thread::sleep(Duration::from_millis(500));
     let with = server.rss_kib()?;
@@ -354,7 +434,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0
 
 /// Opens `count` connections to `address`, each proven end to end: by the server's SETTINGS
 /// frame (`http2`), or by one echoed byte (through a proxy).
-async fn open_idle(address: SocketAddr, count: usize, http2: bool) -> Result<Vec<std::net::TcpStream>> {
+async fn open_idle(
+    address: SocketAddr,
+    count: usize,
+    http2: bool,
+) -> Result<Vec<std::net::TcpStream>> {
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
         let mut stream = TcpStream::connect(address).await?;

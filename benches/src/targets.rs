@@ -45,7 +45,9 @@ impl Process {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr"))?));
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.path().join("stderr"),
+            )?));
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
@@ -96,27 +98,51 @@ pub fn free_address() -> Result<SocketAddr> {
 pub fn echo(core: Option<usize>) -> Result<Process> {
     let address = free_address()?;
     let args = ["echo-server".into(), "--listen".into(), address.to_string()];
-    Process::start("echo", core, &std::env::current_exe()?, &args, address, tempfile::tempdir()?)
+    Process::start(
+        "echo",
+        core,
+        &std::env::current_exe()?,
+        &args,
+        address,
+        tempfile::tempdir()?,
+    )
 }
 
 /// The harness's tonic reference server.
 pub fn tonic_reference(core: Option<usize>) -> Result<Process> {
     let address = free_address()?;
-    let args = ["tonic-server".into(), "--listen".into(), address.to_string()];
-    Process::start("tonic", core, &std::env::current_exe()?, &args, address, tempfile::tempdir()?)
+    let args = [
+        "tonic-server".into(),
+        "--listen".into(),
+        address.to_string(),
+    ];
+    Process::start(
+        "tonic",
+        core,
+        &std::env::current_exe()?,
+        &args,
+        address,
+        tempfile::tempdir()?,
+    )
 }
 
 /// layotto-rs (`binary`) on one shard: a `tcp_proxy` to `upstream`, or the gRPC API with the
 /// embedded default's components when `upstream` is `None`.
-pub fn layotto(binary: &Path, core: Option<usize>, upstream: Option<SocketAddr>) -> Result<Process> {
+pub fn layotto(
+    binary: &Path,
+    core: Option<usize>,
+    upstream: Option<SocketAddr>,
+) -> Result<Process> {
     let dir = tempfile::tempdir()?;
     let address = free_address()?;
     let filter = match upstream {
         Some(_) => serde_json::json!({"type": "tcp_proxy", "config": {"cluster": "echo"}}),
-        None => serde_json::json!({"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {
-            "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
-            "state": {"state_demo": {"type": "in-memory", "metadata": {}}}
-        }}}),
+        None => {
+            serde_json::json!({"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {
+                "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
+                "state": {"state_demo": {"type": "in-memory", "metadata": {}}}
+            }}})
+        }
     };
     let config = serde_json::json!({
         "servers": [{"default_log_level": "WARN", "listeners": [{

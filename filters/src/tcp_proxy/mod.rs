@@ -206,7 +206,9 @@ impl TcpProxy {
                 });
             }
         };
+        // Both sides forward what they read at once: no Nagle delay on either.
         let _ = upstream.set_nodelay(true);
+        let _ = downstream.set_nodelay(true);
         let last_activity = Cell::new(Instant::now());
         let on_bytes = |direction, n| {
             let counter = match direction {
