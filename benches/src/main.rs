@@ -73,6 +73,14 @@ enum Command {
     },
 }
 
+fn pinned_to(pinned: bool, core: usize) -> String {
+    if pinned {
+        format!("core {core}")
+    } else {
+        "not pinned".into()
+    }
+}
+
 fn single_thread(future: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,17 +130,10 @@ fn main() -> Result<()> {
             let mut report = Report {
                 setup: vec![
                     ("cores online".into(), cores.len().to_string()),
-                    (
-                        "server under test".into(),
-                        pinned
-                            .then(|| format!("core {server_core}"))
-                            .unwrap_or("not pinned".into()),
-                    ),
+                    ("server under test".into(), pinned_to(pinned, server_core)),
                     (
                         "load generator and upstream echo".into(),
-                        pinned
-                            .then(|| format!("core {load_core}"))
-                            .unwrap_or("not pinned".into()),
+                        pinned_to(pinned, load_core),
                     ),
                     ("layotto-rs".into(), "--shards 1".into()),
                     ("file descriptors per process".into(), nofile.to_string()),

@@ -212,7 +212,7 @@ pub(crate) mod tests {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let shard = usize::from(seed % 3 == 0);
+                let shard = usize::from(seed.is_multiple_of(3));
                 let now = start + Duration::from_nanos(i * 600);
                 admitted += u32::from(shards[shard].try_acquire(now));
             }
