@@ -5,8 +5,8 @@ mod common;
 
 use std::{net::SocketAddr, process::Command};
 
-use common::{etcd::EtcdServer, *};
-use layotto_proto::runtime::SayHelloRequest;
+use common::{etcd::EtcdServer, redis::RedisServer, *};
+use layotto_proto::runtime::{GetNextIdRequest, SayHelloRequest, TryLockRequest};
 use serde_json::Value;
 use tonic::Code;
 
@@ -77,6 +77,22 @@ async fn runtime_config_limits_say_hello_and_serves_etcd_configuration() {
     }
     assert!((5..=10).contains(&passed), "{passed} passed");
     let mut client = runtime_client(address).await;
+    let lock = TryLockRequest {
+        store_name: "lock_demo".into(),
+        resource_id: "runtime-config".into(),
+        lock_owner: "me".into(),
+        expire: 10,
+    };
+    assert!(client.try_lock(lock).await.unwrap().into_inner().success);
+    let next = GetNextIdRequest {
+        store_name: "sequencer_demo".into(),
+        key: "runtime-config".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.get_next_id(next).await.unwrap().into_inner().next_id,
+        1
+    );
     let items = client
         .get_configuration(layotto_proto::runtime::GetConfigurationRequest {
             store_name: "config_demo".into(),
@@ -124,4 +140,46 @@ fn tcp_proxy_example_proxies_copies_and_reports() {
     assert!(
         metrics.contains("layotto_listener_tcpcopy_copied_bytes_total{listener=\"tcp_proxy\"}")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_example_serves_locks_and_sequences() {
+    let redis = RedisServer::start();
+    let config = example(
+        "config_redis.json",
+        &[
+            ("127.0.0.1:34904", "127.0.0.1:0".into()),
+            ("127.0.0.1:6379", redis.endpoint()),
+        ],
+    );
+    let layotto = Layotto::start(&config, &[], 1);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let lock = TryLockRequest {
+        store_name: "lock_demo".into(),
+        resource_id: "example".into(),
+        lock_owner: "me".into(),
+        expire: 10,
+    };
+    assert!(
+        client
+            .try_lock(lock.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .success
+    );
+    assert!(!client.try_lock(lock).await.unwrap().into_inner().success);
+    let next = GetNextIdRequest {
+        store_name: "sequencer_demo".into(),
+        key: "example".into(),
+        ..Default::default()
+    };
+    let first = client
+        .get_next_id(next.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .next_id;
+    let second = client.get_next_id(next).await.unwrap().into_inner().next_id;
+    assert!(second > first);
 }

@@ -9,8 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
 use layotto_proto::runtime::{
     DeleteBulkStateRequest, DeleteStateRequest, Etag, ExecuteStateTransactionRequest,
-    GetBulkStateRequest, GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem,
-    StateOptions, TransactionalStateOperation, TryLockRequest, state_options::StateConcurrency,
+    GetBulkStateRequest, GetStateRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest,
+    StateItem, StateOptions, TransactionalStateOperation, state_options::StateConcurrency,
 };
 use prost::Message;
 use serde_json::json;
@@ -441,7 +441,7 @@ async fn unimplemented_rpcs_and_unknown_methods() {
     let layotto = start(json!({}), &[]);
     let mut client = runtime_client(layotto.address("grpc")).await;
     let err = client
-        .try_lock(TryLockRequest::default())
+        .publish_event(PublishEventRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);

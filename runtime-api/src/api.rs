@@ -11,16 +11,19 @@ use futures_util::{
 use layotto_proto::runtime::{
     BulkStateItem, ConfigurationItem, DeleteBulkStateRequest, DeleteConfigurationRequest,
     DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetBulkStateResponse,
-    GetConfigurationRequest, GetConfigurationResponse, GetStateRequest, GetStateResponse,
+    GetConfigurationRequest, GetConfigurationResponse, GetNextIdRequest, GetNextIdResponse,
+    GetStateRequest, GetStateResponse, LockKeepAliveRequest, LockKeepAliveResponse,
     SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, StateItem,
-    StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse,
-    state_options::StateConcurrency,
+    StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse, TryLockRequest,
+    TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
+    sequencer_options::AutoIncrement, state_options::StateConcurrency, unlock_response,
 };
 
 use crate::{
     components::{
         Components,
         configuration::{Selector, check_segment, hub::WatchEvent},
+        lock::LockStatus,
         state::{self, Concurrency, StateOperation},
     },
     error::ApiError,
@@ -76,9 +79,83 @@ impl RuntimeApi {
             )
             .add(
                 path("SubscribeConfiguration"),
-                bidirectional(api, Self::subscribe_configuration),
-            );
+                bidirectional(api.clone(), Self::subscribe_configuration),
+            )
+            .add(path("TryLock"), unary(api.clone(), Self::try_lock))
+            .add(path("Unlock"), unary(api.clone(), Self::unlock))
+            .add(
+                path("LockKeepAlive"),
+                unary(api.clone(), Self::lock_keep_alive),
+            )
+            .add(path("GetNextId"), unary(api, Self::get_next_id));
         router
+    }
+
+    async fn try_lock(self: Rc<Self>, request: TryLockRequest) -> Result<TryLockResponse, Status> {
+        let store = self.components.lock(&request.store_name)?;
+        let expire = lock_request(
+            &request.resource_id,
+            &request.lock_owner,
+            Some(request.expire),
+        )?;
+        let success = store
+            .try_lock(&request.resource_id, &request.lock_owner, expire)
+            .await?;
+        Ok(TryLockResponse { success })
+    }
+
+    async fn unlock(self: Rc<Self>, request: UnlockRequest) -> Result<UnlockResponse, Status> {
+        let store = self.components.lock(&request.store_name)?;
+        lock_request(&request.resource_id, &request.lock_owner, None)?;
+        let status = match store
+            .unlock(&request.resource_id, &request.lock_owner)
+            .await?
+        {
+            LockStatus::Success => unlock_response::Status::Success,
+            LockStatus::Unexist => unlock_response::Status::LockUnexist,
+            LockStatus::BelongsToOthers => unlock_response::Status::LockBelongToOthers,
+        };
+        Ok(UnlockResponse {
+            status: status as i32,
+        })
+    }
+
+    async fn lock_keep_alive(
+        self: Rc<Self>,
+        request: LockKeepAliveRequest,
+    ) -> Result<LockKeepAliveResponse, Status> {
+        let store = self.components.lock(&request.store_name)?;
+        let expire = lock_request(
+            &request.resource_id,
+            &request.lock_owner,
+            Some(request.expire),
+        )?;
+        let status = match store
+            .keep_alive(&request.resource_id, &request.lock_owner, expire)
+            .await?
+        {
+            LockStatus::Success => lock_keep_alive_response::Status::Success,
+            LockStatus::Unexist => lock_keep_alive_response::Status::LockUnexist,
+            LockStatus::BelongsToOthers => lock_keep_alive_response::Status::LockBelongToOthers,
+        };
+        Ok(LockKeepAliveResponse {
+            status: status as i32,
+        })
+    }
+
+    async fn get_next_id(
+        self: Rc<Self>,
+        request: GetNextIdRequest,
+    ) -> Result<GetNextIdResponse, Status> {
+        let sequencer = self.components.sequencer(&request.store_name)?;
+        if request.key.is_empty() {
+            return Err(ApiError::InvalidArgument("the sequencer key is empty".into()).into());
+        }
+        let strong = request
+            .options
+            .is_some_and(|options| options.increment() == AutoIncrement::Strong);
+        let next_id = sequencer.next_id(&request.key, strong).await?;
+        Ok(GetNextIdResponse { next_id })
     }
 
     async fn get_configuration(
@@ -299,6 +376,25 @@ impl RuntimeApi {
             })
             .collect::<Result<_, _>>()?;
         Ok(store.apply(operations).await?)
+    }
+}
+
+/// Checks a lock request's resource and owner, and its `expire` (seconds) when it has one.
+fn lock_request(resource: &str, owner: &str, expire: Option<i32>) -> Result<Duration, ApiError> {
+    if resource.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "the lock's resource_id is empty".into(),
+        ));
+    }
+    if owner.is_empty() {
+        return Err(ApiError::InvalidArgument("the lock_owner is empty".into()));
+    }
+    match expire {
+        None => Ok(Duration::ZERO),
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds as u64)),
+        Some(seconds) => Err(ApiError::InvalidArgument(format!(
+            "expire must be a positive number of seconds, not {seconds}"
+        ))),
     }
 }
 

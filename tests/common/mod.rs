@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod etcd;
+pub mod redis;
 
 use std::{
     collections::HashMap,

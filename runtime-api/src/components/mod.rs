@@ -3,7 +3,11 @@
 //! shards; a call names its component and an unknown name is `INVALID_ARGUMENT`.
 
 pub mod configuration;
+pub mod etcd;
 pub mod hello;
+pub mod lock;
+pub mod redis;
+pub mod sequencer;
 pub mod state;
 
 use std::{
@@ -23,8 +27,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use configuration::{ConfigStore, EtcdConfigStore, EtcdSettings, InMemoryConfigStore};
+use configuration::{ConfigStore, EtcdConfigStore, InMemoryConfigStore};
+use etcd::{EtcdConnection, EtcdSettings};
 use hello::HelloWorld;
+use lock::{EtcdLockStore, InMemoryLockStore, LockStore, RedisLockStore};
+use redis::{RedisConnection, RedisSettings};
+use sequencer::{EtcdIdStore, IdStore, InMemoryIdStore, RedisIdStore, Sequencer};
 use state::{InMemoryStateStore, StateStore};
 
 /// An etcd config store's `timeout` when the config gives none (seconds).
@@ -33,9 +41,7 @@ const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Building blocks LayOtto configs use that layotto-rs does not serve yet: logged as ignored, and
 /// their rpcs answer UNIMPLEMENTED.
 const NOT_SERVED_YET: &[&str] = &[
-    "lock",
     "pub_subs",
-    "sequencer",
     "file",
     "secret_store",
     "bindings",
@@ -50,6 +56,8 @@ pub struct Components {
     hellos: BTreeMap<String, HelloWorld>,
     state: BTreeMap<String, Arc<dyn StateStore>>,
     config_stores: BTreeMap<String, Arc<dyn ConfigStore>>,
+    locks: BTreeMap<String, Arc<dyn LockStore>>,
+    sequencers: BTreeMap<String, Arc<Sequencer>>,
 }
 
 #[derive(Deserialize)]
@@ -74,9 +82,13 @@ struct ComponentConfig {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
-    #[allow(dead_code)] // accepted for every store; the in-memory store has no settings
     metadata: HashMap<String, String>,
 }
+
+/// A redis component's call timeout unless its metadata's `timeout` says (seconds).
+const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+/// An etcd lock or sequencer's timeout unless its metadata's `dialTimeout` says (seconds).
+const DEFAULT_ETCD_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Components {
     /// Builds the components of `grpc_config` (found at `path`); remote ones submit their calls
@@ -151,6 +163,22 @@ impl Components {
                         }
                     }
                 }
+                "lock" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(store) = lock_store(name, config, &entry_path, backend, findings) {
+                            components.locks.insert(name.clone(), store);
+                        }
+                    }
+                }
+                "sequencer" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(sequencer) = sequencer(name, config, &entry_path, backend, findings) {
+                            components.sequencers.insert(name.clone(), Arc::new(sequencer));
+                        }
+                    }
+                }
                 other if NOT_SERVED_YET.contains(&other) => findings.ignore(
                     block_path,
                     "building block not served yet; its rpcs answer UNIMPLEMENTED",
@@ -158,7 +186,7 @@ impl Components {
                 other => findings.error(
                     block_path,
                     format!(
-                        "unknown building block \"{other}\" (known: hellos, state, config_store, {})",
+                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, {})",
                         NOT_SERVED_YET.join(", ")
                     ),
                 ),
@@ -169,15 +197,35 @@ impl Components {
 
     /// Connects every remote component (fail fast at start-up), on the main thread.
     pub fn start(&self) -> Result<(), CoreError> {
+        let failed = |block: &str, name: &str| {
+            let component = format!("{block} \"{name}\"");
+            move |err: ApiError| CoreError::ComponentStart {
+                component,
+                reason: err.to_string(),
+            }
+        };
         for (name, store) in &self.config_stores {
-            futures_lite::future::block_on(store.connect()).map_err(|err| {
-                CoreError::ComponentStart {
-                    component: format!("config_store \"{name}\""),
-                    reason: err.to_string(),
-                }
-            })?;
+            futures_lite::future::block_on(store.connect())
+                .map_err(failed("config_store", name))?;
+        }
+        for (name, store) in &self.locks {
+            futures_lite::future::block_on(store.connect()).map_err(failed("lock", name))?;
+        }
+        for (name, sequencer) in &self.sequencers {
+            futures_lite::future::block_on(sequencer.connect())
+                .map_err(failed("sequencer", name))?;
         }
         Ok(())
+    }
+
+    /// The `lock` component called `name`.
+    pub fn lock(&self, name: &str) -> Result<&dyn LockStore, ApiError> {
+        lookup(&self.locks, "lock", name).map(|store| store.as_ref())
+    }
+
+    /// The `sequencer` component called `name`.
+    pub fn sequencer(&self, name: &str) -> Result<&Sequencer, ApiError> {
+        lookup(&self.sequencers, "sequencer", name).map(|sequencer| sequencer.as_ref())
     }
 
     /// The `config_store` component called `name`.
@@ -262,12 +310,13 @@ fn config_store(
             let settings = EtcdSettings {
                 endpoints: config.address,
                 timeout,
+                credentials: None,
             };
-            Some(Arc::new(EtcdConfigStore::new(
-                name.to_owned(),
+            Some(Arc::new(EtcdConfigStore::new(EtcdConnection::new(
+                format!("config store \"{name}\""),
                 settings,
                 backend.clone(),
-            )))
+            ))))
         }
         other => {
             findings.error(
@@ -277,6 +326,210 @@ fn config_store(
                 ),
             );
             None
+        }
+    }
+}
+
+/// Builds one `lock` entry.
+fn lock_store(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<Arc<dyn LockStore>> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let component = format!("lock \"{name}\"");
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    let store: Arc<dyn LockStore> = match config.kind.as_str() {
+        "in-memory" => Arc::new(InMemoryLockStore::default()),
+        "redis" => Arc::new(RedisLockStore::new(
+            metadata.redis(component, backend, findings)?,
+        )),
+        "etcd" => {
+            let prefix = metadata
+                .take("keyPrefixPath")
+                .unwrap_or_else(|| "/lock".into());
+            Arc::new(EtcdLockStore::new(
+                metadata.etcd(component, backend, findings)?,
+                prefix,
+            ))
+        }
+        other => {
+            findings.error(
+                join(path, "type"),
+                format!(
+                    "lock type \"{other}\" is not supported (supported: in-memory, redis, etcd)"
+                ),
+            );
+            return None;
+        }
+    };
+    metadata.finish(findings);
+    Some(store)
+}
+
+/// Builds one `sequencer` entry.
+fn sequencer(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<Sequencer> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let component = format!("sequencer \"{name}\"");
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    let caching = metadata
+        .take("segmentCacheEnable")
+        .is_some_and(|v| v == "true");
+    let step = metadata.take("segmentStep");
+    let segment = match (caching, step) {
+        (false, _) => 1,
+        (true, None) => 50,
+        (true, Some(step)) => match step.parse::<u32>() {
+            Ok(step) if step > 0 => step,
+            _ => {
+                findings.error(
+                    join(&metadata.path, "segmentStep"),
+                    format!("invalid \"{step}\": expected a positive whole number"),
+                );
+                return None;
+            }
+        },
+    };
+    let store: Box<dyn IdStore> = match config.kind.as_str() {
+        "in-memory" => Box::new(InMemoryIdStore::default()),
+        "redis" => Box::new(RedisIdStore::new(
+            metadata.redis(component, backend, findings)?,
+        )),
+        "etcd" => {
+            let prefix = metadata
+                .take("keyPrefixPath")
+                .unwrap_or_else(|| "/sequencer".into());
+            Box::new(EtcdIdStore::new(
+                metadata.etcd(component, backend, findings)?,
+                prefix,
+            ))
+        }
+        other => {
+            findings.error(
+                join(path, "type"),
+                format!("sequencer type \"{other}\" is not supported (supported: in-memory, redis, etcd)"),
+            );
+            return None;
+        }
+    };
+    metadata.finish(findings);
+    Some(Sequencer::new(store, segment))
+}
+
+/// A component's `metadata` (LayOtto's string map), consumed key by key; keys left over are
+/// noted as ignored.
+struct Metadata {
+    values: HashMap<String, String>,
+    path: String,
+}
+
+impl Metadata {
+    fn new(values: HashMap<String, String>, path: String) -> Self {
+        Self { values, path }
+    }
+
+    /// The value of `key`, if given and not empty.
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.values.remove(key).filter(|v| !v.is_empty())
+    }
+
+    /// A timeout in seconds under `key`.
+    fn seconds(
+        &mut self,
+        key: &str,
+        default: Duration,
+        findings: &mut Findings,
+    ) -> Option<Duration> {
+        match self.take(key) {
+            None => Some(default),
+            Some(text) => {
+                let parsed = seconds(&Value::String(text.clone()));
+                if parsed.is_none() {
+                    findings.error(
+                        join(&self.path, key),
+                        format!("invalid \"{text}\": expected a positive number of seconds"),
+                    );
+                }
+                parsed
+            }
+        }
+    }
+
+    /// LayOtto's redis keys: `redisHost` (required), `redisPassword`, and our `timeout`.
+    fn redis(
+        &mut self,
+        component: String,
+        backend: &BackendHandle,
+        findings: &mut Findings,
+    ) -> Option<RedisConnection> {
+        let address = self.take("redisHost");
+        let password = self.take("redisPassword");
+        let timeout = self.seconds("timeout", DEFAULT_REDIS_TIMEOUT, findings);
+        let Some(address) = address.filter(|a| is_endpoint(a)) else {
+            findings.error(
+                join(&self.path, "redisHost"),
+                "redis needs its \"host:port\"",
+            );
+            return None;
+        };
+        let settings = RedisSettings {
+            address,
+            password,
+            timeout: timeout?,
+        };
+        Some(RedisConnection::new(component, settings, backend.clone()))
+    }
+
+    /// LayOtto's etcd keys: `endpoints` (comma-separated, required), `dialTimeout`, `username`,
+    /// `password`.
+    fn etcd(
+        &mut self,
+        component: String,
+        backend: &BackendHandle,
+        findings: &mut Findings,
+    ) -> Option<EtcdConnection> {
+        let endpoints: Vec<String> = self
+            .take("endpoints")
+            .map(|list| {
+                list.split(',')
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let timeout = self.seconds("dialTimeout", DEFAULT_ETCD_DIAL_TIMEOUT, findings);
+        let credentials = self
+            .take("username")
+            .map(|user| (user, self.take("password").unwrap_or_default()));
+        self.values.remove("password");
+        if endpoints.is_empty() || !endpoints.iter().all(|e| is_endpoint(e)) {
+            findings.error(
+                join(&self.path, "endpoints"),
+                "etcd needs \"host:port\" endpoints, comma-separated",
+            );
+            return None;
+        }
+        let settings = EtcdSettings {
+            endpoints,
+            timeout: timeout?,
+            credentials,
+        };
+        Some(EtcdConnection::new(component, settings, backend.clone()))
+    }
+
+    fn finish(self, findings: &mut Findings) {
+        let mut left: Vec<_> = self.values.into_keys().collect();
+        left.sort();
+        for key in left {
+            findings.ignore(join(&self.path, &key), "metadata not used by layotto-rs");
         }
     }
 }
@@ -335,7 +588,7 @@ mod tests {
             "hellos": {"quick": {"type": "helloworld", "hello": "hi"}, "bare": {"hello": "yo"},
                        "odd": {"type": "grpc-hello", "hello": "x"}},
             "state": {"mem": {"type": "in-memory", "metadata": {}}, "r": {"type": "redis"}},
-            "lock": {"l": {"type": "in-memory"}},
+            "pub_subs": {"p": {"type": "in-memory"}},
             "telepathy": {}
         });
         let mut findings = Findings::default();
@@ -352,7 +605,7 @@ mod tests {
         assert!(errors[0].starts_with("cfg.hellos.odd.type: hello component type \"grpc-hello\""));
         assert!(errors[1].starts_with("cfg.state.r.type: state store type \"redis\""));
         assert!(errors[2].starts_with("cfg.telepathy: unknown building block"));
-        assert_eq!(findings.ignored[0].path, "cfg.lock");
+        assert_eq!(findings.ignored[0].path, "cfg.pub_subs");
         assert_eq!(components.hello("quick").unwrap().hello("a"), "hi, a");
         assert_eq!(components.hello("bare").unwrap().hello(""), "yo");
         assert!(components.state("mem").is_ok());
@@ -409,5 +662,57 @@ mod tests {
         assert_eq!(seconds(&json!("2.5")), Some(Duration::from_millis(2500)));
         assert_eq!(seconds(&json!(-1)), None);
         assert_eq!(seconds(&json!(true)), None);
+    }
+
+    #[test]
+    fn locks_and_sequencers_take_layotto_metadata() {
+        let config = json!({
+            "lock": {
+                "mem": {"type": "in-memory"},
+                "r": {"type": "redis", "metadata": {"redisHost": "127.0.0.1:6379", "redisPassword": ""}},
+                "e": {"type": "etcd", "metadata": {"endpoints": "127.0.0.1:2379,127.0.0.1:2380",
+                       "keyPrefixPath": "/l", "dialTimeout": "5", "username": "", "password": "",
+                       "extra": "x"}},
+                "no_host": {"type": "redis", "metadata": {}},
+                "zk": {"type": "zookeeper"}
+            },
+            "sequencer": {
+                "mem": {"type": "in-memory"},
+                "e": {"type": "etcd", "metadata": {"endpoints": "127.0.0.1:2379",
+                       "segmentCacheEnable": "true", "segmentStep": "10"}},
+                "bad_step": {"type": "in-memory", "metadata": {"segmentCacheEnable": "true", "segmentStep": "x"}},
+                "bad_timeout": {"type": "etcd", "metadata": {"endpoints": "h:1", "dialTimeout": "soon"}}
+            }
+        });
+        let mut findings = Findings::default();
+        let pool = layotto_core::backend::BackendPool::start(1, 4).unwrap();
+        let components = Components::from_config(
+            &config,
+            "cfg",
+            &pool.handle(),
+            &HealthRegistry::default(),
+            &mut findings,
+        );
+        let errors: Vec<String> = findings.errors.iter().map(|e| e.to_string()).collect();
+        let expected = [
+            "cfg.lock.no_host.metadata.redisHost: redis needs",
+            "cfg.lock.zk.type: lock type \"zookeeper\" is not supported",
+            "cfg.sequencer.bad_step.metadata.segmentStep: invalid \"x\"",
+            "cfg.sequencer.bad_timeout.metadata.dialTimeout: invalid \"soon\"",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(expected),
+                "{error} does not start with {expected}"
+            );
+        }
+        let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(ignored, vec!["cfg.lock.e.metadata.extra"]);
+        for name in ["mem", "r", "e"] {
+            assert!(components.lock(name).is_ok(), "{name}");
+        }
+        assert!(components.sequencer("e").is_ok());
+        assert!(components.sequencer("bad_step").is_err());
     }
 }

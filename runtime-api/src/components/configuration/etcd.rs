@@ -4,23 +4,21 @@
 //! call runs etcd-client on the backend pool (tokio), bounded by the configured timeout; one
 //! watch task per subscribed app runs there too, resuming from its last revision after a loss.
 
-use std::{collections::HashMap, future::Future, sync::OnceLock, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, KeyValue, Txn, TxnOp, WatchOptions,
-    WatchResponse,
+    Client, EventType, GetOptions, KeyValue, Txn, TxnOp, WatchOptions, WatchResponse,
 };
-use layotto_core::backend::BackendHandle;
 use layotto_proto::runtime::ConfigurationItem;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
     ConfigStore, ItemPath, Selector, app_prefix, check_items,
     hub::{Subscription, WatchEvent, WatchFeed, WatchHub},
 };
-use crate::error::ApiError;
+use crate::{components::etcd::EtcdConnection, error::ApiError};
 
 /// Suffix of the companion key holding an item's tags and metadata.
 const META_SUFFIX: &str = "\0meta";
@@ -28,17 +26,6 @@ const META_SUFFIX: &str = "\0meta";
 const SUBSCRIBER_BACKLOG: usize = 1024;
 /// First and longest pause before a lost watch is re-established.
 const RETRY_PAUSES: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// etcd-client keep-alive: ping interval and how long to wait for the answer.
-const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3));
-
-/// Where and how to reach etcd (LayOtto's `address` and `timeout`).
-#[derive(Debug, Clone)]
-pub struct EtcdSettings {
-    /// `host:port` (or URL) of each member.
-    pub endpoints: Vec<String>,
-    /// The longest a call may take.
-    pub timeout: Duration,
-}
 
 /// Tags and metadata of one item, as stored in its companion key.
 #[derive(Serialize, Deserialize, Default)]
@@ -51,91 +38,16 @@ struct Extras {
 
 /// A configuration store on etcd.
 pub struct EtcdConfigStore {
-    name: String,
-    settings: EtcdSettings,
-    backend: BackendHandle,
-    client: OnceLock<Client>,
+    etcd: EtcdConnection,
     hub: WatchHub,
 }
 
 impl EtcdConfigStore {
-    /// A store named `name` (for messages); connects in [`ConfigStore::connect`].
-    pub fn new(name: String, settings: EtcdSettings, backend: BackendHandle) -> Self {
+    /// A store over `etcd`; connects in [`ConfigStore::connect`].
+    pub fn new(etcd: EtcdConnection) -> Self {
         Self {
-            name,
-            settings,
-            backend,
-            client: OnceLock::new(),
+            etcd,
             hub: WatchHub::new(SUBSCRIBER_BACKLOG),
-        }
-    }
-
-    /// The connected client.
-    fn client(&self) -> Result<Client, ApiError> {
-        self.client
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::Unavailable(format!("{}: not connected", self.describe())))
-    }
-
-    /// "config store NAME (etcd at ADDRESSES)", for messages.
-    fn describe(&self) -> String {
-        format!(
-            "config store \"{}\" (etcd at {})",
-            self.name,
-            self.settings.endpoints.join(", ")
-        )
-    }
-
-    /// Runs `op` with a client on the backend pool, bounded by the timeout.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, ApiError>
-    where
-        F: FnOnce(Client) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
-        T: Send + 'static,
-    {
-        let client = self.client()?;
-        self.run(async move { op(client).await }).await
-    }
-
-    /// Runs `op` on the backend pool, bounded by the timeout, mapping its errors.
-    async fn run<T, Fut>(&self, op: Fut) -> Result<T, ApiError>
-    where
-        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let timeout = self.settings.timeout;
-        match self
-            .backend
-            .submit(async move { tokio::time::timeout(timeout, op).await })
-            .await?
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(self.map_error(err)),
-            Err(_) => Err(ApiError::Unavailable(format!(
-                "{}: no answer within {}s",
-                self.describe(),
-                timeout.as_secs_f64()
-            ))),
-        }
-    }
-
-    fn map_error(&self, err: etcd_client::Error) -> ApiError {
-        use etcd_client::Error;
-        use tonic::Code;
-        let message = format!("{}: {err}", self.describe());
-        match err {
-            Error::GRpcStatus(status) => match status.code() {
-                Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidArgument(message),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    ApiError::Unavailable(message)
-                }
-                _ => ApiError::Internal(message),
-            },
-            Error::TransportError(_) | Error::IoError(_) | Error::WatchError(_) => {
-                ApiError::Unavailable(message)
-            }
-            _ => ApiError::Internal(message),
         }
     }
 }
@@ -143,26 +55,12 @@ impl EtcdConfigStore {
 #[async_trait(?Send)]
 impl ConfigStore for EtcdConfigStore {
     async fn connect(&self) -> Result<(), ApiError> {
-        let endpoints = self.settings.endpoints.clone();
-        let options = ConnectOptions::new()
-            // Calls are bounded in `run`; a per-request timeout here would also cut watches.
-            .with_connect_timeout(self.settings.timeout)
-            .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
-            .with_keep_alive_while_idle(true);
-        let client = self
-            .run(async move {
-                let mut client = Client::connect(endpoints, Some(options)).await?;
-                client.status().await?;
-                Ok(client)
-            })
-            .await?;
-        info!("{}: connected", self.describe());
-        let _ = self.client.set(client);
-        Ok(())
+        self.etcd.connect().await
     }
 
     async fn health(&self) -> Result<(), ApiError> {
-        self.call(|mut client| async move { client.status().await })
+        self.etcd
+            .call(|mut client| async move { client.status().await })
             .await
             .map(drop)
     }
@@ -170,6 +68,7 @@ impl ConfigStore for EtcdConfigStore {
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError> {
         let prefix = selector.prefix();
         let response = self
+            .etcd
             .call(move |mut client| async move {
                 client
                     .get(prefix, Some(GetOptions::new().with_prefix()))
@@ -228,16 +127,18 @@ impl ConfigStore for EtcdConfigStore {
                 [TxnOp::put(key, item.content, None), extras]
             })
             .collect();
-        self.call(
-            move |mut client| async move { client.txn(Txn::new().and_then(operations)).await },
-        )
-        .await?;
+        self.etcd
+            .call(
+                move |mut client| async move { client.txn(Txn::new().and_then(operations)).await },
+            )
+            .await?;
         Ok(())
     }
 
     async fn delete(&self, selector: &Selector) -> Result<(), ApiError> {
         let prefix = selector.prefix();
         let listed = self
+            .etcd
             .call(move |mut client| async move {
                 client
                     .get(
@@ -264,29 +165,32 @@ impl ConfigStore for EtcdConfigStore {
         if operations.is_empty() {
             return Ok(());
         }
-        self.call(
-            move |mut client| async move { client.txn(Txn::new().and_then(operations)).await },
-        )
-        .await?;
+        self.etcd
+            .call(
+                move |mut client| async move { client.txn(Txn::new().and_then(operations)).await },
+            )
+            .await?;
         Ok(())
     }
 
     async fn subscribe(&self, app_id: &str) -> Result<Subscription, ApiError> {
-        let client = self.client()?;
+        let client = self.etcd.client()?;
         let prefix = app_prefix(app_id);
-        let describe = self.describe();
+        let describe = self.etcd.describe();
         let subscription = self.hub.subscribe(app_id, |feed| {
-            self.backend
+            self.etcd
+                .backend()
                 .spawn(follow(client, prefix, feed, describe))
                 .map_err(ApiError::from)
         })?;
-        if subscription.ready(self.settings.timeout).await {
+        let timeout = self.etcd.timeout();
+        if subscription.ready(timeout).await {
             Ok(subscription)
         } else {
             Err(ApiError::Unavailable(format!(
                 "{}: watch not in place within {}s",
-                self.describe(),
-                self.settings.timeout.as_secs_f64()
+                self.etcd.describe(),
+                timeout.as_secs_f64()
             )))
         }
     }

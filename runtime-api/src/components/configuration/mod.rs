@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use layotto_proto::runtime::ConfigurationItem;
 
-pub use etcd::{EtcdConfigStore, EtcdSettings};
+pub use etcd::EtcdConfigStore;
 pub use memory::InMemoryConfigStore;
 
 use crate::error::ApiError;

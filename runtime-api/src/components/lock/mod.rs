@@ -1,0 +1,53 @@
+//! The lock building block: the [`LockStore`] contract (TryLock, Unlock, LockKeepAlive with
+//! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks) and
+//! `etcd` (keys bound to leases). Stores are shared by all shards.
+
+mod etcd;
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use etcd::EtcdLockStore;
+pub use memory::InMemoryLockStore;
+pub use redis::RedisLockStore;
+
+use crate::error::ApiError;
+
+/// What an unlock or keep-alive found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockStatus {
+    /// Done: the lock was the caller's.
+    Success,
+    /// No such lock (never taken, released or expired).
+    Unexist,
+    /// Someone else holds it.
+    BelongsToOthers,
+}
+
+/// A lock store.
+#[async_trait(?Send)]
+pub trait LockStore: Send + Sync {
+    /// Connects to the backend; called once at start-up, on the main thread.
+    async fn connect(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+    /// Takes `resource` for `owner` until `expire` from now, unless someone holds it.
+    async fn try_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        expire: Duration,
+    ) -> Result<bool, ApiError>;
+    /// Releases `resource` if `owner` holds it.
+    async fn unlock(&self, resource: &str, owner: &str) -> Result<LockStatus, ApiError>;
+    /// Extends `owner`'s hold on `resource` to `expire` from now.
+    async fn keep_alive(
+        &self,
+        resource: &str,
+        owner: &str,
+        expire: Duration,
+    ) -> Result<LockStatus, ApiError>;
+}

@@ -1,0 +1,114 @@
+//! One redis connection of a component (lock, sequencer): a multiplexed, self-reconnecting
+//! connection manager created at start-up, every command run on the backend pool (the redis
+//! client needs tokio) bounded by the component's timeout, failures mapped to [`ApiError`]s
+//! naming the component and the address.
+
+use std::{future::Future, sync::OnceLock, time::Duration};
+
+use layotto_core::backend::BackendHandle;
+use redis::aio::ConnectionManager;
+use tracing::info;
+
+use crate::error::ApiError;
+
+/// Where and how to reach redis (LayOtto's `redisHost`, `redisPassword`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `host:port`.
+    pub address: String,
+    /// The password, if any.
+    pub password: Option<String>,
+    /// The longest a call may take.
+    pub timeout: Duration,
+}
+
+/// A component's redis connection.
+pub struct RedisConnection {
+    component: String,
+    settings: RedisSettings,
+    backend: BackendHandle,
+    manager: OnceLock<ConnectionManager>,
+}
+
+impl RedisConnection {
+    /// A connection for `component` (e.g. `lock "demo"`, for messages).
+    pub fn new(component: String, settings: RedisSettings, backend: BackendHandle) -> Self {
+        Self {
+            component,
+            settings,
+            backend,
+            manager: OnceLock::new(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (redis at {})", self.component, self.settings.address)
+    }
+
+    /// Connects and checks redis answers (start-up, main thread).
+    pub async fn connect(&self) -> Result<(), ApiError> {
+        let url = match &self.settings.password {
+            Some(password) => format!("redis://:{password}@{}/", self.settings.address),
+            None => format!("redis://{}/", self.settings.address),
+        };
+        let client = redis::Client::open(url).map_err(|err| self.map_error(err))?;
+        let manager = self
+            .run(async move {
+                let mut manager = client.get_connection_manager().await?;
+                redis::cmd("PING").query_async::<()>(&mut manager).await?;
+                Ok(manager)
+            })
+            .await?;
+        info!("{}: connected", self.describe());
+        let _ = self.manager.set(manager);
+        Ok(())
+    }
+
+    /// Runs `op` with the connection on the backend pool, bounded by the timeout.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send,
+        T: Send + 'static,
+    {
+        let manager =
+            self.manager.get().cloned().ok_or_else(|| {
+                ApiError::Unavailable(format!("{}: not connected", self.describe()))
+            })?;
+        self.run(async move { op(manager).await }).await
+    }
+
+    async fn run<T, Fut>(&self, op: Fut) -> Result<T, ApiError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let timeout = self.settings.timeout;
+        match self
+            .backend
+            .submit(async move { tokio::time::timeout(timeout, op).await })
+            .await?
+        {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(self.map_error(err)),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "{}: no answer within {}s",
+                self.describe(),
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    fn map_error(&self, err: redis::RedisError) -> ApiError {
+        let message = format!("{}: {err}", self.describe());
+        if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+        {
+            ApiError::Unavailable(message)
+        } else {
+            ApiError::Internal(message)
+        }
+    }
+}

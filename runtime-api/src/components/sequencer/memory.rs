@@ -1,0 +1,24 @@
+//! The `in-memory` id store: one counter per key, shared by all shards behind a short lock.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_trait::async_trait;
+
+use super::IdStore;
+use crate::error::ApiError;
+
+/// In-memory counters.
+#[derive(Default)]
+pub struct InMemoryIdStore {
+    counters: Mutex<HashMap<String, i64>>,
+}
+
+#[async_trait(?Send)]
+impl IdStore for InMemoryIdStore {
+    async fn reserve(&self, key: &str, count: u32) -> Result<i64, ApiError> {
+        let mut counters = self.counters.lock().expect("sequencer poisoned");
+        let counter = counters.entry(key.to_owned()).or_insert(0);
+        *counter += i64::from(count);
+        Ok(*counter)
+    }
+}

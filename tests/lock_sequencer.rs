@@ -1,0 +1,359 @@
+//! End-to-end tests of the lock and sequencer building blocks on every store: `in-memory`, and
+//! real `redis` and `etcd` servers started here. The real binary, called by tonic.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{etcd::EtcdServer, redis::RedisServer, *};
+use layotto_proto::runtime::{
+    GetNextIdRequest, LockKeepAliveRequest, SequencerOptions, TryLockRequest, UnlockRequest,
+    lock_keep_alive_response, runtime_client::RuntimeClient, sequencer_options::AutoIncrement,
+    unlock_response,
+};
+use serde_json::{Value, json};
+use tonic::{Code, transport::Channel};
+
+/// The servers a store type needs, kept alive for the test.
+enum Backend {
+    InMemory,
+    Redis(RedisServer),
+    Etcd(EtcdServer),
+}
+
+impl Backend {
+    fn all() -> Vec<Backend> {
+        vec![
+            Backend::InMemory,
+            Backend::Redis(RedisServer::start()),
+            Backend::Etcd(EtcdServer::start()),
+        ]
+    }
+
+    /// A component of this backend, with LayOtto's metadata keys.
+    fn component(&self, extra: Value) -> Value {
+        let mut metadata = match self {
+            Backend::InMemory => json!({}),
+            Backend::Redis(redis) => json!({"redisHost": redis.endpoint(), "redisPassword": ""}),
+            Backend::Etcd(etcd) => json!({"endpoints": etcd.endpoint(), "dialTimeout": "5"}),
+        };
+        metadata
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        json!({"type": self.name(), "metadata": metadata})
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::InMemory => "in-memory",
+            Backend::Redis(_) => "redis",
+            Backend::Etcd(_) => "etcd",
+        }
+    }
+
+    fn config(&self) -> Value {
+        grpc_config(
+            json!({
+                "lock": {"lock_demo": self.component(json!({}))},
+                "sequencer": {
+                    "sequencer_demo": self.component(json!({})),
+                    "segmented": self.component(json!({"segmentCacheEnable": "true", "segmentStep": "5"}))
+                }
+            }),
+            json!({}),
+        )
+    }
+}
+
+async fn try_lock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> bool {
+    client
+        .try_lock(TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .success
+}
+
+async fn unlock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+) -> unlock_response::Status {
+    client
+        .unlock(UnlockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+async fn keep_alive(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> lock_keep_alive_response::Status {
+    client
+        .lock_keep_alive(LockKeepAliveRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+async fn next_id(
+    client: &mut RuntimeClient<Channel>,
+    store: &str,
+    key: &str,
+    increment: AutoIncrement,
+) -> i64 {
+    client
+        .get_next_id(GetNextIdRequest {
+            store_name: store.into(),
+            key: key.into(),
+            options: Some(SequencerOptions {
+                increment: increment as i32,
+            }),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
+    use lock_keep_alive_response::Status as Kept;
+    use unlock_response::Status as Unlocked;
+    for backend in Backend::all() {
+        let store = backend.name();
+        let layotto = Layotto::start(&backend.config(), &["--shards", "2"], 1);
+        let address = layotto.address("grpc");
+        let (mut a, mut b) = (runtime_client(address).await, runtime_client(address).await);
+
+        assert!(try_lock(&mut a, "order-1", "alice", 60).await, "{store}");
+        assert!(
+            !try_lock(&mut b, "order-1", "bob", 60).await,
+            "{store}: taken"
+        );
+        assert_eq!(
+            unlock(&mut b, "order-1", "bob").await,
+            Unlocked::LockBelongToOthers,
+            "{store}"
+        );
+        assert_eq!(
+            keep_alive(&mut b, "order-1", "bob", 60).await,
+            Kept::LockBelongToOthers,
+            "{store}"
+        );
+        assert_eq!(
+            unlock(&mut b, "order-2", "bob").await,
+            Unlocked::LockUnexist,
+            "{store}"
+        );
+        assert_eq!(
+            keep_alive(&mut b, "order-2", "bob", 60).await,
+            Kept::LockUnexist,
+            "{store}"
+        );
+        assert_eq!(
+            unlock(&mut a, "order-1", "alice").await,
+            Unlocked::Success,
+            "{store}"
+        );
+        assert!(
+            try_lock(&mut b, "order-1", "bob", 60).await,
+            "{store}: free again"
+        );
+
+        // A short hold expires by itself.
+        assert!(try_lock(&mut a, "short", "alice", 1).await, "{store}");
+        let taken = Instant::now();
+        while !try_lock(&mut b, "short", "bob", 60).await {
+            assert!(
+                taken.elapsed() < Duration::from_secs(10),
+                "{store}: never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            taken.elapsed() >= Duration::from_millis(900),
+            "{store}: expired early"
+        );
+
+        // A hold kept alive outlives its first expiry.
+        assert!(try_lock(&mut a, "kept", "alice", 2).await, "{store}");
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(
+                keep_alive(&mut a, "kept", "alice", 2).await,
+                Kept::Success,
+                "{store}"
+            );
+        }
+        assert!(
+            !try_lock(&mut b, "kept", "bob", 60).await,
+            "{store}: still held after 4 s"
+        );
+        assert_eq!(
+            unlock(&mut a, "kept", "alice").await,
+            Unlocked::Success,
+            "{store}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
+    for backend in Backend::all() {
+        let store = backend.name();
+        let mut layotto = Layotto::start(&backend.config(), &[], 1);
+        let mut client = runtime_client(layotto.address("grpc")).await;
+        let first = next_id(
+            &mut client,
+            "sequencer_demo",
+            "orders",
+            AutoIncrement::Strong,
+        )
+        .await;
+        for step in 1..=3 {
+            let id = next_id(
+                &mut client,
+                "sequencer_demo",
+                "orders",
+                AutoIncrement::Strong,
+            )
+            .await;
+            assert_eq!(id, first + step, "{store}: strong ids go up by one");
+        }
+        let mut last_weak = 0;
+        for _ in 0..12 {
+            let id = next_id(&mut client, "segmented", "weak", AutoIncrement::Weak).await;
+            assert!(id > last_weak, "{store}: weak ids grow");
+            last_weak = id;
+        }
+        assert_eq!(
+            next_id(
+                &mut client,
+                "sequencer_demo",
+                "other",
+                AutoIncrement::Strong
+            )
+            .await,
+            1
+        );
+        layotto.terminate();
+        assert!(layotto.wait_exit().success());
+        if matches!(backend, Backend::InMemory) {
+            continue; // in-memory ids start over with the process
+        }
+        let layotto = Layotto::start(&backend.config(), &[], 1);
+        let mut client = runtime_client(layotto.address("grpc")).await;
+        let after = next_id(
+            &mut client,
+            "sequencer_demo",
+            "orders",
+            AutoIncrement::Strong,
+        )
+        .await;
+        assert_eq!(
+            after,
+            first + 4,
+            "{store}: strong ids continue after a restart"
+        );
+        let weak = next_id(&mut client, "segmented", "weak", AutoIncrement::Weak).await;
+        assert!(
+            weak > last_weak,
+            "{store}: weak ids grow across restarts ({weak} after {last_weak})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lock_and_sequencer_requests_are_invalid_arguments() {
+    let layotto = Layotto::start(&Backend::InMemory.config(), &[], 1);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let cases = [
+        TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: "".into(),
+            lock_owner: "a".into(),
+            expire: 5,
+        },
+        TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: "r".into(),
+            lock_owner: "".into(),
+            expire: 5,
+        },
+        TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: "r".into(),
+            lock_owner: "a".into(),
+            expire: 0,
+        },
+        TryLockRequest {
+            store_name: "nope".into(),
+            resource_id: "r".into(),
+            lock_owner: "a".into(),
+            expire: 5,
+        },
+    ];
+    for case in cases {
+        let err = client.try_lock(case.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{case:?}: {err:?}");
+    }
+    let err = client
+        .get_next_id(GetNextIdRequest {
+            store_name: "sequencer_demo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(try_lock(&mut client, "r", "a", 5).await, "still serving");
+}
+
+#[test]
+fn an_unreachable_lock_store_stops_start_up_naming_it() {
+    let dead = etcd::free_address().to_string();
+    let config = grpc_config(
+        json!({"lock": {"lock_demo": {"type": "redis", "metadata": {"redisHost": dead}}}}),
+        json!({}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["start", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lock \"lock_demo\"") && stderr.contains(&dead),
+        "{stderr}"
+    );
+}
