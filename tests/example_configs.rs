@@ -53,6 +53,17 @@ async fn standalone_serves_grpc_actuator_and_metrics() {
     let (status, body) =
         http_get(layotto.address("actuator"), "/actuator/health/readiness").unwrap();
     assert_eq!(status, 200, "{body}");
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let secret = client
+        .get_secret(layotto_proto::runtime::GetSecretRequest {
+            store_name: "secret_demo".into(),
+            key: "database:user".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["database:user"], "app");
     let (status, metrics) = http_get(layotto.address("prometheus"), "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("layotto_grpc_requests_total{listener=\"grpc\",method=\"/spec.proto.runtime.v1.Runtime/SayHello\"} 1"));

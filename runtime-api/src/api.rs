@@ -9,13 +9,16 @@ use futures_util::{
     stream::{self, LocalBoxStream, SelectAll},
 };
 use layotto_proto::runtime::{
-    BulkStateItem, ConfigurationItem, DeleteBulkStateRequest, DeleteConfigurationRequest,
-    DeleteStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetBulkStateResponse,
-    GetConfigurationRequest, GetConfigurationResponse, GetNextIdRequest, GetNextIdResponse,
-    GetStateRequest, GetStateResponse, LockKeepAliveRequest, LockKeepAliveResponse,
-    SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, StateItem,
-    StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse, TryLockRequest,
-    TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
+    BulkStateItem, ConfigurationItem, DelFileRequest, DeleteBulkStateRequest,
+    DeleteConfigurationRequest, DeleteStateRequest, ExecuteStateTransactionRequest, FileInfo,
+    FileMeta, GetBulkSecretRequest, GetBulkSecretResponse, GetBulkStateRequest,
+    GetBulkStateResponse, GetConfigurationRequest, GetConfigurationResponse, GetFileMetaRequest,
+    GetFileMetaResponse, GetFileRequest, GetFileResponse, GetNextIdRequest, GetNextIdResponse,
+    GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse, ListFileRequest,
+    ListFileResp, LockKeepAliveRequest, LockKeepAliveResponse, PutFileRequest,
+    SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, SecretResponse,
+    StateItem, StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse,
+    TryLockRequest, TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
     sequencer_options::AutoIncrement, state_options::StateConcurrency, unlock_response,
 };
 
@@ -29,7 +32,7 @@ use crate::{
     error::ApiError,
     grpc::{
         call::{Requests, Responses},
-        router::{Router, bidirectional, unary},
+        router::{Router, bidirectional, client_streaming, server_streaming, unary},
         status::Status,
     },
 };
@@ -87,8 +90,133 @@ impl RuntimeApi {
                 path("LockKeepAlive"),
                 unary(api.clone(), Self::lock_keep_alive),
             )
-            .add(path("GetNextId"), unary(api, Self::get_next_id));
+            .add(path("GetNextId"), unary(api.clone(), Self::get_next_id))
+            .add(path("GetSecret"), unary(api.clone(), Self::get_secret))
+            .add(
+                path("GetBulkSecret"),
+                unary(api.clone(), Self::get_bulk_secret),
+            )
+            .add(
+                path("PutFile"),
+                client_streaming(api.clone(), Self::put_file),
+            )
+            .add(
+                path("GetFile"),
+                server_streaming(api.clone(), Self::get_file),
+            )
+            .add(path("ListFile"), unary(api.clone(), Self::list_file))
+            .add(path("DelFile"), unary(api.clone(), Self::del_file))
+            .add(path("GetFileMeta"), unary(api, Self::get_file_meta));
         router
+    }
+
+    /// The first message names the store and the file; every message's `data` is appended.
+    async fn put_file(self: Rc<Self>, mut requests: Requests) -> Result<(), Status> {
+        let Some(first) = requests.next::<PutFileRequest>().await? else {
+            return Err(ApiError::InvalidArgument("PutFile carried no message".into()).into());
+        };
+        let store = self.components.file_store(&first.store_name)?;
+        let (target, temporary) = store.start_put(&first.name).await?;
+        let written = async {
+            store.append(&temporary, first.data).await?;
+            while let Some(next) = requests.next::<PutFileRequest>().await? {
+                store.append(&temporary, next.data).await?;
+            }
+            Ok::<(), Status>(())
+        }
+        .await;
+        store.finish_put(target, temporary, written.is_ok()).await?;
+        written
+    }
+
+    async fn get_file(
+        self: Rc<Self>,
+        request: GetFileRequest,
+        mut responses: Responses,
+    ) -> Result<(), Status> {
+        let store = self.components.file_store(&request.store_name)?;
+        let mut offset = 0u64;
+        loop {
+            let data = store.read_chunk(&request.name, offset).await?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            offset += data.len() as u64;
+            responses
+                .send(&GetFileResponse { data: data.into() })
+                .await?;
+        }
+    }
+
+    async fn list_file(self: Rc<Self>, request: ListFileRequest) -> Result<ListFileResp, Status> {
+        let file = request.request.unwrap_or_default();
+        let store = self.components.file_store(&file.store_name)?;
+        let page_size = usize::try_from(request.page_size)
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(100);
+        let page = store.list(&file.name, page_size, request.marker).await?;
+        Ok(ListFileResp {
+            is_truncated: page.next_marker.is_some(),
+            marker: page.next_marker.unwrap_or_default(),
+            files: page
+                .entries
+                .into_iter()
+                .map(|entry| FileInfo {
+                    file_name: entry.name,
+                    size: entry.size as i64,
+                    last_modified: entry.last_modified,
+                    metadata: HashMap::new(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn del_file(self: Rc<Self>, request: DelFileRequest) -> Result<(), Status> {
+        let file = request.request.unwrap_or_default();
+        let store = self.components.file_store(&file.store_name)?;
+        Ok(store.delete(&file.name).await?)
+    }
+
+    async fn get_file_meta(
+        self: Rc<Self>,
+        request: GetFileMetaRequest,
+    ) -> Result<GetFileMetaResponse, Status> {
+        let file = request.request.unwrap_or_default();
+        let store = self.components.file_store(&file.store_name)?;
+        let (size, last_modified) = store.meta(&file.name).await?;
+        Ok(GetFileMetaResponse {
+            size: size as i64,
+            last_modified,
+            response: Some(FileMeta::default()),
+        })
+    }
+
+    async fn get_secret(
+        self: Rc<Self>,
+        request: GetSecretRequest,
+    ) -> Result<GetSecretResponse, Status> {
+        let store = self.components.secret_store(&request.store_name)?;
+        if request.key.is_empty() {
+            return Err(ApiError::InvalidArgument("the secret key is empty".into()).into());
+        }
+        Ok(GetSecretResponse {
+            data: store.get(&request.key)?,
+        })
+    }
+
+    async fn get_bulk_secret(
+        self: Rc<Self>,
+        request: GetBulkSecretRequest,
+    ) -> Result<GetBulkSecretResponse, Status> {
+        let store = self.components.secret_store(&request.store_name)?;
+        Ok(GetBulkSecretResponse {
+            data: store
+                .get_all()
+                .into_iter()
+                .map(|(key, secrets)| (key, SecretResponse { secrets }))
+                .collect(),
+        })
     }
 
     async fn try_lock(self: Rc<Self>, request: TryLockRequest) -> Result<TryLockResponse, Status> {

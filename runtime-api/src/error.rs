@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The named thing does not exist (a secret).
+    #[error("{0}")]
+    NotFound(String),
     /// An etag (or first-write rule) did not match the stored item.
     #[error("etag mismatch for key \"{0}\"")]
     EtagMismatch(String),
@@ -44,6 +47,7 @@ impl From<ApiError> for Status {
             ApiError::UnknownComponent { .. } | ApiError::InvalidArgument(_) => {
                 Code::InvalidArgument
             }
+            ApiError::NotFound(_) => Code::NotFound,
             ApiError::EtagMismatch(_) => Code::Aborted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
@@ -80,6 +84,7 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (ApiError::EtagMismatch("k".into()), Code::Aborted),
+            (ApiError::NotFound("s".into()), Code::NotFound),
             (BackendError::Busy(3).into(), Code::Unavailable),
             (BackendError::Stopped.into(), Code::Unavailable),
             (ApiError::Internal("boom".into()), Code::Internal),

@@ -4,9 +4,11 @@
 
 pub mod configuration;
 pub mod etcd;
+pub mod file;
 pub mod hello;
 pub mod lock;
 pub mod redis;
+pub mod secret;
 pub mod sequencer;
 pub mod state;
 
@@ -29,9 +31,11 @@ use serde_json::Value;
 use crate::error::ApiError;
 use configuration::{ConfigStore, EtcdConfigStore, InMemoryConfigStore};
 use etcd::{EtcdConnection, EtcdSettings};
+use file::LocalFileStore;
 use hello::HelloWorld;
 use lock::{EtcdLockStore, InMemoryLockStore, LockStore, RedisLockStore};
 use redis::{RedisConnection, RedisSettings};
+use secret::{SecretSource, SecretStore};
 use sequencer::{EtcdIdStore, IdStore, InMemoryIdStore, RedisIdStore, Sequencer};
 use state::{InMemoryStateStore, StateStore};
 
@@ -40,15 +44,7 @@ const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Building blocks LayOtto configs use that layotto-rs does not serve yet: logged as ignored, and
 /// their rpcs answer UNIMPLEMENTED.
-const NOT_SERVED_YET: &[&str] = &[
-    "pub_subs",
-    "file",
-    "secret_store",
-    "bindings",
-    "custom_component",
-    "app",
-    "rpcs",
-];
+const NOT_SERVED_YET: &[&str] = &["pub_subs", "bindings", "custom_component", "app", "rpcs"];
 
 /// Every configured component.
 #[derive(Default)]
@@ -58,6 +54,8 @@ pub struct Components {
     config_stores: BTreeMap<String, Arc<dyn ConfigStore>>,
     locks: BTreeMap<String, Arc<dyn LockStore>>,
     sequencers: BTreeMap<String, Arc<Sequencer>>,
+    secrets: BTreeMap<String, Arc<SecretStore>>,
+    files: BTreeMap<String, Arc<LocalFileStore>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +177,22 @@ impl Components {
                         }
                     }
                 }
+                "file" | "files" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(store) = file_store(name, config, &entry_path, backend, findings) {
+                            components.files.insert(name.clone(), Arc::new(store));
+                        }
+                    }
+                }
+                "secret_store" | "secret_stores" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(store) = secret_store(name, config, &entry_path, findings) {
+                            components.secrets.insert(name.clone(), Arc::new(store));
+                        }
+                    }
+                }
                 other if NOT_SERVED_YET.contains(&other) => findings.ignore(
                     block_path,
                     "building block not served yet; its rpcs answer UNIMPLEMENTED",
@@ -186,7 +200,7 @@ impl Components {
                 other => findings.error(
                     block_path,
                     format!(
-                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, {})",
+                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, {})",
                         NOT_SERVED_YET.join(", ")
                     ),
                 ),
@@ -215,7 +229,23 @@ impl Components {
             futures_lite::future::block_on(sequencer.connect())
                 .map_err(failed("sequencer", name))?;
         }
+        for (name, store) in &self.secrets {
+            store.load().map_err(failed("secret_store", name))?;
+        }
+        for (name, store) in &self.files {
+            store.prepare().map_err(failed("file", name))?;
+        }
         Ok(())
+    }
+
+    /// The `file` component called `name`.
+    pub fn file_store(&self, name: &str) -> Result<&LocalFileStore, ApiError> {
+        lookup(&self.files, "file", name).map(|store| store.as_ref())
+    }
+
+    /// The `secret_store` component called `name`.
+    pub fn secret_store(&self, name: &str) -> Result<&SecretStore, ApiError> {
+        lookup(&self.secrets, "secret_store", name).map(|store| store.as_ref())
     }
 
     /// The `lock` component called `name`.
@@ -422,6 +452,79 @@ fn sequencer(
     };
     metadata.finish(findings);
     Some(Sequencer::new(store, segment))
+}
+
+/// Builds one `file` entry.
+fn file_store(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<LocalFileStore> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    if config.kind != "local" {
+        findings.error(
+            join(path, "type"),
+            format!(
+                "file store type \"{}\" is not supported (supported: local)",
+                config.kind
+            ),
+        );
+        return None;
+    }
+    let Some(root) = metadata.take("rootPath") else {
+        findings.error(
+            join(&metadata.path, "rootPath"),
+            "a local file store needs its directory",
+        );
+        return None;
+    };
+    metadata.finish(findings);
+    Some(LocalFileStore::new(
+        format!("file \"{name}\""),
+        root.into(),
+        backend.clone(),
+    ))
+}
+
+/// Builds one `secret_store` entry.
+fn secret_store(
+    name: &str,
+    config: &Value,
+    path: &str,
+    findings: &mut Findings,
+) -> Option<SecretStore> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    let source = match config.kind.as_str() {
+        "local.file" => {
+            let Some(file) = metadata.take("secretsFile") else {
+                findings.error(
+                    join(&metadata.path, "secretsFile"),
+                    "local.file needs the path of its JSON file",
+                );
+                return None;
+            };
+            SecretSource::File {
+                path: file.into(),
+                separator: metadata
+                    .take("nestedSeparator")
+                    .unwrap_or_else(|| ":".into()),
+            }
+        }
+        "local.env" => SecretSource::Env,
+        other => {
+            findings.error(
+                join(path, "type"),
+                format!("secret store type \"{other}\" is not supported (supported: local.file, local.env)"),
+            );
+            return None;
+        }
+    };
+    metadata.finish(findings);
+    Some(SecretStore::new(format!("secret_store \"{name}\""), source))
 }
 
 /// A component's `metadata` (LayOtto's string map), consumed key by key; keys left over are
