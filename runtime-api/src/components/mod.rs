@@ -37,7 +37,7 @@ use lock::{EtcdLockStore, InMemoryLockStore, LockStore, RedisLockStore};
 use redis::{RedisConnection, RedisSettings};
 use secret::{SecretSource, SecretStore};
 use sequencer::{EtcdIdStore, IdStore, InMemoryIdStore, RedisIdStore, Sequencer};
-use state::{InMemoryStateStore, StateStore};
+use state::{EtcdStateStore, InMemoryStateStore, RedisStateStore, StateStore};
 
 /// An etcd config store's `timeout` when the config gives none (seconds).
 const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,19 +131,8 @@ impl Components {
                 "state" => {
                     for (name, config) in named(entries, &block_path, findings) {
                         let entry_path = join(&block_path, name);
-                        let Some(config) =
-                            findings.decode::<ComponentConfig>(config, &entry_path, &[])
-                        else {
-                            continue;
-                        };
-                        match config.kind.as_str() {
-                            "in-memory" => {
-                                components.state.insert(name.clone(), Arc::new(InMemoryStateStore::new()));
-                            }
-                            other => findings.error(
-                                join(&entry_path, "type"),
-                                format!("state store type \"{other}\" is not supported (supported: in-memory)"),
-                            ),
+                        if let Some(store) = state_store(name, config, &entry_path, backend, findings) {
+                            components.state.insert(name.clone(), store);
                         }
                     }
                 }
@@ -221,6 +210,9 @@ impl Components {
         for (name, store) in &self.config_stores {
             futures_lite::future::block_on(store.connect())
                 .map_err(failed("config_store", name))?;
+        }
+        for (name, store) in &self.state {
+            futures_lite::future::block_on(store.connect()).map_err(failed("state", name))?;
         }
         for (name, store) in &self.locks {
             futures_lite::future::block_on(store.connect()).map_err(failed("lock", name))?;
@@ -358,6 +350,43 @@ fn config_store(
             None
         }
     }
+}
+
+/// Builds one `state` entry.
+fn state_store(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<Arc<dyn StateStore>> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let component = format!("state \"{name}\"");
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    let store: Arc<dyn StateStore> = match config.kind.as_str() {
+        "in-memory" => Arc::new(InMemoryStateStore::new()),
+        "redis" => Arc::new(RedisStateStore::new(
+            metadata.redis(component, backend, findings)?,
+        )),
+        "etcd" => {
+            let prefix = metadata
+                .take("keyPrefixPath")
+                .unwrap_or_else(|| "/state".into());
+            Arc::new(EtcdStateStore::new(
+                metadata.etcd(component, backend, findings)?,
+                prefix,
+            ))
+        }
+        other => {
+            findings.error(
+                join(path, "type"),
+                format!("state store type \"{other}\" is not supported (supported: in-memory, redis, etcd)"),
+            );
+            return None;
+        }
+    };
+    metadata.finish(findings);
+    Some(store)
 }
 
 /// Builds one `lock` entry.
@@ -706,7 +735,7 @@ mod tests {
         let errors: Vec<String> = findings.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors[0].starts_with("cfg.hellos.odd.type: hello component type \"grpc-hello\""));
-        assert!(errors[1].starts_with("cfg.state.r.type: state store type \"redis\""));
+        assert!(errors[1].starts_with("cfg.state.r.metadata.redisHost: redis needs"));
         assert!(errors[2].starts_with("cfg.telepathy: unknown building block"));
         assert_eq!(findings.ignored[0].path, "cfg.pub_subs");
         assert_eq!(components.hello("quick").unwrap().hello("a"), "hi, a");

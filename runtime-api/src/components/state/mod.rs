@@ -2,7 +2,9 @@
 //! concurrency rules all stores share ([`check_write`]), and bulk reads with bounded parallelism.
 //! Stores are shared by all shards (`Send + Sync`); calls run on the calling shard.
 
+mod etcd;
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
@@ -10,7 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 
+pub use etcd::EtcdStateStore;
 pub use memory::InMemoryStateStore;
+pub use redis::RedisStateStore;
 
 use crate::error::ApiError;
 
@@ -73,6 +77,11 @@ impl StateOperation {
 /// A state store.
 #[async_trait(?Send)]
 pub trait StateStore: Send + Sync {
+    /// Connects to the backend; called once at start-up, on the main thread.
+    async fn connect(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     /// The entry at `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError>;
 

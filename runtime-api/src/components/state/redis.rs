@@ -1,0 +1,157 @@
+//! The `redis` state store, in Dapr's and LayOtto's layout: each key is a hash with fields
+//! `data` and `version`; the version is the etag. A batch (save, bulk delete, transaction) runs
+//! as one Lua script — checks of every operation first (later operations seeing earlier ones),
+//! then the writes — so it is atomic: other clients see all of it or none.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::Script;
+
+use super::{Concurrency, StateEntry, StateOperation, StateStore};
+use crate::{components::redis::RedisConnection, error::ApiError};
+
+/// Checks, then applies, `ARGV[1]` operations on `KEYS`; each takes five arguments:
+/// kind (`u`/`d`), expected etag (or empty), concurrency (`u`/`f`/`l`), value, TTL in ms (0: none).
+const APPLY: &str = r"
+local count = tonumber(ARGV[1])
+local staged = {}
+local function current(key)
+  if staged[key] then return staged[key] end
+  local version = redis.call('HGET', key, 'version')
+  if version then return {true, tonumber(version)} end
+  return {false, 0}
+end
+for i = 1, count do
+  local base = 1 + (i - 1) * 5
+  local kind, etag, concurrency = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local key = KEYS[i]
+  local exists, version = unpack(current(key))
+  local ok = true
+  if concurrency ~= 'l' then
+    if etag ~= '' then
+      ok = exists and tostring(version) == etag
+    elseif concurrency == 'f' then
+      ok = not exists
+    end
+  end
+  if not ok then return redis.error_reply('ETAG_MISMATCH ' .. key) end
+  if kind == 'u' then staged[key] = {true, version + 1} else staged[key] = {false, 0} end
+end
+for i = 1, count do
+  local base = 1 + (i - 1) * 5
+  local key = KEYS[i]
+  if ARGV[base + 1] == 'u' then
+    local version = tonumber(redis.call('HGET', key, 'version') or '0') + 1
+    redis.call('HSET', key, 'data', ARGV[base + 4], 'version', version)
+    local ttl = tonumber(ARGV[base + 5])
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+  else
+    redis.call('DEL', key)
+  end
+end
+return count";
+
+/// A state store on redis.
+pub struct RedisStateStore {
+    redis: RedisConnection,
+}
+
+impl RedisStateStore {
+    /// A store over `redis`; connects in [`StateStore::connect`].
+    pub fn new(redis: RedisConnection) -> Self {
+        Self { redis }
+    }
+}
+
+#[async_trait(?Send)]
+impl StateStore for RedisStateStore {
+    async fn connect(&self) -> Result<(), ApiError> {
+        self.redis.connect().await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError> {
+        let key = key.to_owned();
+        let (data, version): (Option<Vec<u8>>, Option<String>) = self
+            .redis
+            .call(move |mut redis| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("data")
+                    .arg("version")
+                    .query_async(&mut redis)
+                    .await
+            })
+            .await?;
+        Ok(data.zip(version).map(|(value, etag)| StateEntry {
+            value: Bytes::from(value),
+            etag,
+        }))
+    }
+
+    async fn apply(&self, operations: Vec<StateOperation>) -> Result<(), ApiError> {
+        if operations.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(operations.len());
+        let mut args: Vec<Vec<u8>> = vec![operations.len().to_string().into_bytes()];
+        for operation in operations {
+            keys.push(operation.key().to_owned());
+            let (kind, etag, concurrency, value, ttl) = match operation {
+                StateOperation::Upsert {
+                    value,
+                    etag,
+                    concurrency,
+                    ttl,
+                    ..
+                } => (
+                    "u",
+                    etag,
+                    concurrency,
+                    value,
+                    ttl.map_or(0, |t| t.as_millis()),
+                ),
+                StateOperation::Delete {
+                    etag, concurrency, ..
+                } => ("d", etag, concurrency, Bytes::new(), 0),
+            };
+            let concurrency = match concurrency {
+                Concurrency::Unspecified => "u",
+                Concurrency::FirstWrite => "f",
+                Concurrency::LastWrite => "l",
+            };
+            args.extend([
+                kind.as_bytes().to_vec(),
+                etag.unwrap_or_default().into_bytes(),
+                concurrency.as_bytes().to_vec(),
+                value.to_vec(),
+                ttl.to_string().into_bytes(),
+            ]);
+        }
+        let result = self
+            .redis
+            .call(move |mut redis| async move {
+                let script = Script::new(APPLY);
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                for arg in args {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async::<i64>(&mut redis).await
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(ApiError::Internal(message)) if message.contains("ETAG_MISMATCH") => {
+                let key = message
+                    .split("ETAG_MISMATCH ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_default();
+                Err(ApiError::EtagMismatch(key.to_owned()))
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
