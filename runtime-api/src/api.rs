@@ -14,12 +14,13 @@ use layotto_proto::runtime::{
     FileMeta, GetBulkSecretRequest, GetBulkSecretResponse, GetBulkStateRequest,
     GetBulkStateResponse, GetConfigurationRequest, GetConfigurationResponse, GetFileMetaRequest,
     GetFileMetaResponse, GetFileRequest, GetFileResponse, GetNextIdRequest, GetNextIdResponse,
-    GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse, ListFileRequest,
-    ListFileResp, LockKeepAliveRequest, LockKeepAliveResponse, PutFileRequest,
-    SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, SecretResponse,
-    StateItem, StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse,
-    TryLockRequest, TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
-    sequencer_options::AutoIncrement, state_options::StateConcurrency, unlock_response,
+    GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse, InvokeBindingRequest,
+    InvokeBindingResponse, ListFileRequest, ListFileResp, LockKeepAliveRequest,
+    LockKeepAliveResponse, PutFileRequest, SaveConfigurationRequest, SaveStateRequest,
+    SayHelloRequest, SayHelloResponse, SecretResponse, StateItem, StateOptions,
+    SubscribeConfigurationRequest, SubscribeConfigurationResponse, TryLockRequest, TryLockResponse,
+    UnlockRequest, UnlockResponse, lock_keep_alive_response, sequencer_options::AutoIncrement,
+    state_options::StateConcurrency, unlock_response,
 };
 
 use crate::{
@@ -106,8 +107,23 @@ impl RuntimeApi {
             )
             .add(path("ListFile"), unary(api.clone(), Self::list_file))
             .add(path("DelFile"), unary(api.clone(), Self::del_file))
-            .add(path("GetFileMeta"), unary(api, Self::get_file_meta));
+            .add(path("GetFileMeta"), unary(api.clone(), Self::get_file_meta))
+            .add(path("InvokeBinding"), unary(api, Self::invoke_binding));
         router
+    }
+
+    async fn invoke_binding(
+        self: Rc<Self>,
+        request: InvokeBindingRequest,
+    ) -> Result<InvokeBindingResponse, Status> {
+        let binding = self.components.binding(&request.name)?;
+        let answer = binding
+            .invoke(&request.operation, request.data, request.metadata)
+            .await?;
+        Ok(InvokeBindingResponse {
+            data: answer.data,
+            metadata: answer.metadata,
+        })
     }
 
     /// The first message names the store and the file; every message's `data` is appended.

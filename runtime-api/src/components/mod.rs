@@ -2,6 +2,7 @@
 //! on the main thread from the config (recording problems with their JSON paths) and shared by all
 //! shards; a call names its component and an unknown name is `INVALID_ARGUMENT`.
 
+pub mod binding;
 pub mod configuration;
 pub mod etcd;
 pub mod file;
@@ -29,6 +30,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use binding::HttpBinding;
 use configuration::{ConfigStore, EtcdConfigStore, InMemoryConfigStore};
 use etcd::{EtcdConnection, EtcdSettings};
 use file::LocalFileStore;
@@ -56,6 +58,7 @@ pub struct Components {
     sequencers: BTreeMap<String, Arc<Sequencer>>,
     secrets: BTreeMap<String, Arc<SecretStore>>,
     files: BTreeMap<String, Arc<LocalFileStore>>,
+    bindings: BTreeMap<String, Arc<HttpBinding>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +169,14 @@ impl Components {
                         }
                     }
                 }
+                "bindings" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(binding) = binding(name, config, &entry_path, backend, findings) {
+                            components.bindings.insert(name.clone(), Arc::new(binding));
+                        }
+                    }
+                }
                 "file" | "files" => {
                     for (name, config) in named(entries, &block_path, findings) {
                         let entry_path = join(&block_path, name);
@@ -189,7 +200,7 @@ impl Components {
                 other => findings.error(
                     block_path,
                     format!(
-                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, {})",
+                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, {})",
                         NOT_SERVED_YET.join(", ")
                     ),
                 ),
@@ -228,6 +239,11 @@ impl Components {
             store.prepare().map_err(failed("file", name))?;
         }
         Ok(())
+    }
+
+    /// The `bindings` component called `name`.
+    pub fn binding(&self, name: &str) -> Result<&HttpBinding, ApiError> {
+        lookup(&self.bindings, "bindings", name).map(|binding| binding.as_ref())
     }
 
     /// The `file` component called `name`.
@@ -481,6 +497,49 @@ fn sequencer(
     };
     metadata.finish(findings);
     Some(Sequencer::new(store, segment))
+}
+
+/// An http binding's timeout unless its metadata's `timeout` says (seconds).
+const DEFAULT_BINDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds one `bindings` entry.
+fn binding(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<HttpBinding> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    if config.kind != "http" {
+        findings.error(
+            join(path, "type"),
+            format!(
+                "binding type \"{}\" is not supported (supported: http)",
+                config.kind
+            ),
+        );
+        return None;
+    }
+    let url = metadata
+        .take("url")
+        .filter(|url| url.starts_with("http://"));
+    let timeout = metadata.seconds("timeout", DEFAULT_BINDING_TIMEOUT, findings);
+    let Some(url) = url else {
+        findings.error(
+            join(&metadata.path, "url"),
+            "an http binding needs an http:// url",
+        );
+        return None;
+    };
+    metadata.finish(findings);
+    Some(HttpBinding::new(
+        format!("binding \"{name}\""),
+        url,
+        timeout?,
+        backend.clone(),
+    ))
 }
 
 /// Builds one `file` entry.

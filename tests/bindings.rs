@@ -1,0 +1,159 @@
+//! End-to-end tests of the `http` output binding: the real binary, called by tonic, sending to a
+//! real HTTP server of the test's that records what it received.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    sync::{Arc, Mutex},
+};
+
+use common::*;
+use layotto_proto::runtime::InvokeBindingRequest;
+use serde_json::json;
+use tonic::Code;
+
+/// What the server received: method, path, headers (lower-cased names), body.
+type Received = Arc<Mutex<Vec<(String, String, HashMap<String, String>, Vec<u8>)>>>;
+
+/// An HTTP/1.1 server answering 404 on `/api/missing`, 201 to POST and 200 otherwise, each with
+/// a body naming the request and a header `x-reply: yes`.
+fn http_server() -> (std::net::SocketAddr, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let received: Received = Arc::default();
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (
+                parts.next().unwrap_or("").to_owned(),
+                parts.next().unwrap_or("").to_owned(),
+            );
+            let mut headers = HashMap::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+                }
+            }
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let (status, reply) = match (method.as_str(), path.as_str()) {
+                (_, "/api/missing") => ("404 Not Found", "no such thing".to_owned()),
+                ("POST", _) => (
+                    "201 Created",
+                    format!("created {}", String::from_utf8_lossy(&body)),
+                ),
+                _ => ("200 OK", format!("{method} {path}")),
+            };
+            log.lock().unwrap().push((method, path, headers, body));
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nx-reply: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (address, received)
+}
+
+fn request(operation: &str, path: &str, data: &str) -> InvokeBindingRequest {
+    InvokeBindingRequest {
+        name: "bindings_demo".into(),
+        data: data.as_bytes().to_vec().into(),
+        metadata: HashMap::from([
+            ("path".to_owned(), path.to_owned()),
+            ("x-trace".to_owned(), "t-1".to_owned()),
+        ]),
+        operation: operation.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_binding_sends_the_operation_path_headers_and_body() {
+    let (server, received) = http_server();
+    let dead = common::etcd::free_address();
+    let config = grpc_config(
+        json!({"bindings": {
+            "bindings_demo": {"type": "http", "metadata": {"url": format!("http://{server}/api")}},
+            "dead": {"type": "http", "metadata": {"url": format!("http://{dead}/"), "timeout": "2"}}
+        }}),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config, &[], 1);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+
+    let created = client
+        .invoke_binding(request("create", "orders", "o-42"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&created.data[..], b"created o-42");
+    assert_eq!(created.metadata["statusCode"], "201");
+    assert_eq!(created.metadata["x-reply"], "yes");
+    let fetched = client
+        .invoke_binding(request("get", "/orders/42", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&fetched.data[..], b"GET /api/orders/42");
+    {
+        let received = received.lock().unwrap();
+        let (method, path, headers, body) = &received[0];
+        assert_eq!((method.as_str(), path.as_str()), ("POST", "/api/orders"));
+        assert_eq!(headers["x-trace"], "t-1");
+        assert!(
+            !headers.contains_key("path"),
+            "path is not sent as a header"
+        );
+        assert_eq!(body, b"o-42");
+    }
+
+    let missing = client
+        .invoke_binding(request("get", "missing", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::Internal);
+    assert!(missing.message().contains("404"), "{}", missing.message());
+    let bad = client
+        .invoke_binding(request("teleport", "x", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let mut unreachable = request("get", "x", "");
+    unreachable.name = "dead".into();
+    let err = client.invoke_binding(unreachable).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains(&dead.to_string()),
+        "{}",
+        err.message()
+    );
+    let unknown = InvokeBindingRequest {
+        name: "nope".into(),
+        ..request("get", "x", "")
+    };
+    assert_eq!(
+        client.invoke_binding(unknown).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+}
