@@ -16,11 +16,14 @@ use layotto_proto::runtime::{
     GetFileMetaResponse, GetFileRequest, GetFileResponse, GetNextIdRequest, GetNextIdResponse,
     GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse, InvokeBindingRequest,
     InvokeBindingResponse, ListFileRequest, ListFileResp, LockKeepAliveRequest,
-    LockKeepAliveResponse, PutFileRequest, SaveConfigurationRequest, SaveStateRequest,
-    SayHelloRequest, SayHelloResponse, SecretResponse, StateItem, StateOptions,
-    SubscribeConfigurationRequest, SubscribeConfigurationResponse, TryLockRequest, TryLockResponse,
-    UnlockRequest, UnlockResponse, lock_keep_alive_response, sequencer_options::AutoIncrement,
-    state_options::StateConcurrency, unlock_response,
+    LockKeepAliveResponse, PublishEventRequest, PutFileRequest, SaveConfigurationRequest,
+    SaveStateRequest, SayHelloRequest, SayHelloResponse, SecretResponse, StateItem, StateOptions,
+    SubscribeConfigurationRequest, SubscribeConfigurationResponse, SubscribeTopicEventsRequest,
+    SubscribeTopicEventsResponse, SubscribeTopicEventsResponseInitial, TryLockRequest,
+    TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
+    sequencer_options::AutoIncrement, state_options::StateConcurrency,
+    subscribe_topic_events_request::SubscribeTopicEventsRequestType,
+    subscribe_topic_events_response::SubscribeTopicEventsResponseType, unlock_response,
 };
 
 use crate::{
@@ -28,6 +31,7 @@ use crate::{
         Components,
         configuration::{Selector, check_segment, hub::WatchEvent},
         lock::LockStatus,
+        pubsub::{Answer, Step, cloud_event, next_step},
         state::{self, Concurrency, StateOperation},
     },
     error::ApiError,
@@ -108,8 +112,104 @@ impl RuntimeApi {
             .add(path("ListFile"), unary(api.clone(), Self::list_file))
             .add(path("DelFile"), unary(api.clone(), Self::del_file))
             .add(path("GetFileMeta"), unary(api.clone(), Self::get_file_meta))
-            .add(path("InvokeBinding"), unary(api, Self::invoke_binding));
+            .add(
+                path("InvokeBinding"),
+                unary(api.clone(), Self::invoke_binding),
+            )
+            .add(
+                path("PublishEvent"),
+                unary(api.clone(), Self::publish_event),
+            )
+            .add(
+                path("SubscribeTopicEvents"),
+                bidirectional(api, Self::subscribe_topic_events),
+            );
         router
+    }
+
+    async fn publish_event(self: Rc<Self>, request: PublishEventRequest) -> Result<(), Status> {
+        let broker = self.components.pubsub(&request.pubsub_name)?;
+        if request.topic.is_empty() {
+            return Err(ApiError::InvalidArgument("the topic is empty".into()).into());
+        }
+        let event = cloud_event(
+            self.components.app_id(),
+            &request.pubsub_name,
+            &request.topic,
+            request.data,
+            request.data_content_type,
+            request.metadata,
+        );
+        Ok(broker.publish(event).await?)
+    }
+
+    /// The first message subscribes (answered by `initial_response`); then each event is sent
+    /// as `event_message` and waits for the client's `event_processed` of its id: SUCCESS and
+    /// DROP move on, RETRY sends it again (bounded, see [`next_step`]). Ends when the client does.
+    async fn subscribe_topic_events(
+        self: Rc<Self>,
+        mut requests: Requests,
+        mut responses: Responses,
+    ) -> Result<(), Status> {
+        let first = requests
+            .next::<SubscribeTopicEventsRequest>()
+            .await?
+            .and_then(|first| first.subscribe_topic_events_request_type);
+        let Some(SubscribeTopicEventsRequestType::InitialRequest(initial)) = first else {
+            return Err(ApiError::InvalidArgument(
+                "the first message must be an initial_request".into(),
+            )
+            .into());
+        };
+        let broker = self.components.pubsub(&initial.pubsub_name)?;
+        if initial.topic.is_empty() {
+            return Err(ApiError::InvalidArgument("the topic is empty".into()).into());
+        }
+        let mut events = broker.subscribe(&initial.topic)?;
+        let initial_response = SubscribeTopicEventsResponseType::InitialResponse(
+            SubscribeTopicEventsResponseInitial {},
+        );
+        responses
+            .send(&SubscribeTopicEventsResponse {
+                subscribe_topic_events_response_type: Some(initial_response),
+            })
+            .await?;
+        loop {
+            let delivery = futures_lite::future::or(async { Ok(events.recv().await) }, async {
+                // Nothing is in flight: a message now is out of turn, the end is the end.
+                match requests.next::<SubscribeTopicEventsRequest>().await? {
+                    None => Ok(None),
+                    Some(_) => Err(Status::from(ApiError::InvalidArgument(
+                        "event_processed for no event in flight".into(),
+                    ))),
+                }
+            })
+            .await?;
+            let Some(delivery) = delivery else {
+                return Ok(());
+            };
+            let mut attempt = 1;
+            loop {
+                let message =
+                    SubscribeTopicEventsResponseType::EventMessage(delivery.event.clone());
+                responses
+                    .send(&SubscribeTopicEventsResponse {
+                        subscribe_topic_events_response_type: Some(message),
+                    })
+                    .await?;
+                let Some(answer) = processed(&mut requests, &delivery.event.id).await? else {
+                    return Ok(());
+                };
+                match next_step(&answer, attempt) {
+                    Step::Finish(_) => break,
+                    Step::RetryAfter(pause) => {
+                        glommio::timer::sleep(pause).await;
+                        attempt += 1;
+                    }
+                }
+            }
+            drop(delivery.done);
+        }
     }
 
     async fn invoke_binding(
@@ -521,6 +621,21 @@ impl RuntimeApi {
             .collect::<Result<_, _>>()?;
         Ok(store.apply(operations).await?)
     }
+}
+
+/// Reads the client's `event_processed` for event `id` (skipping answers to other ids); `None`
+/// when the client has finished.
+async fn processed(requests: &mut Requests, id: &str) -> Result<Option<Answer>, Status> {
+    while let Some(message) = requests.next::<SubscribeTopicEventsRequest>().await? {
+        if let Some(SubscribeTopicEventsRequestType::EventProcessed(processed)) =
+            message.subscribe_topic_events_request_type
+            && processed.id == id
+        {
+            let status = processed.status.unwrap_or_default().status();
+            return Ok(Some(Ok(status)));
+        }
+    }
+    Ok(None)
 }
 
 /// Checks a lock request's resource and owner, and its `expire` (seconds) when it has one.

@@ -2,12 +2,14 @@
 //! on the main thread from the config (recording problems with their JSON paths) and shared by all
 //! shards; a call names its component and an unknown name is `INVALID_ARGUMENT`.
 
+pub mod app_callback;
 pub mod binding;
 pub mod configuration;
 pub mod etcd;
 pub mod file;
 pub mod hello;
 pub mod lock;
+pub mod pubsub;
 pub mod redis;
 pub mod secret;
 pub mod sequencer;
@@ -30,12 +32,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use app_callback::AppSettings;
 use binding::HttpBinding;
 use configuration::{ConfigStore, EtcdConfigStore, InMemoryConfigStore};
 use etcd::{EtcdConnection, EtcdSettings};
 use file::LocalFileStore;
 use hello::HelloWorld;
 use lock::{EtcdLockStore, InMemoryLockStore, LockStore, RedisLockStore};
+use pubsub::{InMemoryPubSub, PubSub, RedisPubSub};
 use redis::{RedisConnection, RedisSettings};
 use secret::{SecretSource, SecretStore};
 use sequencer::{EtcdIdStore, IdStore, InMemoryIdStore, RedisIdStore, Sequencer};
@@ -46,7 +50,7 @@ const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Building blocks LayOtto configs use that layotto-rs does not serve yet: logged as ignored, and
 /// their rpcs answer UNIMPLEMENTED.
-const NOT_SERVED_YET: &[&str] = &["pub_subs", "bindings", "custom_component", "app", "rpcs"];
+const NOT_SERVED_YET: &[&str] = &["custom_component", "rpcs"];
 
 /// Every configured component.
 #[derive(Default)]
@@ -59,6 +63,16 @@ pub struct Components {
     secrets: BTreeMap<String, Arc<SecretStore>>,
     files: BTreeMap<String, Arc<LocalFileStore>>,
     bindings: BTreeMap<String, Arc<HttpBinding>>,
+    pubsubs: BTreeMap<String, Arc<dyn PubSub>>,
+    app: Option<AppSettings>,
+    backend: Option<BackendHandle>,
+}
+
+/// LayOtto's `app` block.
+#[derive(Deserialize)]
+struct AppConfig {
+    app_id: String,
+    grpc_callback_port: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +115,10 @@ impl Components {
         health: &HealthRegistry,
         findings: &mut Findings,
     ) -> Self {
-        let mut components = Components::default();
+        let mut components = Components {
+            backend: Some(backend.clone()),
+            ..Components::default()
+        };
         let blocks = match grpc_config {
             Value::Null => return components,
             Value::Object(blocks) => blocks,
@@ -169,6 +186,22 @@ impl Components {
                         }
                     }
                 }
+                "pub_subs" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if let Some(broker) = pubsub(name, config, &entry_path, backend, findings) {
+                            components.pubsubs.insert(name.clone(), broker);
+                        }
+                    }
+                }
+                "app" => {
+                    if let Some(app) = findings.decode::<AppConfig>(entries, &block_path, &[]) {
+                        components.app = Some(AppSettings {
+                            app_id: app.app_id,
+                            grpc_callback_port: app.grpc_callback_port,
+                        });
+                    }
+                }
                 "bindings" => {
                     for (name, config) in named(entries, &block_path, findings) {
                         let entry_path = join(&block_path, name);
@@ -200,7 +233,7 @@ impl Components {
                 other => findings.error(
                     block_path,
                     format!(
-                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, {})",
+                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, pub_subs, app, {})",
                         NOT_SERVED_YET.join(", ")
                     ),
                 ),
@@ -238,7 +271,25 @@ impl Components {
         for (name, store) in &self.files {
             store.prepare().map_err(failed("file", name))?;
         }
+        for (name, broker) in &self.pubsubs {
+            futures_lite::future::block_on(broker.connect()).map_err(failed("pub_subs", name))?;
+        }
+        if let (Some(app), Some(backend)) = (&self.app, &self.backend) {
+            app_callback::start(app, &self.pubsubs, backend).map_err(failed("app", &app.app_id))?;
+        }
         Ok(())
+    }
+
+    /// The `pub_subs` component called `name`.
+    pub fn pubsub(&self, name: &str) -> Result<&dyn PubSub, ApiError> {
+        lookup(&self.pubsubs, "pub_subs", name).map(|broker| broker.as_ref())
+    }
+
+    /// The app's id (`app.app_id`), the `source` of published events.
+    pub fn app_id(&self) -> &str {
+        self.app
+            .as_ref()
+            .map_or("layotto", |app| app.app_id.as_str())
     }
 
     /// The `bindings` component called `name`.
@@ -497,6 +548,38 @@ fn sequencer(
     };
     metadata.finish(findings);
     Some(Sequencer::new(store, segment))
+}
+
+/// Builds one `pub_subs` entry.
+fn pubsub(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<Arc<dyn PubSub>> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let component = format!("pub_subs \"{name}\"");
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    let group = metadata
+        .take("consumerID")
+        .unwrap_or_else(|| "layotto".into());
+    let broker: Arc<dyn PubSub> = match config.kind.as_str() {
+        "in-memory" => Arc::new(InMemoryPubSub::default()),
+        "redis" => Arc::new(RedisPubSub::new(
+            metadata.redis(component, backend, findings)?,
+            group,
+        )),
+        other => {
+            findings.error(
+                join(path, "type"),
+                format!("pub/sub type \"{other}\" is not supported (supported: in-memory, redis)"),
+            );
+            return None;
+        }
+    };
+    metadata.finish(findings);
+    Some(broker)
 }
 
 /// An http binding's timeout unless its metadata's `timeout` says (seconds).
@@ -779,7 +862,7 @@ mod tests {
             "hellos": {"quick": {"type": "helloworld", "hello": "hi"}, "bare": {"hello": "yo"},
                        "odd": {"type": "grpc-hello", "hello": "x"}},
             "state": {"mem": {"type": "in-memory", "metadata": {}}, "r": {"type": "redis"}},
-            "pub_subs": {"p": {"type": "in-memory"}},
+            "custom_component": {"p": {"type": "in-memory"}},
             "telepathy": {}
         });
         let mut findings = Findings::default();
@@ -796,7 +879,7 @@ mod tests {
         assert!(errors[0].starts_with("cfg.hellos.odd.type: hello component type \"grpc-hello\""));
         assert!(errors[1].starts_with("cfg.state.r.metadata.redisHost: redis needs"));
         assert!(errors[2].starts_with("cfg.telepathy: unknown building block"));
-        assert_eq!(findings.ignored[0].path, "cfg.pub_subs");
+        assert_eq!(findings.ignored[0].path, "cfg.custom_component");
         assert_eq!(components.hello("quick").unwrap().hello("a"), "hi, a");
         assert_eq!(components.hello("bare").unwrap().hello(""), "yo");
         assert!(components.state("mem").is_ok());

@@ -27,6 +27,7 @@ pub struct RedisConnection {
     component: String,
     settings: RedisSettings,
     backend: BackendHandle,
+    client: OnceLock<redis::Client>,
     manager: OnceLock<ConnectionManager>,
 }
 
@@ -37,11 +38,13 @@ impl RedisConnection {
             component,
             settings,
             backend,
+            client: OnceLock::new(),
             manager: OnceLock::new(),
         }
     }
 
-    fn describe(&self) -> String {
+    /// "COMPONENT (redis at ADDRESS)", for messages.
+    pub fn describe(&self) -> String {
         format!("{} (redis at {})", self.component, self.settings.address)
     }
 
@@ -52,6 +55,7 @@ impl RedisConnection {
             None => format!("redis://{}/", self.settings.address),
         };
         let client = redis::Client::open(url).map_err(|err| self.map_error(err))?;
+        let _ = self.client.set(client.clone());
         let manager = self
             .run(async move {
                 let mut manager = client.get_connection_manager().await?;
@@ -62,6 +66,19 @@ impl RedisConnection {
         info!("{}: connected", self.describe());
         let _ = self.manager.set(manager);
         Ok(())
+    }
+
+    /// The client, for connections of their own (blocking reads); set by `connect`.
+    pub fn client(&self) -> Result<redis::Client, ApiError> {
+        self.client
+            .get()
+            .cloned()
+            .ok_or_else(|| ApiError::Unavailable(format!("{}: not connected", self.describe())))
+    }
+
+    /// The backend pool its calls run on.
+    pub fn backend(&self) -> &BackendHandle {
+        &self.backend
     }
 
     /// Runs `op` with the connection on the backend pool, bounded by the timeout.

@@ -1,0 +1,103 @@
+//! Delivery to the application's own gRPC server (`AppCallback`, at `app.grpc_callback_port` on
+//! loopback), as LayOtto does: after start-up it asks `ListTopicSubscriptions` (retrying until
+//! the app answers), subscribes to each topic on its broker, and calls `OnTopicEvent` for every
+//! event, honouring SUCCESS / RETRY / DROP with bounded retries. Runs on the backend pool (the
+//! client is tonic).
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use layotto_core::backend::BackendHandle;
+use layotto_proto::runtime::{
+    app_callback_client::AppCallbackClient, topic_event_response::TopicEventResponseStatus,
+};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use super::pubsub::{PubSub, Step, next_step};
+use crate::error::ApiError;
+
+/// Pause between attempts to reach an app that is not up yet.
+const APP_RETRY: Duration = Duration::from_secs(1);
+
+/// The application this sidecar serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    /// `app.app_id`: the `source` of the events it publishes.
+    pub app_id: String,
+    /// `app.grpc_callback_port`: where its `AppCallback` server listens, if it has one.
+    pub grpc_callback_port: Option<u16>,
+}
+
+/// Starts delivering to the app's callback server, if it has one.
+pub fn start(
+    app: &AppSettings,
+    brokers: &BTreeMap<String, Arc<dyn PubSub>>,
+    backend: &BackendHandle,
+) -> Result<(), ApiError> {
+    let Some(port) = app.grpc_callback_port else {
+        return Ok(());
+    };
+    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .map_err(|err| ApiError::InvalidArgument(err.to_string()))?
+        .tcp_nodelay(true);
+    let brokers = brokers.clone();
+    let spawner = backend.clone();
+    backend
+        .spawn(async move {
+            let channel = endpoint.connect_lazy();
+            let mut warned = false;
+            let subscriptions = loop {
+                let mut client = AppCallbackClient::new(channel.clone());
+                match client.list_topic_subscriptions(()).await {
+                    Ok(reply) => break reply.into_inner().subscriptions,
+                    Err(status) if !warned => {
+                        warn!(port, %status, "the app's AppCallback does not answer yet; retrying every {APP_RETRY:?}");
+                        warned = true;
+                        tokio::time::sleep(APP_RETRY).await;
+                    }
+                    Err(_) => tokio::time::sleep(APP_RETRY).await,
+                }
+            };
+            for subscription in subscriptions {
+                let Some(broker) = brokers.get(&subscription.pubsub_name) else {
+                    warn!(pubsub = %subscription.pubsub_name, "the app subscribes to a pub/sub that is not configured");
+                    continue;
+                };
+                match broker.subscribe(&subscription.topic) {
+                    Ok(events) => {
+                        info!(pubsub = %subscription.pubsub_name, topic = %subscription.topic, "delivering to the app");
+                        let _ = spawner.spawn(forward(events, channel.clone()));
+                    }
+                    Err(err) => warn!(topic = %subscription.topic, "cannot subscribe: {err}"),
+                }
+            }
+        })
+        .map_err(ApiError::from)
+}
+
+/// Hands each event of one subscription to the app, in order.
+async fn forward(mut events: super::pubsub::Subscription, channel: Channel) {
+    let mut client = AppCallbackClient::new(channel);
+    while let Some(delivery) = events.recv().await {
+        let mut attempt = 1;
+        loop {
+            let answer = client
+                .on_topic_event(delivery.event.clone())
+                .await
+                .map(|reply| reply.into_inner().status())
+                .map_err(|status| status.to_string());
+            match next_step(&answer, attempt) {
+                Step::Finish(TopicEventResponseStatus::Success) => break,
+                Step::Finish(status) => {
+                    warn!(id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
+                    break;
+                }
+                Step::RetryAfter(pause) => {
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+            }
+        }
+        drop(delivery.done);
+    }
+}

@@ -1,0 +1,47 @@
+//! The `in-memory` broker: every subscription of a topic gets every event published on it after
+//! it subscribed. Subscribers are channels; the list is behind a short lock taken to publish and
+//! to subscribe, never while an event is being handled.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use async_trait::async_trait;
+use layotto_proto::runtime::TopicEventRequest;
+use tokio::sync::mpsc;
+
+use super::{Delivery, PubSub, Subscription};
+use crate::error::ApiError;
+
+/// An in-process broker.
+#[derive(Default)]
+pub struct InMemoryPubSub {
+    topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Delivery>>>>,
+}
+
+#[async_trait(?Send)]
+impl PubSub for InMemoryPubSub {
+    async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError> {
+        let mut topics = self.topics.lock().expect("pubsub lock poisoned");
+        if let Some(subscribers) = topics.get_mut(&event.topic) {
+            subscribers.retain(|subscriber| {
+                subscriber
+                    .send(Delivery {
+                        event: event.clone(),
+                        done: None,
+                    })
+                    .is_ok()
+            });
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError> {
+        let (sender, subscription) = mpsc::unbounded_channel();
+        self.topics
+            .lock()
+            .expect("pubsub lock poisoned")
+            .entry(topic.to_owned())
+            .or_default()
+            .push(sender);
+        Ok(subscription)
+    }
+}
