@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
 use layotto_proto::runtime::{
     DeleteBulkStateRequest, DeleteStateRequest, Etag, ExecuteStateTransactionRequest,
-    GetBulkStateRequest, GetStateRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest,
+    GetBulkStateRequest, GetStateRequest, InvokeServiceRequest, SaveStateRequest, SayHelloRequest,
     StateItem, StateOptions, TransactionalStateOperation, state_options::StateConcurrency,
 };
 use prost::Message;
@@ -441,7 +441,7 @@ async fn unimplemented_rpcs_and_unknown_methods() {
     let layotto = start(json!({}), &[]);
     let mut client = runtime_client(layotto.address("grpc")).await;
     let err = client
-        .publish_event(PublishEventRequest::default())
+        .invoke_service(InvokeServiceRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
