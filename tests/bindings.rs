@@ -1,5 +1,6 @@
-//! End-to-end tests of the `http` output binding: the real binary, called by tonic, sending to a
-//! real HTTP server of the test's that records what it received.
+//! End-to-end tests of the calls layotto-rs makes over HTTP — the `http` output binding and
+//! `InvokeService` through the `rpcs` `http` component: the real binary, called by tonic, sending
+//! to a real HTTP server of the test's that records what it received.
 
 mod common;
 
@@ -11,7 +12,10 @@ use std::{
 };
 
 use common::*;
-use layotto_proto::runtime::InvokeBindingRequest;
+use layotto_proto::runtime::{
+    CommonInvokeRequest, HttpExtension, InvokeBindingRequest, InvokeServiceRequest,
+    http_extension::Verb,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -68,7 +72,7 @@ fn http_server() -> (std::net::SocketAddr, Received) {
             let mut stream = stream;
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\nx-reply: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                "HTTP/1.1 {status}\r\nx-reply: yes\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                 reply.len()
             );
         }
@@ -132,7 +136,7 @@ async fn http_binding_sends_the_operation_path_headers_and_body() {
         .invoke_binding(request("get", "missing", ""))
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), Code::Internal);
+    assert_eq!(missing.code(), Code::NotFound);
     assert!(missing.message().contains("404"), "{}", missing.message());
     let bad = client
         .invoke_binding(request("teleport", "x", ""))
@@ -156,4 +160,79 @@ async fn http_binding_sends_the_operation_path_headers_and_body() {
         client.invoke_binding(unknown).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+}
+
+fn invoke(id: &str, method: &str, verb: Verb, query: &str, data: &str) -> InvokeServiceRequest {
+    InvokeServiceRequest {
+        id: id.into(),
+        message: Some(CommonInvokeRequest {
+            method: method.into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: data.as_bytes().to_vec(),
+            }),
+            content_type: "application/json".into(),
+            http_extension: Some(HttpExtension {
+                verb: verb as i32,
+                querystring: query.into(),
+            }),
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_service_forwards_to_the_target_app_over_http() {
+    let (server, received) = http_server();
+    let dead = common::etcd::free_address();
+    let config = grpc_config(
+        json!({"rpcs": {"http": {"type": "http", "metadata": {
+            "targets": format!("app2={server};gone={dead}"), "timeout": "2"}}}}),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config, &[], 1);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+
+    let reply = client
+        .invoke_service(invoke("app2", "api/orders/42", Verb::Get, "expand=1", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        &reply.data.unwrap().value[..],
+        b"GET /api/orders/42?expand=1"
+    );
+    assert_eq!(reply.content_type, "text/plain");
+    let created = client
+        .invoke_service(invoke("app2", "api/orders", Verb::None, "", r#"{"n":1}"#))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&created.data.unwrap().value[..], br#"created {"n":1}"#);
+    {
+        let received = received.lock().unwrap();
+        let (method, path, headers, body) = &received[1];
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("POST", "/api/orders"),
+            "no verb is POST"
+        );
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(body, br#"{"n":1}"#);
+    }
+    let missing = client
+        .invoke_service(invoke("app2", "api/missing", Verb::Get, "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let unknown = client
+        .invoke_service(invoke("app9", "x", Verb::Get, "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(unknown.message().contains("app2"), "{}", unknown.message());
+    let down = client
+        .invoke_service(invoke("gone", "x", Verb::Get, "", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable);
 }

@@ -15,13 +15,13 @@ use layotto_proto::runtime::{
     GetBulkStateResponse, GetConfigurationRequest, GetConfigurationResponse, GetFileMetaRequest,
     GetFileMetaResponse, GetFileRequest, GetFileResponse, GetNextIdRequest, GetNextIdResponse,
     GetSecretRequest, GetSecretResponse, GetStateRequest, GetStateResponse, InvokeBindingRequest,
-    InvokeBindingResponse, ListFileRequest, ListFileResp, LockKeepAliveRequest,
-    LockKeepAliveResponse, PublishEventRequest, PutFileRequest, SaveConfigurationRequest,
-    SaveStateRequest, SayHelloRequest, SayHelloResponse, SecretResponse, StateItem, StateOptions,
-    SubscribeConfigurationRequest, SubscribeConfigurationResponse, SubscribeTopicEventsRequest,
-    SubscribeTopicEventsResponse, SubscribeTopicEventsResponseInitial, TryLockRequest,
-    TryLockResponse, UnlockRequest, UnlockResponse, lock_keep_alive_response,
-    sequencer_options::AutoIncrement, state_options::StateConcurrency,
+    InvokeBindingResponse, InvokeResponse, InvokeServiceRequest, ListFileRequest, ListFileResp,
+    LockKeepAliveRequest, LockKeepAliveResponse, PublishEventRequest, PutFileRequest,
+    SaveConfigurationRequest, SaveStateRequest, SayHelloRequest, SayHelloResponse, SecretResponse,
+    StateItem, StateOptions, SubscribeConfigurationRequest, SubscribeConfigurationResponse,
+    SubscribeTopicEventsRequest, SubscribeTopicEventsResponse, SubscribeTopicEventsResponseInitial,
+    TryLockRequest, TryLockResponse, UnlockRequest, UnlockResponse, http_extension::Verb,
+    lock_keep_alive_response, sequencer_options::AutoIncrement, state_options::StateConcurrency,
     subscribe_topic_events_request::SubscribeTopicEventsRequestType,
     subscribe_topic_events_response::SubscribeTopicEventsResponseType, unlock_response,
 };
@@ -121,10 +121,65 @@ impl RuntimeApi {
                 unary(api.clone(), Self::publish_event),
             )
             .add(
+                path("InvokeService"),
+                unary(api.clone(), Self::invoke_service),
+            )
+            .add(
                 path("SubscribeTopicEvents"),
                 bidirectional(api, Self::subscribe_topic_events),
             );
         router
+    }
+
+    async fn invoke_service(
+        self: Rc<Self>,
+        request: InvokeServiceRequest,
+    ) -> Result<InvokeResponse, Status> {
+        let invoker = self.components.invoker()?;
+        let message = request
+            .message
+            .ok_or_else(|| ApiError::InvalidArgument("InvokeService carried no message".into()))?;
+        if request.id.is_empty() || message.method.is_empty() {
+            return Err(
+                ApiError::InvalidArgument("the app id and the method are required".into()).into(),
+            );
+        }
+        let (verb, querystring) = match &message.http_extension {
+            None => (None, ""),
+            Some(extension) => {
+                let verb = match extension.verb() {
+                    Verb::None => None,
+                    Verb::Get => Some(http::Method::GET),
+                    Verb::Head => Some(http::Method::HEAD),
+                    Verb::Post => Some(http::Method::POST),
+                    Verb::Put => Some(http::Method::PUT),
+                    Verb::Delete => Some(http::Method::DELETE),
+                    Verb::Connect => Some(http::Method::CONNECT),
+                    Verb::Options => Some(http::Method::OPTIONS),
+                    Verb::Trace => Some(http::Method::TRACE),
+                    Verb::Patch => Some(http::Method::PATCH),
+                };
+                (verb, extension.querystring.as_str())
+            }
+        };
+        let data = message.data.map(|any| any.value).unwrap_or_default();
+        let answer = invoker
+            .invoke(
+                &request.id,
+                &message.method,
+                verb,
+                querystring,
+                data.into(),
+                &message.content_type,
+            )
+            .await?;
+        Ok(InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: answer.data.to_vec(),
+            }),
+            content_type: answer.content_type,
+        })
     }
 
     async fn publish_event(self: Rc<Self>, request: PublishEventRequest) -> Result<(), Status> {

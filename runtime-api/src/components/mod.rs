@@ -8,6 +8,8 @@ pub mod configuration;
 pub mod etcd;
 pub mod file;
 pub mod hello;
+pub mod http_client;
+pub mod invoke;
 pub mod lock;
 pub mod pubsub;
 pub mod redis;
@@ -38,6 +40,7 @@ use configuration::{ConfigStore, EtcdConfigStore, InMemoryConfigStore};
 use etcd::{EtcdConnection, EtcdSettings};
 use file::LocalFileStore;
 use hello::HelloWorld;
+use invoke::ServiceInvoker;
 use lock::{EtcdLockStore, InMemoryLockStore, LockStore, RedisLockStore};
 use pubsub::{InMemoryPubSub, PubSub, RedisPubSub};
 use redis::{RedisConnection, RedisSettings};
@@ -50,7 +53,7 @@ const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Building blocks LayOtto configs use that layotto-rs does not serve yet: logged as ignored, and
 /// their rpcs answer UNIMPLEMENTED.
-const NOT_SERVED_YET: &[&str] = &["custom_component", "rpcs"];
+const NOT_SERVED_YET: &[&str] = &["custom_component"];
 
 /// Every configured component.
 #[derive(Default)]
@@ -65,6 +68,7 @@ pub struct Components {
     bindings: BTreeMap<String, Arc<HttpBinding>>,
     pubsubs: BTreeMap<String, Arc<dyn PubSub>>,
     app: Option<AppSettings>,
+    invoker: Option<Arc<ServiceInvoker>>,
     backend: Option<BackendHandle>,
 }
 
@@ -194,6 +198,16 @@ impl Components {
                         }
                     }
                 }
+                "rpcs" => {
+                    for (name, config) in named(entries, &block_path, findings) {
+                        let entry_path = join(&block_path, name);
+                        if components.invoker.is_some() {
+                            findings.error(&entry_path, "one rpcs component serves InvokeService; this is a second");
+                            continue;
+                        }
+                        components.invoker = invoker(name, config, &entry_path, backend, findings).map(Arc::new);
+                    }
+                }
                 "app" => {
                     if let Some(app) = findings.decode::<AppConfig>(entries, &block_path, &[]) {
                         components.app = Some(AppSettings {
@@ -233,7 +247,7 @@ impl Components {
                 other => findings.error(
                     block_path,
                     format!(
-                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, pub_subs, app, {})",
+                        "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, pub_subs, app, rpcs, {})",
                         NOT_SERVED_YET.join(", ")
                     ),
                 ),
@@ -283,6 +297,17 @@ impl Components {
     /// The `pub_subs` component called `name`.
     pub fn pubsub(&self, name: &str) -> Result<&dyn PubSub, ApiError> {
         lookup(&self.pubsubs, "pub_subs", name).map(|broker| broker.as_ref())
+    }
+
+    /// The `rpcs` component serving InvokeService.
+    pub fn invoker(&self) -> Result<&ServiceInvoker, ApiError> {
+        self.invoker
+            .as_deref()
+            .ok_or_else(|| ApiError::UnknownComponent {
+                block: "rpcs",
+                name: "http".into(),
+                known: Vec::new(),
+            })
     }
 
     /// The app's id (`app.app_id`), the `source` of published events.
@@ -548,6 +573,53 @@ fn sequencer(
     };
     metadata.finish(findings);
     Some(Sequencer::new(store, segment))
+}
+
+/// Builds the `rpcs` entry.
+fn invoker(
+    name: &str,
+    config: &Value,
+    path: &str,
+    backend: &BackendHandle,
+    findings: &mut Findings,
+) -> Option<ServiceInvoker> {
+    let config: ComponentConfig = findings.decode(config, path, &[])?;
+    let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
+    if config.kind != "http" {
+        findings.error(
+            join(path, "type"),
+            format!(
+                "rpcs type \"{}\" is not supported (supported: http)",
+                config.kind
+            ),
+        );
+        return None;
+    }
+    let timeout = metadata.seconds("timeout", DEFAULT_BINDING_TIMEOUT, findings);
+    let mut targets = HashMap::new();
+    for pair in metadata
+        .take("targets")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|p| !p.trim().is_empty())
+    {
+        match pair.split_once('=') {
+            Some((id, address)) if is_endpoint(address.trim()) && !id.trim().is_empty() => {
+                targets.insert(id.trim().to_owned(), address.trim().to_owned());
+            }
+            _ => findings.error(
+                join(&metadata.path, "targets"),
+                format!("\"{pair}\" is not app_id=host:port"),
+            ),
+        }
+    }
+    metadata.finish(findings);
+    Some(ServiceInvoker::new(
+        format!("rpcs \"{name}\""),
+        targets,
+        timeout?,
+        backend.clone(),
+    ))
 }
 
 /// Builds one `pub_subs` entry.

@@ -3,27 +3,23 @@
 //! method (`get`, `post`, `put`, `delete`, `patch`, `head`, `options`; `create` is `post`), the
 //! data as the body and the other request metadata as headers. The answer's body comes back as
 //! data, its status and headers as metadata; a status of 400 or more is an error. The HTTP
-//! client (hyper) runs on the backend pool, bounded by the component's timeout.
+//! client ([`HttpClient`]) runs on the backend pool, bounded by the component's timeout.
 
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http_body_util::Full;
 use layotto_core::backend::BackendHandle;
 
-use crate::error::ApiError;
+use crate::{
+    components::http_client::{HttpClient, status_error},
+    error::ApiError,
+};
 
 /// An `http` output binding.
 pub struct HttpBinding {
-    component: String,
     url: String,
-    timeout: Duration,
-    backend: BackendHandle,
-    client: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
 }
 
 /// A binding's answer.
@@ -39,11 +35,8 @@ impl HttpBinding {
     /// A binding for `component` (for messages) to `url`.
     pub fn new(component: String, url: String, timeout: Duration, backend: BackendHandle) -> Self {
         Self {
-            component,
             url,
-            timeout,
-            backend,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            http: HttpClient::new(component, timeout, backend),
         }
     }
 
@@ -65,7 +58,7 @@ impl HttpBinding {
             other => {
                 return Err(ApiError::InvalidArgument(format!(
                     "{}: operation \"{other}\" is not supported (get, post, create, put, delete, patch, head, options)",
-                    self.component
+                    self.http.component()
                 )));
             }
         };
@@ -79,48 +72,17 @@ impl HttpBinding {
         for (name, value) in &metadata {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request
-            .body(Full::new(data))
-            .map_err(|err| ApiError::InvalidArgument(format!("{}: {err}", self.component)))?;
-        let (client, timeout, component) =
-            (self.client.clone(), self.timeout, self.component.clone());
-        let answer = self
-            .backend
-            .submit(async move {
-                tokio::time::timeout(timeout, async move {
-                    let response = client
-                        .request(request)
-                        .await
-                        .map_err(|err| err.to_string())?;
-                    let (parts, body) = response.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map_err(|err| err.to_string())?
-                        .to_bytes();
-                    Ok::<_, String>((parts, body))
-                })
-                .await
-            })
-            .await?;
-        let (parts, body) = match answer {
-            Err(_) => {
-                return Err(ApiError::Unavailable(format!(
-                    "{component}: {url} did not answer within {}s",
-                    timeout.as_secs_f64()
-                )));
-            }
-            Ok(Err(err)) => {
-                return Err(ApiError::Unavailable(format!("{component}: {url}: {err}")));
-            }
-            Ok(Ok(answer)) => answer,
-        };
+        let request = request.body(Full::new(data)).map_err(|err| {
+            ApiError::InvalidArgument(format!("{}: {err}", self.http.component()))
+        })?;
+        let (parts, body) = self.http.send(request).await?;
         if parts.status.as_u16() >= 400 {
-            return Err(ApiError::Internal(format!(
-                "{component}: {url} answered {}: {}",
+            return Err(status_error(
+                self.http.component(),
+                &url,
                 parts.status,
-                String::from_utf8_lossy(&body[..body.len().min(512)])
-            )));
+                &body,
+            ));
         }
         let mut metadata: HashMap<String, String> = parts
             .headers
