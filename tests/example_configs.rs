@@ -64,6 +64,17 @@ async fn standalone_serves_grpc_actuator_and_metrics() {
         .unwrap()
         .into_inner();
     assert_eq!(secret.data["database:user"], "app");
+    let meta = client
+        .get_file_meta(layotto_proto::runtime::GetFileMetaRequest {
+            request: Some(layotto_proto::runtime::FileRequest {
+                store_name: "file_demo".into(),
+                name: "no-such-file".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(meta.code(), Code::NotFound);
     let (status, metrics) = http_get(layotto.address("prometheus"), "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("layotto_grpc_requests_total{listener=\"grpc\",method=\"/spec.proto.runtime.v1.Runtime/SayHello\"} 1"));
@@ -154,7 +165,7 @@ fn tcp_proxy_example_proxies_copies_and_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_example_serves_locks_and_sequences() {
+async fn redis_example_serves_state_pubsub_locks_and_sequences() {
     let redis = RedisServer::start();
     let config = example(
         "config_redis.json",

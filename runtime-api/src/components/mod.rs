@@ -51,9 +51,9 @@ use state::{EtcdStateStore, InMemoryStateStore, RedisStateStore, StateStore};
 /// An etcd config store's `timeout` when the config gives none (seconds).
 const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Building blocks LayOtto configs use that layotto-rs does not serve yet: logged as ignored, and
-/// their rpcs answer UNIMPLEMENTED.
-const NOT_SERVED_YET: &[&str] = &["custom_component"];
+/// Building blocks of LayOtto configs that layotto-rs does not serve (LayOtto's extension point for
+/// its own Go components): logged as ignored.
+const NOT_SERVED: &[&str] = &["custom_component"];
 
 /// Every configured component.
 #[derive(Default)]
@@ -240,15 +240,15 @@ impl Components {
                         }
                     }
                 }
-                other if NOT_SERVED_YET.contains(&other) => findings.ignore(
+                other if NOT_SERVED.contains(&other) => findings.ignore(
                     block_path,
-                    "building block not served yet; its rpcs answer UNIMPLEMENTED",
+                    "building block not served by layotto-rs",
                 ),
                 other => findings.error(
                     block_path,
                     format!(
                         "unknown building block \"{other}\" (known: hellos, state, config_store, lock, sequencer, secret_store, file, bindings, pub_subs, app, rpcs, {})",
-                        NOT_SERVED_YET.join(", ")
+                        NOT_SERVED.join(", ")
                     ),
                 ),
             }
