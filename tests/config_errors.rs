@@ -3,27 +3,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
 
-fn run_with_config(text: &str) -> (Output, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, text).unwrap();
-    let output = Command::new(binary())
-        .args(["start", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output, stderr)
-}
-
 fn assert_rejected(config: &Value, expected: &[&str]) {
-    let (output, stderr) = run_with_config(&config.to_string());
-    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    let (code, stderr) = run_to_exit(&config.to_string());
+    assert_eq!(code, Some(2), "stderr: {stderr}");
     for line in expected {
         assert!(stderr.contains(line), "{line:?} missing from:\n{stderr}");
     }
@@ -35,8 +22,8 @@ fn proxy() -> Value {
 
 #[test]
 fn invalid_json_exits_2_with_position() {
-    let (output, stderr) = run_with_config("{\"servers\": [}");
-    assert_eq!(output.status.code(), Some(2));
+    let (code, stderr) = run_to_exit("{\"servers\": [}");
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("not valid JSON") && stderr.contains("line 1"),
         "{stderr}"

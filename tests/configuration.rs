@@ -477,18 +477,9 @@ fn etcd_down_at_start_fails_fast_naming_the_component_and_address() {
         .unwrap()
         .replace("127.0.0.1:2379", &dead)
         .replace("127.0.0.1:34904", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, text).unwrap();
     let started = Instant::now();
-    let output = std::process::Command::new(binary())
-        .arg("start")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(&text);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("config_store \"config_demo\"") && stderr.contains(&dead),
         "{stderr}"

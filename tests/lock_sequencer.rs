@@ -342,16 +342,8 @@ fn an_unreachable_lock_store_stops_start_up_naming_it() {
         json!({"lock": {"lock_demo": {"type": "redis", "metadata": {"redisHost": dead}}}}),
         json!({}),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let output = std::process::Command::new(binary())
-        .args(["start", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(&config.to_string());
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("lock \"lock_demo\"") && stderr.contains(&dead),
         "{stderr}"

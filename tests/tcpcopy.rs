@@ -255,16 +255,8 @@ fn bad_strategies_name_their_keys() {
         proxy_config(&[("copied", &[upstream], json!({}))], json!({})),
         filter,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let output = std::process::Command::new(binary())
-        .args(["start", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = run_to_exit(&config.to_string());
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("filters[0].config.strategy.switch: \"MAYBE\": expected ON or OFF"),
         "{stderr}"

@@ -378,3 +378,20 @@ pub fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
 }
+
+/// Runs `layotto start -c <config>` to its exit (for configs that must not start): its exit code
+/// and standard error.
+pub fn run_to_exit(config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(binary())
+        .args(["start", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

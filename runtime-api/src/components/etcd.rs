@@ -8,7 +8,7 @@ use etcd_client::{Client, ConnectOptions};
 use layotto_core::backend::BackendHandle;
 use tracing::info;
 
-use crate::error::ApiError;
+use crate::{components::bounded_call, error::ApiError};
 
 /// etcd-client keep-alive: ping interval and how long to wait for the answer.
 const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3));
@@ -111,19 +111,10 @@ impl EtcdConnection {
         T: Send + 'static,
     {
         let timeout = self.settings.timeout;
-        match self
-            .backend
-            .submit(async move { tokio::time::timeout(timeout, op).await })
-            .await?
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(self.map_error(err)),
-            Err(_) => Err(ApiError::Unavailable(format!(
-                "{}: no answer within {}s",
-                self.describe(),
-                timeout.as_secs_f64()
-            ))),
-        }
+        bounded_call(&self.backend, timeout, self.describe(), op, |err| {
+            self.map_error(err)
+        })
+        .await
     }
 
     fn map_error(&self, err: etcd_client::Error) -> ApiError {

@@ -895,6 +895,33 @@ fn seconds(value: &Value) -> Option<Duration> {
     (seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
+/// Runs a client call `op` of `component` on the backend pool, bounded by `timeout`: the
+/// client's errors go through `map_error`; no answer in time is UNAVAILABLE naming `component`.
+pub(crate) async fn bounded_call<T, E, Fut>(
+    backend: &BackendHandle,
+    timeout: Duration,
+    component: String,
+    op: Fut,
+    map_error: impl FnOnce(E) -> ApiError,
+) -> Result<T, ApiError>
+where
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match backend
+        .submit(async move { tokio::time::timeout(timeout, op).await })
+        .await?
+    {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(err)) => Err(map_error(err)),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "{component}: no answer within {}s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
 /// The entries of a building block's map (reporting a block that is not a map).
 fn named<'a>(
     entries: &'a Value,

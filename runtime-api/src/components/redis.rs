@@ -9,7 +9,7 @@ use layotto_core::backend::BackendHandle;
 use redis::aio::ConnectionManager;
 use tracing::info;
 
-use crate::error::ApiError;
+use crate::{components::bounded_call, error::ApiError};
 
 /// Where and how to reach redis (LayOtto's `redisHost`, `redisPassword`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,19 +101,10 @@ impl RedisConnection {
         T: Send + 'static,
     {
         let timeout = self.settings.timeout;
-        match self
-            .backend
-            .submit(async move { tokio::time::timeout(timeout, op).await })
-            .await?
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(self.map_error(err)),
-            Err(_) => Err(ApiError::Unavailable(format!(
-                "{}: no answer within {}s",
-                self.describe(),
-                timeout.as_secs_f64()
-            ))),
-        }
+        bounded_call(&self.backend, timeout, self.describe(), op, |err| {
+            self.map_error(err)
+        })
+        .await
     }
 
     fn map_error(&self, err: redis::RedisError) -> ApiError {
