@@ -209,7 +209,7 @@ impl TcpProxy {
         // Both sides forward what they read at once: no Nagle delay on either.
         let _ = upstream.set_nodelay(true);
         let _ = downstream.set_nodelay(true);
-        let last_activity = Cell::new(Instant::now());
+        let activity = Cell::new(0);
         let on_bytes = |direction, n| {
             let counter = match direction {
                 Direction::FromDownstream => &self.stats.bytes_from_downstream,
@@ -223,28 +223,32 @@ impl TcpProxy {
             pump::PumpHooks {
                 pool: &self.buffers,
                 observers: &mut observers,
-                last_activity: &last_activity,
+                activity: &activity,
                 on_bytes: &on_bytes,
             },
         );
         let transfer = async { pumping.await.map_err(FilterError::from) };
         match self.idle_timeout {
             None => transfer.await,
-            Some(idle) => {
-                futures_lite::future::or(transfer, idle_expiry(&last_activity, idle)).await
-            }
+            Some(idle) => futures_lite::future::or(transfer, idle_expiry(&activity, idle)).await,
         }
     }
 }
 
-/// Resolves with [`FilterError::Idle`] once no byte has been read for `idle`.
-async fn idle_expiry(last_activity: &Cell<Instant>, idle: Duration) -> Result<(), FilterError> {
+/// Resolves with [`FilterError::Idle`] once no byte has been read for `idle`. Looks at the read
+/// counter every quarter of `idle` (so the pump reads no clock per read): a connection closes
+/// between `idle` and `idle` + a quarter after its last byte, never before.
+async fn idle_expiry(activity: &Cell<u64>, idle: Duration) -> Result<(), FilterError> {
+    let mut seen = activity.get();
+    let mut quiet_since = Instant::now();
     loop {
-        let deadline = last_activity.get() + idle;
+        glommio::timer::sleep(idle / 4).await;
         let now = Instant::now();
-        if now >= deadline {
+        if activity.get() != seen {
+            seen = activity.get();
+            quiet_since = now;
+        } else if now.duration_since(quiet_since) >= idle {
             return Err(FilterError::Idle(idle));
         }
-        glommio::timer::sleep(deadline - now).await;
     }
 }
