@@ -28,6 +28,8 @@ pub struct Summary {
     pub p99_spread_us: (f64, f64),
     /// Lowest and highest throughput over the runs.
     pub rps_spread: (f64, f64),
+    /// CPU time the target spent per request, in microseconds.
+    pub cpu_us_per_request: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -42,8 +44,8 @@ fn spread(values: &[f64]) -> (f64, f64) {
 }
 
 impl Summary {
-    /// Medians of `runs`.
-    pub fn of(runs: &[Measurement]) -> Self {
+    /// Medians of `runs`, whose targets spent `cpu_per_request` µs of CPU per request.
+    pub fn of(runs: &[Measurement], cpu_per_request: &[f64]) -> Self {
         let quantile = |q: f64| -> Vec<f64> {
             runs.iter()
                 .map(|run| run.latency.value_at_quantile(q) as f64 / 1000.0)
@@ -65,6 +67,7 @@ impl Summary {
             errors: runs.iter().map(|r| r.errors).sum(),
             p99_spread_us: spread(&p99),
             rps_spread: spread(&rps),
+            cpu_us_per_request: median(cpu_per_request.to_vec()),
         }
     }
 }
@@ -233,7 +236,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             .map(|r| &r.summary);
         let open = scenario.contains("open loop");
         let _ = writeln!(out, "**{scenario}**\n");
-        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors |".to_owned();
+        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | CPU µs/req |".to_owned();
         header.push_str(if open {
             " added p50 / p99 / p99.9 vs "
         } else {
@@ -259,7 +262,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 Some(b) => format!("{:.2}×", s.rps / b.rps),
             };
             let mut line = format!(
-                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {versus} |",
+                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {:.1} | {versus} |",
                 row.target,
                 core(row.core),
                 s.rps,
@@ -272,7 +275,8 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 s.p99_spread_us.1,
                 s.p999_us,
                 s.max_us,
-                s.errors
+                s.errors,
+                s.cpu_us_per_request
             );
             for other in others {
                 let ratio = group

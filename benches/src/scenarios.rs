@@ -61,19 +61,28 @@ fn progress(label: String) -> impl Fn(u64) {
     }
 }
 
-/// `repeats` runs of `measure`, summarised.
+/// `repeats` runs of `measure` against `target`, summarised, with the CPU time `target` spent
+/// per request (its CPU over the whole run, warm-up included, over the requests of that time
+/// at the measured rate).
 fn repeat(
     plan: &Plan,
     label: &str,
+    target: &Process,
     mut measure: impl FnMut() -> Result<Measurement>,
 ) -> Result<Summary> {
     let mut runs = Vec::with_capacity(plan.repeats);
+    let mut cpu_per_request = Vec::with_capacity(plan.repeats);
+    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
     for run in 0..plan.repeats {
         eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
-        runs.push(measure()?);
+        let before = target.cpu_seconds()?;
+        let measurement = measure()?;
+        let spent = target.cpu_seconds()? - before;
+        cpu_per_request.push(spent * 1e6 / (measurement.throughput() * whole_run).max(1.0));
+        runs.push(measurement);
     }
     eprintln!();
-    Ok(Summary::of(&runs))
+    Ok(Summary::of(&runs, &cpu_per_request))
 }
 
 /// The L4 proxies to compare, each in front of `upstream`.
@@ -145,7 +154,7 @@ pub fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
         let mut max = Vec::new();
         for target in &all {
             let label = format!("L4 echo {size} B, closed loop, {}", name(target));
-            let summary = repeat(plan, &label, || {
+            let summary = repeat(plan, &label, target, || {
                 echo_load(
                     target.address,
                     size,
@@ -169,7 +178,7 @@ pub fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
             .round();
         for target in &all {
             let label = format!("L4 echo {size} B, open loop {rate}/s, {}", name(target));
-            let summary = repeat(plan, &label, || {
+            let summary = repeat(plan, &label, target, || {
                 echo_load(target.address, size, 64, Mode::Open { rate }, plan, &label)
             })?;
             rows.push(LatencyRow::new(
@@ -353,7 +362,7 @@ pub fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
         let mut max = Vec::new();
         for server in &servers {
             let label = format!("gRPC {rpc:?}, closed loop 1000 in flight, {}", server.name);
-            let summary = repeat(plan, &label, || {
+            let summary = repeat(plan, &label, server, || {
                 grpc_load(
                     server.address,
                     rpc,
@@ -375,7 +384,7 @@ pub fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
             .round();
         for server in &servers {
             let label = format!("gRPC {rpc:?}, open loop {rate}/s, {}", server.name);
-            let summary = repeat(plan, &label, || {
+            let summary = repeat(plan, &label, server, || {
                 grpc_load(server.address, rpc, Mode::Open { rate }, plan, &label)
             })?;
             rows.push(LatencyRow::new(

@@ -82,6 +82,27 @@ impl Process {
     }
 }
 
+impl Process {
+    /// CPU time it has used so far (user + system), in seconds (`/proc` counts in 1/100 s).
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start at `state`, field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |field: usize| -> Result<f64> {
+            Ok(fields
+                .get(field - 3)
+                .context("short /proc stat")?
+                .parse::<f64>()?)
+        };
+        Ok((ticks(14)? + ticks(15)?) / 100.0)
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
