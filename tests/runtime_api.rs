@@ -10,7 +10,7 @@ use common::*;
 use layotto_proto::runtime::{
     DeleteBulkStateRequest, DeleteStateRequest, Etag, ExecuteStateTransactionRequest,
     GetBulkStateRequest, GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem,
-    StateOptions, TransactionalStateOperation, state_options::StateConcurrency,
+    TransactionalStateOperation, state_options::StateConcurrency,
 };
 use prost::Message;
 use serde_json::json;
@@ -18,27 +18,6 @@ use tonic::Code;
 
 fn start(extra: serde_json::Value, args: &[&str]) -> Layotto {
     Layotto::start(&grpc_config(hello_and_state(), extra), args, 1)
-}
-
-fn item(key: &str, value: &str) -> StateItem {
-    StateItem {
-        key: key.into(),
-        value: Bytes::from(value.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn with_etag(mut item: StateItem, etag: &str) -> StateItem {
-    item.etag = Some(Etag { value: etag.into() });
-    item
-}
-
-fn with_concurrency(mut item: StateItem, concurrency: StateConcurrency) -> StateItem {
-    item.options = Some(StateOptions {
-        concurrency: concurrency as i32,
-        consistency: 0,
-    });
-    item
 }
 
 fn save(items: Vec<StateItem>) -> SaveStateRequest {

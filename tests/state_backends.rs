@@ -5,38 +5,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{etcd::EtcdServer, redis::RedisServer, *};
 use layotto_proto::runtime::{
-    DeleteBulkStateRequest, Etag, ExecuteStateTransactionRequest, GetBulkStateRequest,
-    GetStateRequest, SaveStateRequest, StateItem, StateOptions, TransactionalStateOperation,
-    runtime_client::RuntimeClient, state_options::StateConcurrency,
+    DeleteBulkStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest,
+    SaveStateRequest, StateItem, TransactionalStateOperation, runtime_client::RuntimeClient,
+    state_options::StateConcurrency,
 };
 use serde_json::json;
 use tonic::{Code, transport::Channel};
 
 const STORE: &str = "state_demo";
-
-fn item(key: &str, value: &str) -> StateItem {
-    StateItem {
-        key: key.into(),
-        value: Bytes::from(value.to_owned()),
-        ..Default::default()
-    }
-}
-
-fn with_etag(mut item: StateItem, etag: &str) -> StateItem {
-    item.etag = Some(Etag { value: etag.into() });
-    item
-}
-
-fn with_concurrency(mut item: StateItem, concurrency: StateConcurrency) -> StateItem {
-    item.options = Some(StateOptions {
-        concurrency: concurrency as i32,
-        consistency: 0,
-    });
-    item
-}
 
 async fn save(
     client: &mut RuntimeClient<Channel>,

@@ -395,3 +395,33 @@ pub fn run_to_exit(config: &str) -> (Option<i32>, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A state item with `value`.
+pub fn item(key: &str, value: &str) -> layotto_proto::runtime::StateItem {
+    layotto_proto::runtime::StateItem {
+        key: key.into(),
+        value: bytes::Bytes::from(value.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// `item` carrying the etag it expects.
+pub fn with_etag(
+    mut item: layotto_proto::runtime::StateItem,
+    etag: &str,
+) -> layotto_proto::runtime::StateItem {
+    item.etag = Some(layotto_proto::runtime::Etag { value: etag.into() });
+    item
+}
+
+/// `item` with a concurrency rule.
+pub fn with_concurrency(
+    mut item: layotto_proto::runtime::StateItem,
+    concurrency: layotto_proto::runtime::state_options::StateConcurrency,
+) -> layotto_proto::runtime::StateItem {
+    item.options = Some(layotto_proto::runtime::StateOptions {
+        concurrency: concurrency as i32,
+        consistency: 0,
+    });
+    item
+}
