@@ -38,9 +38,32 @@ impl HttpClient {
         &self.component
     }
 
+    /// Sends `method url` with `headers` and `body`; answers the response head and body of a
+    /// status below 400, else the error [`status_error`] makes of it.
+    pub async fn exchange<'h>(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), ApiError> {
+        let mut request = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|err| ApiError::InvalidArgument(format!("{}: {err}", self.component)))?;
+        let (parts, body) = self.send(request).await?;
+        if parts.status.as_u16() >= 400 {
+            return Err(status_error(&self.component, url, parts.status, &body));
+        }
+        Ok((parts, body))
+    }
+
     /// Sends `request`; answers the response head and body, or UNAVAILABLE naming the URL when
     /// there is no answer within the timeout.
-    pub async fn send(
+    async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {
@@ -82,7 +105,7 @@ impl HttpClient {
 
 /// The error for an HTTP answer of 400 or more: NOT_FOUND for 404, INTERNAL otherwise, with the
 /// status and the start of the body.
-pub fn status_error(component: &str, url: &str, status: http::StatusCode, body: &[u8]) -> ApiError {
+fn status_error(component: &str, url: &str, status: http::StatusCode, body: &[u8]) -> ApiError {
     let message = format!(
         "{component}: {url} answered {status}: {}",
         String::from_utf8_lossy(&body[..body.len().min(512)])

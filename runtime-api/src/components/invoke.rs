@@ -7,13 +7,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use layotto_core::backend::BackendHandle;
 
-use crate::{
-    components::http_client::{HttpClient, status_error},
-    error::ApiError,
-};
+use crate::{components::http_client::HttpClient, error::ApiError};
 
 /// The answer of an invoked service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,24 +63,9 @@ impl ServiceInvoker {
             url.push('?');
             url.push_str(querystring.trim_start_matches('?'));
         }
-        let mut request = http::Request::builder()
-            .method(verb.unwrap_or(http::Method::POST))
-            .uri(&url);
-        if !content_type.is_empty() {
-            request = request.header(http::header::CONTENT_TYPE, content_type);
-        }
-        let request = request.body(Full::new(data)).map_err(|err| {
-            ApiError::InvalidArgument(format!("{}: {err}", self.http.component()))
-        })?;
-        let (parts, body) = self.http.send(request).await?;
-        if parts.status.as_u16() >= 400 {
-            return Err(status_error(
-                self.http.component(),
-                &url,
-                parts.status,
-                &body,
-            ));
-        }
+        let headers = (!content_type.is_empty()).then_some(("content-type", content_type));
+        let method = verb.unwrap_or(http::Method::POST);
+        let (parts, body) = self.http.exchange(method, &url, headers, data).await?;
         let content_type = parts
             .headers
             .get(http::header::CONTENT_TYPE)

@@ -8,13 +8,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use layotto_core::backend::BackendHandle;
 
-use crate::{
-    components::http_client::{HttpClient, status_error},
-    error::ApiError,
-};
+use crate::{components::http_client::HttpClient, error::ApiError};
 
 /// An `http` output binding.
 pub struct HttpBinding {
@@ -68,22 +64,10 @@ impl HttpBinding {
             self.url.trim_end_matches('/'),
             path.trim_start_matches('/')
         );
-        let mut request = http::Request::builder().method(method).uri(&url);
-        for (name, value) in &metadata {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request.body(Full::new(data)).map_err(|err| {
-            ApiError::InvalidArgument(format!("{}: {err}", self.http.component()))
-        })?;
-        let (parts, body) = self.http.send(request).await?;
-        if parts.status.as_u16() >= 400 {
-            return Err(status_error(
-                self.http.component(),
-                &url,
-                parts.status,
-                &body,
-            ));
-        }
+        let headers = metadata
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        let (parts, body) = self.http.exchange(method, &url, headers, data).await?;
         let mut metadata: HashMap<String, String> = parts
             .headers
             .iter()
