@@ -220,7 +220,7 @@ impl RuntimeApi {
         if initial.topic.is_empty() {
             return Err(ApiError::InvalidArgument("the topic is empty".into()).into());
         }
-        let mut events = broker.subscribe(&initial.topic)?;
+        let mut events = broker.subscribe(&initial.topic).await?;
         let initial_response = SubscribeTopicEventsResponseType::InitialResponse(
             SubscribeTopicEventsResponseInitial {},
         );

@@ -63,7 +63,7 @@ pub fn start(
                     warn!(pubsub = %subscription.pubsub_name, "the app subscribes to a pub/sub that is not configured");
                     continue;
                 };
-                match broker.subscribe(&subscription.topic) {
+                match broker.subscribe(&subscription.topic).await {
                     Ok(events) => {
                         info!(pubsub = %subscription.pubsub_name, topic = %subscription.topic, "delivering to the app");
                         let _ = spawner.spawn(forward(events, channel.clone()));

@@ -17,7 +17,7 @@ pub struct InMemoryPubSub {
     topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Delivery>>>>,
 }
 
-#[async_trait(?Send)]
+#[async_trait]
 impl PubSub for InMemoryPubSub {
     async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError> {
         let mut topics = self.topics.lock().expect("pubsub lock poisoned");
@@ -34,7 +34,7 @@ impl PubSub for InMemoryPubSub {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError> {
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError> {
         let (sender, subscription) = mpsc::unbounded_channel();
         self.topics
             .lock()

@@ -40,8 +40,8 @@ pub struct Delivery {
 /// Events of one subscription, in order.
 pub type Subscription = mpsc::UnboundedReceiver<Delivery>;
 
-/// A broker.
-#[async_trait(?Send)]
+/// A broker. Its futures are `Send`: the app's callback subscribes from the backend pool.
+#[async_trait]
 pub trait PubSub: Send + Sync {
     /// Connects to the backend; called once at start-up, on the main thread.
     async fn connect(&self) -> Result<(), ApiError> {
@@ -49,8 +49,8 @@ pub trait PubSub: Send + Sync {
     }
     /// Publishes `event` on its topic.
     async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError>;
-    /// Follows `topic` from now on.
-    fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError>;
+    /// Follows `topic`: every event published after this returns is delivered.
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError>;
 }
 
 /// The CloudEvent for data published by `app_id` on `pubsub`/`topic`.

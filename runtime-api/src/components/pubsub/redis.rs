@@ -1,6 +1,7 @@
 //! The `redis` broker on redis streams: publishing is `XADD <topic> * event <bytes>` (the
 //! event's protobuf encoding, lossless for any data); each subscription reads with
-//! `XREADGROUP` in the consumer group `metadata.consumerID` on a connection of its own (a
+//! `XREADGROUP` in the consumer group `metadata.consumerID` (created before `subscribe` returns)
+//! on a connection of its own (a
 //! blocking read would hold up a shared one), hands events over one at a time and `XACK`s each
 //! once its subscriber is done with it. Unacknowledged events stay pending in redis.
 
@@ -34,7 +35,7 @@ impl RedisPubSub {
     }
 }
 
-#[async_trait(?Send)]
+#[async_trait]
 impl PubSub for RedisPubSub {
     async fn connect(&self) -> Result<(), ApiError> {
         self.redis.connect().await
@@ -53,7 +54,12 @@ impl PubSub for RedisPubSub {
         Ok(())
     }
 
-    fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError> {
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, ApiError> {
+        // The group must exist before this returns: events published from then on are read.
+        let (stream, group) = (topic.to_owned(), self.group.clone());
+        self.redis
+            .call(move |mut redis| async move { create_group(&mut redis, &stream, &group).await })
+            .await?;
         let (sender, subscription) = mpsc::unbounded_channel();
         let follow = follow(
             self.redis.client()?,
@@ -64,6 +70,22 @@ impl PubSub for RedisPubSub {
         );
         self.redis.backend().spawn(follow)?;
         Ok(subscription)
+    }
+}
+
+/// Creates consumer group `group` on `topic` (and the stream), reading from now on; an existing
+/// group is kept as it is.
+async fn create_group(
+    connection: &mut impl AsyncCommands,
+    topic: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    match connection
+        .xgroup_create_mkstream::<_, _, _, ()>(topic, group, "$")
+        .await
+    {
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
     }
 }
 
