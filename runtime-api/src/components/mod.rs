@@ -453,29 +453,20 @@ fn state_store(
     findings: &mut Findings,
 ) -> Option<Arc<dyn StateStore>> {
     let config: ComponentConfig = findings.decode(config, path, &[])?;
-    let component = format!("state \"{name}\"");
     let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
-    let store: Arc<dyn StateStore> = match config.kind.as_str() {
-        "in-memory" => Arc::new(InMemoryStateStore::new()),
-        "redis" => Arc::new(RedisStateStore::new(
-            metadata.redis(component, backend, findings)?,
-        )),
-        "etcd" => {
-            let prefix = metadata
-                .take("keyPrefixPath")
-                .unwrap_or_else(|| "/state".into());
-            Arc::new(EtcdStateStore::new(
-                metadata.etcd(component, backend, findings)?,
-                prefix,
-            ))
-        }
-        other => {
-            findings.error(
-                join(path, "type"),
-                format!("state store type \"{other}\" is not supported (supported: in-memory, redis, etcd)"),
-            );
-            return None;
-        }
+    let backing = metadata.backing(
+        &config.kind,
+        "state store",
+        format!("state \"{name}\""),
+        "/state",
+        path,
+        backend,
+        findings,
+    )?;
+    let store: Arc<dyn StateStore> = match backing {
+        Backing::InMemory => Arc::new(InMemoryStateStore::new()),
+        Backing::Redis(redis) => Arc::new(RedisStateStore::new(*redis)),
+        Backing::Etcd(etcd, prefix) => Arc::new(EtcdStateStore::new(*etcd, prefix)),
     };
     metadata.finish(findings);
     Some(store)
@@ -490,31 +481,20 @@ fn lock_store(
     findings: &mut Findings,
 ) -> Option<Arc<dyn LockStore>> {
     let config: ComponentConfig = findings.decode(config, path, &[])?;
-    let component = format!("lock \"{name}\"");
     let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
-    let store: Arc<dyn LockStore> = match config.kind.as_str() {
-        "in-memory" => Arc::new(InMemoryLockStore::default()),
-        "redis" => Arc::new(RedisLockStore::new(
-            metadata.redis(component, backend, findings)?,
-        )),
-        "etcd" => {
-            let prefix = metadata
-                .take("keyPrefixPath")
-                .unwrap_or_else(|| "/lock".into());
-            Arc::new(EtcdLockStore::new(
-                metadata.etcd(component, backend, findings)?,
-                prefix,
-            ))
-        }
-        other => {
-            findings.error(
-                join(path, "type"),
-                format!(
-                    "lock type \"{other}\" is not supported (supported: in-memory, redis, etcd)"
-                ),
-            );
-            return None;
-        }
+    let backing = metadata.backing(
+        &config.kind,
+        "lock",
+        format!("lock \"{name}\""),
+        "/lock",
+        path,
+        backend,
+        findings,
+    )?;
+    let store: Arc<dyn LockStore> = match backing {
+        Backing::InMemory => Arc::new(InMemoryLockStore::default()),
+        Backing::Redis(redis) => Arc::new(RedisLockStore::new(*redis)),
+        Backing::Etcd(etcd, prefix) => Arc::new(EtcdLockStore::new(*etcd, prefix)),
     };
     metadata.finish(findings);
     Some(store)
@@ -529,7 +509,6 @@ fn sequencer(
     findings: &mut Findings,
 ) -> Option<Sequencer> {
     let config: ComponentConfig = findings.decode(config, path, &[])?;
-    let component = format!("sequencer \"{name}\"");
     let mut metadata = Metadata::new(config.metadata, join(path, "metadata"));
     let caching = metadata
         .take("segmentCacheEnable")
@@ -549,27 +528,19 @@ fn sequencer(
             }
         },
     };
-    let store: Box<dyn IdStore> = match config.kind.as_str() {
-        "in-memory" => Box::new(InMemoryIdStore::default()),
-        "redis" => Box::new(RedisIdStore::new(
-            metadata.redis(component, backend, findings)?,
-        )),
-        "etcd" => {
-            let prefix = metadata
-                .take("keyPrefixPath")
-                .unwrap_or_else(|| "/sequencer".into());
-            Box::new(EtcdIdStore::new(
-                metadata.etcd(component, backend, findings)?,
-                prefix,
-            ))
-        }
-        other => {
-            findings.error(
-                join(path, "type"),
-                format!("sequencer type \"{other}\" is not supported (supported: in-memory, redis, etcd)"),
-            );
-            return None;
-        }
+    let backing = metadata.backing(
+        &config.kind,
+        "sequencer",
+        format!("sequencer \"{name}\""),
+        "/sequencer",
+        path,
+        backend,
+        findings,
+    )?;
+    let store: Box<dyn IdStore> = match backing {
+        Backing::InMemory => Box::new(InMemoryIdStore::default()),
+        Backing::Redis(redis) => Box::new(RedisIdStore::new(*redis)),
+        Backing::Etcd(etcd, prefix) => Box::new(EtcdIdStore::new(*etcd, prefix)),
     };
     metadata.finish(findings);
     Some(Sequencer::new(store, segment))
@@ -770,6 +741,16 @@ fn secret_store(
     Some(SecretStore::new(format!("secret_store \"{name}\""), source))
 }
 
+/// Where a state, lock or sequencer component keeps its data.
+enum Backing {
+    /// In this process.
+    InMemory,
+    /// On redis.
+    Redis(Box<RedisConnection>),
+    /// On etcd, under a key prefix (`keyPrefixPath`).
+    Etcd(Box<EtcdConnection>, String),
+}
+
 /// A component's `metadata` (LayOtto's string map), consumed key by key; keys left over are
 /// noted as ignored.
 struct Metadata {
@@ -805,6 +786,42 @@ impl Metadata {
                     );
                 }
                 parsed
+            }
+        }
+    }
+
+    /// The backing of a component of type `kind` (`what` names such components in the error
+    /// for an unsupported type; `default_prefix` is etcd's `keyPrefixPath` when not given).
+    #[allow(clippy::too_many_arguments)]
+    fn backing(
+        &mut self,
+        kind: &str,
+        what: &str,
+        component: String,
+        default_prefix: &str,
+        path: &str,
+        backend: &BackendHandle,
+        findings: &mut Findings,
+    ) -> Option<Backing> {
+        match kind {
+            "in-memory" => Some(Backing::InMemory),
+            "redis" => {
+                let redis = self.redis(component, backend, findings)?;
+                Some(Backing::Redis(Box::new(redis)))
+            }
+            "etcd" => {
+                let prefix = self
+                    .take("keyPrefixPath")
+                    .unwrap_or_else(|| default_prefix.into());
+                let etcd = self.etcd(component, backend, findings)?;
+                Some(Backing::Etcd(Box::new(etcd), prefix))
+            }
+            other => {
+                findings.error(
+                    join(path, "type"),
+                    format!("{what} type \"{other}\" is not supported (supported: in-memory, redis, etcd)"),
+                );
+                None
             }
         }
     }

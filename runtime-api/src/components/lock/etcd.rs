@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, KeyValue, Txn, TxnOp};
 
 use super::{LockStatus, LockStore};
 use crate::{components::etcd::EtcdConnection, error::ApiError};
@@ -26,6 +26,20 @@ impl EtcdLockStore {
     fn key(&self, resource: &str) -> String {
         format!("{}/{resource}", self.prefix.trim_end_matches('/'))
     }
+}
+
+/// The lock at `key` if `owner` holds it, else what holds instead (nobody, someone else).
+async fn held_by(
+    client: &mut Client,
+    key: &str,
+    owner: &str,
+) -> Result<Result<KeyValue, LockStatus>, etcd_client::Error> {
+    let response = client.get(key, None).await?;
+    Ok(match response.kvs().first() {
+        None => Err(LockStatus::Unexist),
+        Some(kv) if kv.value() != owner.as_bytes() => Err(LockStatus::BelongsToOthers),
+        Some(kv) => Ok(kv.clone()),
+    })
 }
 
 /// Lease length in whole seconds (etcd's unit), at least 1.
@@ -69,13 +83,10 @@ impl LockStore for EtcdLockStore {
         let (key, owner) = (self.key(resource), owner.to_owned());
         self.etcd
             .call(move |mut client| async move {
-                let response = client.get(key.clone(), None).await?;
-                let Some(kv) = response.kvs().first() else {
-                    return Ok(LockStatus::Unexist);
+                let kv = match held_by(&mut client, &key, &owner).await? {
+                    Ok(kv) => kv,
+                    Err(status) => return Ok(status),
                 };
-                if kv.value() != owner.as_bytes() {
-                    return Ok(LockStatus::BelongsToOthers);
-                }
                 let lease = kv.lease();
                 // Delete only what we looked at: a lock re-taken meanwhile is left alone.
                 let release = Txn::new()
@@ -105,13 +116,10 @@ impl LockStore for EtcdLockStore {
         let (key, owner) = (self.key(resource), owner.to_owned());
         self.etcd
             .call(move |mut client| async move {
-                let response = client.get(key.clone(), None).await?;
-                let Some(kv) = response.kvs().first() else {
-                    return Ok(LockStatus::Unexist);
+                let kv = match held_by(&mut client, &key, &owner).await? {
+                    Ok(kv) => kv,
+                    Err(status) => return Ok(status),
                 };
-                if kv.value() != owner.as_bytes() {
-                    return Ok(LockStatus::BelongsToOthers);
-                }
                 let old_lease = kv.lease();
                 let lease = client.lease_grant(ttl(expire), None).await?.id();
                 let rebind = Txn::new()
