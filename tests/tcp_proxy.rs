@@ -38,6 +38,35 @@ fn bytes_through_the_proxy_equal_bytes_sent() {
     );
     assert_eq!(counter(&summary, "bytes_from_upstream"), total, "{summary}");
     assert_eq!(counter(&summary, "connections"), 3, "{summary}");
+    // The 16 MiB transfer fills the copy buffer both ways, so both directions go on with splice.
+    assert!(counter(&summary, "spliced_directions") >= 2, "{summary}");
+}
+
+#[test]
+fn small_exchanges_are_copied_not_spliced() {
+    let echo = echo_server();
+    let mut layotto = Layotto::start(
+        &proxy_config(&[("proxy", &[echo], json!({}))], json!({})),
+        &[],
+        1,
+    );
+    let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    for i in 0..200u64 {
+        let message = pattern(64, i);
+        client.write_all(&message).unwrap();
+        let mut answer = [0; 64];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(answer[..], message[..], "message {i}");
+    }
+    drop(client);
+    let summary = layotto.stop_and_summary("proxy");
+    assert_eq!(
+        counter(&summary, "bytes_from_upstream"),
+        200 * 64,
+        "{summary}"
+    );
+    assert_eq!(counter(&summary, "spliced_directions"), 0, "{summary}");
 }
 
 #[test]

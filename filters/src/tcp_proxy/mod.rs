@@ -6,6 +6,7 @@
 
 mod balancer;
 mod pump;
+mod splice;
 
 use std::{cell::Cell, net::SocketAddr, rc::Rc, sync::Arc, time::Duration, time::Instant};
 
@@ -24,7 +25,7 @@ pub use balancer::RoundRobin;
 use crate::{
     FilterError,
     buffer_pool::BufferPool,
-    chain::{Direction, Observers, Terminal, TerminalFactory},
+    chain::{Observers, Terminal, TerminalFactory},
     registry::BuildContext,
 };
 
@@ -36,6 +37,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const BUFFER_SIZE: usize = 32 * 1024;
 /// Idle buffers each shard keeps for reuse.
 const BUFFERS_KEPT: usize = 64;
+/// Size asked for each splice pipe.
+const PIPE_SIZE: usize = 256 * 1024;
+/// Idle pipes each shard keeps for reuse.
+const PIPES_KEPT: usize = 64;
 /// MOSN tcp_proxy keys accepted but not used.
 const IGNORED_KEYS: &[&str] = &["stat_prefix", "max_connect_attempts"];
 
@@ -58,6 +63,8 @@ pub struct ProxyStats {
     pub bytes_from_downstream: ShardedCounter,
     /// Bytes read from upstreams.
     pub bytes_from_upstream: ShardedCounter,
+    /// Directions of connections that went on with splice(2) after a bulk read.
+    pub spliced_directions: ShardedCounter,
 }
 
 /// The configured proxy, shared by all shards.
@@ -120,6 +127,7 @@ pub fn build(
             idle_timeouts: counter(),
             bytes_from_downstream: counter(),
             bytes_from_upstream: counter(),
+            spliced_directions: counter(),
         }),
     }))
 }
@@ -132,6 +140,7 @@ impl TerminalFactory for TcpProxyFactory {
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
+            pipes: splice::PipePool::new(PIPE_SIZE, PIPES_KEPT),
             stats: self.stats.clone(),
         })
     }
@@ -147,6 +156,7 @@ impl TerminalFactory for TcpProxyFactory {
             ("idle_timeouts", s.idle_timeouts.sum()),
             ("bytes_from_downstream", s.bytes_from_downstream.sum()),
             ("bytes_from_upstream", s.bytes_from_upstream.sum()),
+            ("spliced_directions", s.spliced_directions.sum()),
         ]
     }
 }
@@ -158,6 +168,7 @@ struct TcpProxy {
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     buffers: BufferPool,
+    pipes: splice::PipePool,
     stats: Arc<ProxyStats>,
 }
 
@@ -210,23 +221,16 @@ impl TcpProxy {
         let _ = upstream.set_nodelay(true);
         let _ = downstream.set_nodelay(true);
         let activity = Cell::new(0);
-        let on_bytes = |direction, n| {
-            let counter = match direction {
-                Direction::FromDownstream => &self.stats.bytes_from_downstream,
-                Direction::FromUpstream => &self.stats.bytes_from_upstream,
-            };
-            counter.add(self.shard, n as u64);
+        let hooks = pump::PumpHooks {
+            observers: &mut observers,
+            activity: &activity,
+            stats: &self.stats,
+            shard: self.shard,
         };
-        let pumping = pump::Pumping::new(
-            &mut downstream,
-            &mut upstream,
-            pump::PumpHooks {
-                pool: &self.buffers,
-                observers: &mut observers,
-                activity: &activity,
-                on_bytes: &on_bytes,
-            },
-        );
+        // Splicing skips user space: only when no filter needs to see the bytes.
+        let pipes = hooks.observers.is_empty().then_some(&self.pipes);
+        let pumps = [0; 2].map(|_| pump::AdaptivePump::new(&self.buffers, pipes));
+        let pumping = pump::Pumping::new(&mut downstream, &mut upstream, pumps, hooks);
         let transfer = async { pumping.await.map_err(FilterError::from) };
         match self.idle_timeout {
             None => transfer.await,

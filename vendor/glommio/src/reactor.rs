@@ -32,7 +32,7 @@ use crate::{
     io::{FileScheduler, IoScheduler, ScheduledSource},
     iou::sqe::SockAddrStorage,
     sys::{
-        self, blocking::BlockingThreadPool, common_flags, read_flags, sysfs, DirectIo, DmaBuffer,
+        self, blocking::BlockingThreadPool, common_flags, peer_hangup_flag, read_flags, sysfs, DirectIo, DmaBuffer,
         DmaSource, IoBuffer, PollableStatus, SleepNotifier, Source, SourceType, StatsCollection,
         Statx,
     },
@@ -430,6 +430,15 @@ impl Reactor {
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
+        source
+    }
+
+    /// A readiness poll for reads that stays armed: it completes on every readiness of `fd`
+    /// until the returned source is dropped (or the kernel ends it, see [`Source::is_armed`]).
+    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags() | peer_hangup_flag());
         source
     }
 

@@ -8,7 +8,7 @@ use crate::{
     sys::{self, Source, SourceType},
 };
 use futures_lite::ready;
-use nix::sys::socket::MsgFlags;
+use nix::{poll::PollFlags, sys::socket::MsgFlags};
 use std::{
     cell::Cell,
     io,
@@ -220,7 +220,11 @@ pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    /// Multishot readiness poll for reads, armed for the life of the stream.
     source_rx: Option<Source>,
+    /// `source_rx`'s completion count when a read last found the socket empty: until it moves
+    /// on, no read is tried (no syscall that would find nothing).
+    rx_drained_at: Option<u64>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -228,8 +232,37 @@ pub(crate) struct NonBufferedStream<S> {
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
-        let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        self.arm_read_readiness(&reactor);
+    }
+
+    /// The read readiness poll, armed again if the kernel ended it (an error, or a kernel
+    /// without multishot polls); then a read must be tried, since the readiness it carried may
+    /// not have been read.
+    fn arm_read_readiness(&mut self, reactor: &Reactor) -> &Source {
+        if !self.source_rx.as_ref().is_some_and(Source::is_armed) {
+            self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
+            self.rx_drained_at = None;
+        }
+        self.source_rx.as_ref().unwrap()
+    }
+
+    /// Whether the socket may have bytes (or an end or error) that no read has seen yet.
+    fn read_may_succeed(&mut self, reactor: &Reactor) -> bool {
+        let completions = self.arm_read_readiness(reactor).completions();
+        self.rx_drained_at != Some(completions)
+    }
+
+    /// Whether the last read readiness reported the peer's end, a hang-up or an error.
+    fn end_signalled(&self) -> bool {
+        let ends = sys::peer_hangup_flag() | PollFlags::POLLHUP | PollFlags::POLLERR;
+        let mask = self.source_rx.as_ref().and_then(Source::result);
+        matches!(mask, Some(Ok(mask)) if mask & ends.bits() as usize != 0)
+    }
+
+    /// Records that a read found the socket empty: no read is tried until the next readiness.
+    fn mark_read_drained(&mut self, reactor: &Reactor) {
+        let completions = self.arm_read_readiness(reactor).completions();
+        self.rx_drained_at = Some(completions);
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -261,41 +294,66 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
-                self.read_timeout.cancel_timer(reactor);
-                let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.read_may_succeed(reactor) {
+            match super::yolo_recv(self.stream.as_raw_fd(), buf) {
+                Some(result) => {
+                    self.read_timeout.cancel_timer(reactor);
+                    let result = poll_err!(result);
+                    // A short read took all the socket had: the next read waits for the next
+                    // readiness instead of trying a recv that would find nothing. Unless an
+                    // end was signalled: the end (or error) is still to be read.
+                    if result > 0 && result < buf.len() && !self.end_signalled() {
+                        self.mark_read_drained(reactor);
+                    }
+                    return Poll::Ready(Ok(result));
                 }
-                return Poll::Ready(Ok(result));
+                None => self.mark_read_drained(reactor),
             }
         }
 
         poll_err!(self.read_timeout.check(reactor));
-
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-        }
-
-        let source = self.source_rx.as_ref().unwrap();
-        source.add_waiter_single(cx.waker());
+        self.source_rx.as_ref().unwrap().add_waiter_single(cx.waker());
         self.read_timeout.maybe_set_timer(reactor, cx.waker());
         Poll::Pending
+    }
+
+    /// Ready when the socket may have bytes (or an end or error) that no read has seen, for
+    /// callers that read it with their own nonblocking syscalls (e.g. splice(2)); otherwise
+    /// wakes `cx` at the next readiness.
+    pub(crate) fn poll_read_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        let reactor = self.reactor.upgrade().unwrap();
+        if self.read_may_succeed(&reactor) {
+            return Poll::Ready(());
+        }
+        self.source_rx.as_ref().unwrap().add_waiter_single(cx.waker());
+        Poll::Pending
+    }
+
+    /// Records that the caller's own read found the socket empty.
+    pub(crate) fn clear_read_ready(&mut self) {
+        let reactor = self.reactor.upgrade().unwrap();
+        self.mark_read_drained(&reactor);
+    }
+
+    /// Ready unless the caller's last write found the send buffer full and no room was
+    /// signalled since; otherwise wakes `cx` when there is room.
+    pub(crate) fn poll_write_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        match &self.source_tx {
+            Some(source) if source.result().is_none() => {
+                source.add_waiter_single(cx.waker());
+                Poll::Pending
+            }
+            _ => {
+                self.source_tx = None;
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Records that the caller's own write found the send buffer full: arms a poll for room.
+    pub(crate) fn clear_write_ready(&mut self) {
+        let reactor = self.reactor.upgrade().unwrap();
+        self.source_tx = Some(reactor.poll_write_ready(self.stream.as_raw_fd()));
     }
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -366,6 +424,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_drained_at: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
@@ -459,6 +518,22 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
 
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.stream.poll_write(cx, buf)
+    }
+
+    pub(crate) fn poll_read_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        self.stream.poll_read_ready(cx)
+    }
+
+    pub(crate) fn clear_read_ready(&mut self) {
+        self.stream.clear_read_ready()
+    }
+
+    pub(crate) fn poll_write_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        self.stream.poll_write_ready(cx)
+    }
+
+    pub(crate) fn clear_write_ready(&mut self) {
+        self.stream.clear_write_ready()
     }
 
     pub(crate) fn poll_flush(&self, _cx: &Context<'_>) -> Poll<io::Result<()>> {

@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     io,
     net::{self, Shutdown, SocketAddr, ToSocketAddrs},
-    os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, RawFd},
+    os::unix::io::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd},
     pin::Pin,
     rc::{Rc, Weak},
     task::{Context, Poll},
@@ -386,6 +386,12 @@ impl<B: RxBuf> AsRawFd for TcpStream<B> {
     }
 }
 
+impl<B: RxBuf> AsFd for TcpStream<B> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.stream().as_fd()
+    }
+}
+
 impl FromRawFd for TcpStream {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let socket = socket2::Socket::from_raw_fd(fd);
@@ -557,6 +563,31 @@ impl<B: RxBuf> TcpStream<B> {
         poll_fn(|cx| self.stream.poll_shutdown(cx, how))
             .await
             .map_err(Into::into)
+    }
+
+    /// Ready when the socket may have bytes (or an end or error) that no read has seen yet;
+    /// otherwise wakes `cx` at the next readiness. For callers that read the socket with their
+    /// own nonblocking syscalls (e.g. splice(2)); they call [`TcpStream::clear_read_ready`]
+    /// when such a read finds nothing.
+    pub fn poll_read_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        self.stream.poll_read_ready(cx)
+    }
+
+    /// Records that the caller's own nonblocking read found the socket empty: until the next
+    /// readiness, [`TcpStream::poll_read_ready`] is pending.
+    pub fn clear_read_ready(&mut self) {
+        self.stream.clear_read_ready()
+    }
+
+    /// Ready unless the caller's last nonblocking write found the send buffer full and no room
+    /// was signalled since; otherwise wakes `cx` when there is room.
+    pub fn poll_write_ready(&mut self, cx: &Context<'_>) -> Poll<()> {
+        self.stream.poll_write_ready(cx)
+    }
+
+    /// Records that the caller's own nonblocking write found the send buffer full.
+    pub fn clear_write_ready(&mut self) {
+        self.stream.clear_write_ready()
     }
 
     /// Sets the value of the `TCP_NODELAY` option on this socket.

@@ -264,6 +264,17 @@ impl Source {
         ret
     }
 
+    /// Completions received so far (a multishot request has several).
+    pub(crate) fn completions(&self) -> u64 {
+        self.inner.borrow().wakers.completions
+    }
+
+    /// True while the request is queued or in the kernel: a multishot request stays armed until
+    /// its last completion.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     // adds a single waiter to the list, replacing any waiter that may already
     // exist. Should be used for single streams that map a future 1:1 to their I/O
     // source
