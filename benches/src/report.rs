@@ -108,6 +108,8 @@ pub struct BulkRow {
     pub gbit_per_s: f64,
     /// Lowest and highest over the runs.
     pub spread: (f64, f64),
+    /// Median CPU time the target spent per GiB echoed, in milliseconds.
+    pub cpu_ms_per_gib: f64,
 }
 
 /// One server's resident memory.
@@ -157,7 +159,7 @@ impl Report {
             let _ = writeln!(out, "\n### L4 bulk echo throughput\n");
             let _ = writeln!(
                 out,
-                "| target | core | Gbit/s (min–max) | vs direct | vs haproxy | vs nginx |\n|---|---|---|---|---|---|"
+                "| target | core | Gbit/s (min–max) | CPU ms per GiB | vs direct | vs haproxy | vs nginx |\n|---|---|---|---|---|---|---|"
             );
             let of = |name: &str| {
                 self.bulk
@@ -173,12 +175,13 @@ impl Report {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.2} ({:.2}–{:.2}) | {} | {} | {} |",
+                    "| {} | {} | {:.2} ({:.2}–{:.2}) | {:.0} | {} | {} | {} |",
                     row.target,
                     core(row.core),
                     row.gbit_per_s,
                     row.spread.0,
                     row.spread.1,
+                    row.cpu_ms_per_gib,
                     ratio("direct"),
                     ratio("haproxy"),
                     ratio("nginx")

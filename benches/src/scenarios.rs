@@ -200,8 +200,10 @@ fn name(target: &Process) -> String {
     }
 }
 
-/// Bulk echo throughput over `connections` connections writing 256 KiB at a time.
+/// Bulk echo throughput over `connections` connections writing 256 KiB at a time, with the CPU
+/// time each target spent per GiB it echoed.
 pub fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
+    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
     let echo = targets::echo(plan.load_core)?;
     let proxies = proxies(plan, echo.address)?;
     let mut rows = Vec::new();
@@ -209,6 +211,7 @@ pub fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
     all.extend(proxies.iter());
     for target in all {
         let mut runs = Vec::new();
+        let mut cpu_per_gib = Vec::new();
         for run in 0..plan.repeats {
             eprint!(
                 "\r  bulk echo, {} (run {}/{})          ",
@@ -216,15 +219,22 @@ pub fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
                 run + 1,
                 plan.repeats
             );
-            runs.push(local(bulk_once(target.address, connections, plan.timing))?);
+            let before = target.cpu_seconds()?;
+            let gbit_per_s = local(bulk_once(target.address, connections, plan.timing))?;
+            let spent = target.cpu_seconds()? - before;
+            let gib = gbit_per_s * 1e9 / 8.0 * whole_run / (1u64 << 30) as f64;
+            cpu_per_gib.push(spent * 1e3 / gib.max(f64::MIN_POSITIVE));
+            runs.push(gbit_per_s);
         }
         eprintln!();
         runs.sort_by(f64::total_cmp);
+        cpu_per_gib.sort_by(f64::total_cmp);
         rows.push(BulkRow {
             target: name(target),
             core: target.core,
             gbit_per_s: runs[runs.len() / 2],
             spread: (runs[0], runs[runs.len() - 1]),
+            cpu_ms_per_gib: cpu_per_gib[cpu_per_gib.len() / 2],
         });
     }
     Ok(rows)

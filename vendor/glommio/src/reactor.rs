@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,6 +173,9 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// False once the kernel refused a multishot poll (before Linux 5.13): one-shot polls then.
+    multishot_polls: Cell<bool>,
 }
 
 impl Reactor {
@@ -193,6 +196,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            multishot_polls: Cell::new(true),
         })
     }
 
@@ -435,11 +439,21 @@ impl Reactor {
 
     /// A readiness poll for reads that stays armed: it completes on every readiness of `fd`
     /// until the returned source is dropped (or the kernel ends it, see [`Source::is_armed`]).
+    /// Kernels without multishot polls get one-shot ones, see [`Self::multishot_poll_refused`].
     pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
-        self.sys
-            .poll_ready_multishot(&source, common_flags() | read_flags() | peer_hangup_flag());
+        let flags = common_flags() | read_flags() | peer_hangup_flag();
+        if self.multishot_polls.get() {
+            self.sys.poll_ready_multishot(&source, flags);
+        } else {
+            self.sys.poll_ready(&source, flags);
+        }
         source
+    }
+
+    /// Records that the kernel refused a multishot poll (`EINVAL`).
+    pub(crate) fn multishot_poll_refused(&self) {
+        self.multishot_polls.set(false);
     }
 
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {

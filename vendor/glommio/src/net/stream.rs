@@ -240,6 +240,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     /// not have been read.
     fn arm_read_readiness(&mut self, reactor: &Reactor) -> &Source {
         if !self.source_rx.as_ref().is_some_and(Source::is_armed) {
+            let refused = self.source_rx.as_ref().and_then(Source::result);
+            if matches!(refused, Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL)) {
+                reactor.multishot_poll_refused();
+            }
             self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
             self.rx_drained_at = None;
         }
