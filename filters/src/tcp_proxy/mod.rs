@@ -5,10 +5,11 @@
 //! connection. The factory is built on the main thread; instances run on their shard.
 
 mod balancer;
+mod idle;
 mod pump;
 mod splice;
 
-use std::{cell::Cell, net::SocketAddr, rc::Rc, sync::Arc, time::Duration, time::Instant};
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 use futures_lite::{AsyncWriteExt, future::BoxedLocal};
 use glommio::net::TcpStream;
@@ -220,10 +221,10 @@ impl TcpProxy {
         // Both sides forward what they read at once: no Nagle delay on either.
         let _ = upstream.set_nodelay(true);
         let _ = downstream.set_nodelay(true);
-        let activity = Cell::new(0);
+        let activity = Rc::new(idle::Activity::default());
         let hooks = pump::PumpHooks {
             observers: &mut observers,
-            activity: &activity,
+            activity: activity.reads(),
             stats: &self.stats,
             shard: self.shard,
         };
@@ -234,25 +235,7 @@ impl TcpProxy {
         let transfer = async { pumping.await.map_err(FilterError::from) };
         match self.idle_timeout {
             None => transfer.await,
-            Some(idle) => futures_lite::future::or(transfer, idle_expiry(&activity, idle)).await,
-        }
-    }
-}
-
-/// Resolves with [`FilterError::Idle`] once no byte has been read for `idle`. Looks at the read
-/// counter every quarter of `idle` (so the pump reads no clock per read): a connection closes
-/// between `idle` and `idle` + a quarter after its last byte, never before.
-async fn idle_expiry(activity: &Cell<u64>, idle: Duration) -> Result<(), FilterError> {
-    let mut seen = activity.get();
-    let mut quiet_since = Instant::now();
-    loop {
-        glommio::timer::sleep(idle / 4).await;
-        let now = Instant::now();
-        if activity.get() != seen {
-            seen = activity.get();
-            quiet_since = now;
-        } else if now.duration_since(quiet_since) >= idle {
-            return Err(FilterError::Idle(idle));
+            Some(idle) => idle::until_idle(&activity, idle, transfer).await,
         }
     }
 }
