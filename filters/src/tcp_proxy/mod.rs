@@ -139,7 +139,7 @@ impl TerminalFactory for TcpProxyFactory {
             shard,
             balancer: RoundRobin::new(self.hosts.clone(), shard),
             connect_timeout: self.connect_timeout,
-            idle_timeout: self.idle_timeout,
+            idle: self.idle_timeout.map(idle::IdleSweeper::new),
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
             pipes: splice::PipePool::new(PIPE_SIZE, PIPES_KEPT),
             stats: self.stats.clone(),
@@ -167,7 +167,8 @@ struct TcpProxy {
     shard: usize,
     balancer: RoundRobin,
     connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
+    /// Closes this shard's connections idle for the configured timeout, if any.
+    idle: Option<Rc<idle::IdleSweeper>>,
     buffers: BufferPool,
     pipes: splice::PipePool,
     stats: Arc<ProxyStats>,
@@ -221,7 +222,7 @@ impl TcpProxy {
         // Both sides forward what they read at once: no Nagle delay on either.
         let _ = upstream.set_nodelay(true);
         let _ = downstream.set_nodelay(true);
-        let activity = Rc::new(idle::Activity::default());
+        let activity = Rc::new(idle::Activity::new());
         let hooks = pump::PumpHooks {
             observers: &mut observers,
             activity: activity.reads(),
@@ -233,9 +234,9 @@ impl TcpProxy {
         let pumps = [0; 2].map(|_| pump::AdaptivePump::new(&self.buffers, pipes));
         let pumping = pump::Pumping::new(&mut downstream, &mut upstream, pumps, hooks);
         let transfer = async { pumping.await.map_err(FilterError::from) };
-        match self.idle_timeout {
+        match &self.idle {
             None => transfer.await,
-            Some(idle) => idle::until_idle(&activity, idle, transfer).await,
+            Some(sweeper) => sweeper.until_idle(&activity, transfer).await,
         }
     }
 }
