@@ -30,7 +30,7 @@ use crate::{
 /// Reads a direction may do in one poll before yielding to the shard's other tasks.
 pub(super) const READS_PER_POLL: usize = 16;
 
-/// Callbacks shared by both directions of one connection.
+/// What both directions of one connection share: filters, activity and counters.
 pub(crate) struct PumpHooks<'a> {
     /// Filters watching the bytes.
     pub observers: &'a mut Observers,

@@ -431,16 +431,10 @@ impl Reactor {
         source
     }
 
-    pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
-        let source = self.new_source(fd, SourceType::PollAdd, None);
-        self.sys.poll_ready(&source, common_flags() | read_flags());
-        source
-    }
-
     /// A readiness poll for reads that stays armed: it completes on every readiness of `fd`
     /// until the returned source is dropped (or the kernel ends it, see [`Source::is_armed`]).
     /// Kernels without multishot polls get one-shot ones, see [`Self::multishot_poll_refused`].
-    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+    pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         let flags = common_flags() | read_flags() | peer_hangup_flag();
         if self.multishot_polls.get() {

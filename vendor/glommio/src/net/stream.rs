@@ -244,7 +244,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             if matches!(refused, Some(Err(err)) if err.raw_os_error() == Some(libc::EINVAL)) {
                 reactor.multishot_poll_refused();
             }
-            self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
+            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
             self.rx_drained_at = None;
         }
         self.source_rx.as_ref().unwrap()
