@@ -8,18 +8,16 @@ use std::{
     cell::RefCell,
     io,
     os::fd::{AsFd, OwnedFd},
-    pin::Pin,
     task::{Context, Poll, ready},
 };
 
-use futures_lite::AsyncWrite;
 use glommio::net::TcpStream;
 use rustix::{
     io::Errno,
     pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice},
 };
 
-use super::pump::{OneWay, PumpHooks, READS_PER_POLL};
+use super::pump::{Carrier, Fill, PumpHooks};
 use crate::chain::Direction;
 
 /// A kernel pipe: what one direction has read and not yet written.
@@ -80,42 +78,28 @@ impl PipePool {
     }
 }
 
-/// A direction moving bytes through a pipe with splice(2). Needs both sockets in nonblocking
-/// mode.
-pub(crate) struct SplicePump<'a> {
+/// Carries a direction's bytes in a pipe with splice(2). Needs both sockets in nonblocking mode.
+pub(crate) struct PipeCarrier<'a> {
     pipes: &'a PipePool,
     pipe: Option<Pipe>,
     in_pipe: usize,
-    input_ended: bool,
-    done: bool,
 }
 
-impl<'a> SplicePump<'a> {
-    /// A direction borrowing its pipes from `pipes`.
+impl<'a> PipeCarrier<'a> {
+    /// A carrier borrowing its pipes from `pipes`.
     pub(crate) fn new(pipes: &'a PipePool) -> Self {
         Self {
             pipes,
             pipe: None,
             in_pipe: 0,
-            input_ended: false,
-            done: false,
-        }
-    }
-
-    /// Gives the pipe back to the pool if it is empty.
-    fn return_pipe(&mut self) {
-        if self.in_pipe == 0
-            && let Some(pipe) = self.pipe.take()
-        {
-            self.pipes.give_back(pipe);
         }
     }
 }
 
-impl Drop for SplicePump<'_> {
+impl Drop for PipeCarrier<'_> {
     fn drop(&mut self) {
         // A pipe still holding bytes (the connection failed) is closed, not reused.
-        self.return_pipe();
+        self.release();
     }
 }
 
@@ -138,59 +122,55 @@ fn splice_some(from: impl AsFd, to: impl AsFd, len: usize) -> Option<io::Result<
     }
 }
 
-impl OneWay for SplicePump<'_> {
-    fn poll_one_way(
+impl Carrier for PipeCarrier<'_> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>, to: &mut TcpStream) -> Poll<io::Result<()>> {
+        let Some(pipe) = &self.pipe else {
+            return Poll::Ready(Ok(()));
+        };
+        while self.in_pipe > 0 {
+            ready!(to.poll_write_ready(cx));
+            match splice_some(&pipe.read_end, &*to, self.in_pipe) {
+                Some(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Some(Ok(n)) => self.in_pipe -= n,
+                Some(Err(err)) => return Poll::Ready(Err(err)),
+                None => to.clear_write_ready(),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
         from: &mut TcpStream,
-        to: &mut TcpStream,
         direction: Direction,
         hooks: &mut PumpHooks<'_>,
-    ) -> Poll<io::Result<()>> {
-        let mut reads_left = READS_PER_POLL;
+    ) -> Poll<io::Result<Fill>> {
         loop {
-            if self.done {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(pipe) = &self.pipe {
-                while self.in_pipe > 0 {
-                    ready!(to.poll_write_ready(cx));
-                    match splice_some(&pipe.read_end, &*to, self.in_pipe) {
-                        Some(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                        Some(Ok(n)) => self.in_pipe -= n,
-                        Some(Err(err)) => return Poll::Ready(Err(err)),
-                        None => to.clear_write_ready(),
-                    }
-                }
-            }
-            if self.input_ended {
-                ready!(Pin::new(&mut *to).poll_close(cx))?;
-                self.done = true;
-                self.return_pipe();
-                return Poll::Ready(Ok(()));
-            }
-            if reads_left == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if from.poll_read_ready(cx).is_pending() {
-                self.return_pipe();
-                return Poll::Pending;
-            }
-            reads_left -= 1;
+            ready!(from.poll_read_ready(cx));
             let pipe = match &self.pipe {
                 Some(pipe) => pipe,
                 None => self.pipe.insert(self.pipes.take()?),
             };
             match splice_some(&*from, &pipe.write_end, pipe.capacity) {
-                Some(Ok(0)) => self.input_ended = true,
+                Some(Ok(0)) => return Poll::Ready(Ok(Fill::End)),
                 Some(Ok(n)) => {
                     hooks.count_read(direction, n);
                     self.in_pipe = n;
+                    let whole = n == pipe.capacity;
+                    return Poll::Ready(Ok(Fill::Bytes { whole }));
                 }
                 Some(Err(err)) => return Poll::Ready(Err(err)),
                 None => from.clear_read_ready(),
             }
+        }
+    }
+
+    fn release(&mut self) {
+        if self.in_pipe == 0
+            && let Some(pipe) = self.pipe.take()
+        {
+            self.pipes.give_back(pipe);
         }
     }
 }
