@@ -5,6 +5,7 @@
 //! `benches/README.md` for the method and the latest figures.
 #![forbid(unsafe_code)]
 
+mod grpc_client;
 mod load;
 mod report;
 mod scenarios;

@@ -14,15 +14,16 @@ use std::{
 use anyhow::Result;
 use bytes::Bytes;
 use layotto_proto::runtime::{
-    GetStateRequest, SaveStateRequest, SayHelloRequest, StateItem, runtime_client::RuntimeClient,
+    GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
+    StateItem,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tonic::transport::Channel;
 
 use crate::{
+    grpc_client::UnaryCaller,
     load::{self, Measurement, Mode, Timing},
     report::{BulkRow, LatencyRow, MemoryRow, Summary},
     targets::{self, Process},
@@ -286,32 +287,55 @@ pub enum Rpc {
     GetState,
 }
 
-async fn grpc_clients(
+/// The gRPC path of each rpc, as LayOtto's API names it.
+fn rpc_path(method: &str) -> String {
+    format!("/spec.proto.runtime.v1.Runtime/{method}")
+}
+
+/// `connections × streams` callers of `rpc` (clones share their connection), after saving the
+/// state `GetState` reads.
+async fn grpc_callers(
     address: SocketAddr,
+    rpc: Rpc,
     connections: usize,
     streams: usize,
-) -> Result<Vec<RuntimeClient<Channel>>> {
-    let mut channels = Vec::new();
+) -> Result<Vec<UnaryCaller>> {
+    let save = SaveStateRequest {
+        store_name: "state_demo".into(),
+        states: vec![StateItem {
+            key: "bench".into(),
+            value: Bytes::from_static(b"value"),
+            ..Default::default()
+        }],
+    };
+    UnaryCaller::connect(address, &rpc_path("SaveState"), &save)
+        .await?
+        .call::<()>()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut callers = Vec::with_capacity(connections);
     for _ in 0..connections {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        channels.push(RuntimeClient::new(channel));
+        callers.push(match rpc {
+            Rpc::SayHello => {
+                let hello = SayHelloRequest {
+                    service_name: "quick_start_demo".into(),
+                    name: "bench".into(),
+                    data: None,
+                };
+                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello).await?
+            }
+            Rpc::GetState => {
+                let get = GetStateRequest {
+                    store_name: "state_demo".into(),
+                    key: "bench".into(),
+                    ..Default::default()
+                };
+                UnaryCaller::connect(address, &rpc_path("GetState"), &get).await?
+            }
+        });
     }
-    let mut first = channels[0].clone();
-    first
-        .save_state(SaveStateRequest {
-            store_name: "state_demo".into(),
-            states: vec![StateItem {
-                key: "bench".into(),
-                value: Bytes::from_static(b"value"),
-                ..Default::default()
-            }],
-        })
-        .await?;
     Ok((0..connections * streams)
-        .map(|i| channels[i % connections].clone())
+        .map(|i| callers[i % connections].clone())
         .collect())
 }
 
@@ -324,39 +348,23 @@ fn grpc_load(
 ) -> Result<Measurement> {
     let timing = plan.timing;
     local(async move {
-        let clients = grpc_clients(address, 2, 500).await?;
-        let call = move |mut client: RuntimeClient<Channel>| async move {
+        let callers = grpc_callers(address, rpc, 2, 500).await?;
+        let call = move |mut caller: UnaryCaller| async move {
             let result = match rpc {
-                Rpc::SayHello => client
-                    .say_hello(SayHelloRequest {
-                        service_name: "quick_start_demo".into(),
-                        name: "bench".into(),
-                        data: None,
-                    })
-                    .await
-                    .map_err(|status| status.to_string())
-                    .and_then(|reply| {
-                        (reply.get_ref().hello == "greeting, bench")
-                            .then_some(())
-                            .ok_or_else(|| "wrong greeting".to_owned())
-                    }),
-                Rpc::GetState => client
-                    .get_state(GetStateRequest {
-                        store_name: "state_demo".into(),
-                        key: "bench".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|status| status.to_string())
-                    .and_then(|reply| {
-                        (reply.get_ref().data == "value")
-                            .then_some(())
-                            .ok_or_else(|| "wrong value".to_owned())
-                    }),
+                Rpc::SayHello => caller.call::<SayHelloResponse>().await.and_then(|reply| {
+                    (reply.hello == "greeting, bench")
+                        .then_some(())
+                        .ok_or_else(|| "wrong greeting".to_owned())
+                }),
+                Rpc::GetState => caller.call::<GetStateResponse>().await.and_then(|reply| {
+                    (reply.data == "value")
+                        .then_some(())
+                        .ok_or_else(|| "wrong value".to_owned())
+                }),
             };
-            (client, result)
+            (caller, result)
         };
-        Ok(load::run(clients, mode, timing, call, progress(label.to_owned())).await)
+        Ok(load::run(callers, mode, timing, call, progress(label.to_owned())).await)
     })
 }
 
