@@ -1,6 +1,7 @@
 //! `tcp_proxy`: MOSN's L4 proxy. Each connection goes to the next host of the configured cluster
-//! (round-robin per shard), bytes are pumped both ways with shard buffers, half-closes are passed
-//! on, and the connection ends after `idle_timeout` without traffic. A refused or unreachable
+//! (round-robin per shard), bytes are pumped both ways with shard buffers (or spliced through
+//! kernel pipes for bulk transfers no filter needs to see), half-closes are passed on, and the
+//! connection ends after `idle_timeout` without traffic (one sweeper per shard watches). A refused or unreachable
 //! upstream closes the client's connection, is logged and counted, and touches no other
 //! connection. The factory is built on the main thread; instances run on their shard.
 
@@ -231,8 +232,8 @@ impl TcpProxy {
         };
         // Splicing skips user space: only when no filter needs to see the bytes.
         let pipes = hooks.observers.is_empty().then_some(&self.pipes);
-        let pumps = [0; 2].map(|_| pump::AdaptivePump::new(&self.buffers, pipes));
-        let pumping = pump::Pumping::new(&mut downstream, &mut upstream, pumps, hooks);
+        let pumping =
+            pump::Pumping::new(&mut downstream, &mut upstream, &self.buffers, pipes, hooks);
         let transfer = async { pumping.await.map_err(FilterError::from) };
         match &self.idle {
             None => transfer.await,

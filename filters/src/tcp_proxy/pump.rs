@@ -196,7 +196,7 @@ impl Progress {
 
 /// One direction: copies through buffers, and splices through pipes once a read fills the
 /// buffer if no filter needs the bytes.
-pub(crate) struct AdaptivePump<'a> {
+struct AdaptivePump<'a> {
     progress: Progress,
     buffer: BufferCarrier<'a>,
     pipes: Option<&'a PipePool>,
@@ -206,7 +206,7 @@ pub(crate) struct AdaptivePump<'a> {
 impl<'a> AdaptivePump<'a> {
     /// A direction copying through buffers from `buffers`, and splicing through pipes from
     /// `pipes` when given (only when no filter needs the bytes).
-    pub(crate) fn new(buffers: &'a BufferPool, pipes: Option<&'a PipePool>) -> Self {
+    fn new(buffers: &'a BufferPool, pipes: Option<&'a PipePool>) -> Self {
         Self {
             progress: Progress {
                 input_ended: false,
@@ -272,18 +272,20 @@ pub(crate) struct Pumping<'a> {
 }
 
 impl<'a> Pumping<'a> {
-    /// A pump between two connected streams, one [`AdaptivePump`] per direction.
+    /// A pump between two connected streams, each direction copying through buffers from
+    /// `buffers` and splicing through pipes from `pipes` when given.
     pub(crate) fn new(
         downstream: &'a mut TcpStream,
         upstream: &'a mut TcpStream,
-        [to_upstream, to_downstream]: [AdaptivePump<'a>; 2],
+        buffers: &'a BufferPool,
+        pipes: Option<&'a PipePool>,
         hooks: PumpHooks<'a>,
     ) -> Self {
         Self {
             downstream,
             upstream,
-            to_upstream,
-            to_downstream,
+            to_upstream: AdaptivePump::new(buffers, pipes),
+            to_downstream: AdaptivePump::new(buffers, pipes),
             hooks,
         }
     }
