@@ -22,6 +22,7 @@ use layotto_filters::{
     chain::FilterChainFactory,
     registry::{BuildContext, FilterRegistry},
 };
+use layotto_runtime_api::Runtime;
 use tracing::{error, info, warn};
 
 /// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
@@ -95,22 +96,22 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
 
     let mut findings = Findings::default();
     let config = Config::parse(&text, &mut findings);
+    let pool = BackendPool::start(BACKEND_THREADS, BACKEND_CAPACITY)?;
+    let health = Arc::new(HealthRegistry::default());
+    // The components are the process's, built once before any listener: every API serves them.
+    let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
     let registry = FilterRegistry::default()
-        .with_terminal(layotto_runtime_api::KIND, layotto_runtime_api::build)
+        .with_terminal(
+            layotto_runtime_api::KIND,
+            layotto_runtime_api::builder(runtime.clone()),
+        )
         .with_stream_filter(
             layotto_runtime_api::filter::METRIC_FILTER_KIND,
             layotto_runtime_api::filter::build_metric_filter,
         );
-    let pool = BackendPool::start(BACKEND_THREADS, BACKEND_CAPACITY)?;
     let metrics = Arc::new(MetricsRegistry::default());
     metrics.register(Arc::new(pool.handle()));
-    let ctx = BuildContext::new(
-        &config,
-        plan.len(),
-        pool.handle(),
-        metrics.clone(),
-        Arc::new(HealthRegistry::default()),
-    );
+    let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
     let chains: Vec<_> = config
         .listeners
         .iter()
@@ -141,12 +142,13 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_BAD_CONFIG));
     }
 
-    for (_, chain) in &chains {
-        if let Err(err) = chain.start() {
-            error!("{err}");
-            eprintln!("layotto: cannot start: {err}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let started = runtime
+        .start()
+        .and_then(|()| chains.iter().try_for_each(|(_, chain)| chain.start()));
+    if let Err(err) = started {
+        error!("{err}");
+        eprintln!("layotto: cannot start: {err}");
+        return Ok(ExitCode::FAILURE);
     }
 
     let mut listeners: Vec<(&str, SocketAddr, Arc<dyn HandlerFactory>)> = chains
@@ -188,6 +190,7 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         info!("listener \"{name}\" listening on {address}");
     }
     let report = running.join()?;
+    runtime.close();
     pool.shutdown(config.drain_timeout);
     log_summary(&report);
     info!("stopped");

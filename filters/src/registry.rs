@@ -73,9 +73,13 @@ impl<'a> BuildContext<'a> {
     }
 }
 
-/// Builds a terminal filter from its config entry.
-pub type TerminalBuilder =
-    fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>;
+/// Builds a terminal filter from its config entry (a closure: the `grpc` terminal holds the
+/// process's runtime).
+pub type TerminalBuilder = Arc<
+    dyn Fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>
+        + Send
+        + Sync,
+>;
 /// Builds a non-terminal network filter from its config entry.
 pub type FilterBuilder =
     fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn NetworkFilterFactory>>;
@@ -99,8 +103,11 @@ impl Default for FilterRegistry {
     fn default() -> Self {
         Self {
             terminals: vec![
-                (crate::tcp_proxy::KIND, crate::tcp_proxy::build),
-                (crate::actuator::PROXY_KIND, crate::actuator::build),
+                (crate::tcp_proxy::KIND, Arc::new(crate::tcp_proxy::build)),
+                (
+                    crate::actuator::PROXY_KIND,
+                    Arc::new(crate::actuator::build),
+                ),
             ],
             filters: vec![
                 (
@@ -119,8 +126,19 @@ impl Default for FilterRegistry {
 
 impl FilterRegistry {
     /// Adds a terminal filter type (e.g. `grpc` from the runtime API crate).
-    pub fn with_terminal(mut self, kind: &'static str, builder: TerminalBuilder) -> Self {
-        self.terminals.push((kind, builder));
+    pub fn with_terminal(
+        mut self,
+        kind: &'static str,
+        builder: impl Fn(
+            &FilterConfig,
+            &BuildContext<'_>,
+            &mut Findings,
+        ) -> Option<Arc<dyn TerminalFactory>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.terminals.push((kind, Arc::new(builder)));
         self
     }
 

@@ -1,9 +1,30 @@
-//! Errors of the runtime API and the one place they become gRPC statuses.
+//! Errors of the runtime API and the one place they become gRPC statuses. Every error says where
+//! it started ([`Origin`]), whether a retry can help ([`ApiError::retryable`]) and keeps the error
+//! it came from as its `source`, so log lines and status messages carry the whole cause chain
+//! ([`chain`]). Sans-IO; used on every thread.
+
+use std::{error::Error as StdError, fmt};
 
 use layotto_core::backend::BackendError;
 use layotto_filters::stream::CallRejection;
 
 use crate::grpc::status::{Code, Status};
+
+/// An error from a client library, kept as the source of an [`ApiError`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Where a failure started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request: fix it before sending it again.
+    Client,
+    /// A component of this process (a broken invariant, a local I/O error).
+    Component,
+    /// The backend a component talks to (redis, etcd, an HTTP target, the backend pool).
+    Backend,
+    /// The HTTP/2 stream or connection the call runs on.
+    Transport,
+}
 
 /// What a building block or component call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -21,38 +42,143 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The named thing does not exist (a secret).
+    /// The named thing does not exist (a secret, a file, an invocation target).
     #[error("{0}")]
     NotFound(String),
     /// An etag (or first-write rule) did not match the stored item.
     #[error("etag mismatch for key \"{0}\"")]
     EtagMismatch(String),
-    /// The backend is overloaded or unreachable.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error("{0}")]
-    Internal(String),
+    /// The backend is unreachable, overloaded or did not answer in time: a retry may help.
+    #[error("{context}")]
+    Unavailable {
+        /// What was called, naming the component and its address.
+        context: String,
+        /// Why, when a client library said so.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The backend answered with an error: the same call would fail again.
+    #[error("{context}")]
+    Backend {
+        /// What was called, naming the component and its address.
+        context: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A component of this process failed.
+    #[error("{context}")]
+    Internal {
+        /// What failed.
+        context: String,
+        /// Why, when there is an underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The call's HTTP/2 stream failed (the client reset it, the connection went away).
+    #[error("the call's stream failed")]
+    Transport(#[source] h2::Error),
+}
+
+impl ApiError {
+    /// The backend could not be used, for the reason `context` gives.
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The backend could not be used because of `source`.
+    pub fn unreachable(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The backend answered `source`, an error a retry would not change.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// This process failed, as `context` says.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// This process failed because of `source` (a local I/O error, say).
+    pub fn internal_because(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Where the failure started.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::UnknownComponent { .. }
+            | Self::InvalidArgument(_)
+            | Self::NotFound(_)
+            | Self::EtagMismatch(_) => Origin::Client,
+            Self::Unavailable { .. } | Self::Backend { .. } => Origin::Backend,
+            Self::Internal { .. } => Origin::Component,
+            Self::Transport(_) => Origin::Transport,
+        }
+    }
+
+    /// Whether sending the same call again may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::Transport(err) => {
+                err.is_remote() && err.reason() == Some(h2::Reason::REFUSED_STREAM)
+            }
+            _ => false,
+        }
+    }
+
+    /// The gRPC status code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::UnknownComponent { .. } | Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::EtagMismatch(_) => Code::Aborted,
+            Self::Unavailable { .. } => Code::Unavailable,
+            Self::Backend { .. } | Self::Internal { .. } => Code::Internal,
+            Self::Transport(err) => code_from_h2(err),
+        }
+    }
 }
 
 impl From<BackendError> for ApiError {
     fn from(err: BackendError) -> Self {
-        ApiError::Unavailable(err.to_string())
+        Self::unreachable("the backend pool cannot take the call", err)
+    }
+}
+
+impl From<h2::Error> for ApiError {
+    fn from(err: h2::Error) -> Self {
+        Self::Transport(err)
     }
 }
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let code = match &err {
-            ApiError::UnknownComponent { .. } | ApiError::InvalidArgument(_) => {
-                Code::InvalidArgument
-            }
-            ApiError::NotFound(_) => Code::NotFound,
-            ApiError::EtagMismatch(_) => Code::Aborted,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, err.to_string())
+        Status::new(err.code(), chain(&err).to_string())
+    }
+}
+
+impl From<h2::Error> for Status {
+    fn from(err: h2::Error) -> Self {
+        ApiError::Transport(err).into()
     }
 }
 
@@ -64,12 +190,66 @@ impl From<CallRejection> for Status {
     }
 }
 
+/// The gRPC code for a failed HTTP/2 stream, as tonic's `code_from_h2`: a client's CANCEL is
+/// CANCELLED, REFUSED_STREAM is UNAVAILABLE, ENHANCE_YOUR_CALM is RESOURCE_EXHAUSTED,
+/// INADEQUATE_SECURITY is PERMISSION_DENIED, the protocol errors are INTERNAL; an I/O error (the
+/// connection is gone) is UNAVAILABLE.
+pub fn code_from_h2(err: &h2::Error) -> Code {
+    if err.is_io() {
+        return Code::Unavailable;
+    }
+    match err.reason() {
+        Some(
+            h2::Reason::NO_ERROR
+            | h2::Reason::PROTOCOL_ERROR
+            | h2::Reason::INTERNAL_ERROR
+            | h2::Reason::FLOW_CONTROL_ERROR
+            | h2::Reason::SETTINGS_TIMEOUT
+            | h2::Reason::COMPRESSION_ERROR
+            | h2::Reason::CONNECT_ERROR,
+        ) => Code::Internal,
+        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+        Some(h2::Reason::CANCEL) => Code::Cancelled,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+        _ => Code::Unknown,
+    }
+}
+
+/// Shows an error followed by each of its sources, `outer: inner: innermost`, for log lines and
+/// status messages.
+pub fn chain<'a>(err: &'a (dyn StdError + 'static)) -> Chain<'a> {
+    Chain(err)
+}
+
+/// An error and its causes; see [`chain`].
+pub struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut last = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            let text = err.to_string();
+            // Some libraries repeat their source in their own message; say each part once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn maps_each_error_to_its_status() {
+    fn maps_each_error_to_its_status_origin_and_retryability() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases = [
             (
                 ApiError::UnknownComponent {
@@ -78,21 +258,97 @@ mod tests {
                     known: vec![],
                 },
                 Code::InvalidArgument,
+                Origin::Client,
+                false,
             ),
             (
                 ApiError::InvalidArgument("bad".into()),
                 Code::InvalidArgument,
+                Origin::Client,
+                false,
             ),
-            (ApiError::EtagMismatch("k".into()), Code::Aborted),
-            (ApiError::NotFound("s".into()), Code::NotFound),
-            (BackendError::Busy(3).into(), Code::Unavailable),
-            (BackendError::Stopped.into(), Code::Unavailable),
-            (ApiError::Internal("boom".into()), Code::Internal),
+            (
+                ApiError::EtagMismatch("k".into()),
+                Code::Aborted,
+                Origin::Client,
+                false,
+            ),
+            (
+                ApiError::NotFound("s".into()),
+                Code::NotFound,
+                Origin::Client,
+                false,
+            ),
+            (
+                BackendError::Busy(3).into(),
+                Code::Unavailable,
+                Origin::Backend,
+                true,
+            ),
+            (
+                ApiError::unreachable("lock \"l\" (redis at h:1)", io()),
+                Code::Unavailable,
+                Origin::Backend,
+                true,
+            ),
+            (
+                ApiError::backend("state \"s\"", io()),
+                Code::Internal,
+                Origin::Backend,
+                false,
+            ),
+            (
+                ApiError::internal("boom"),
+                Code::Internal,
+                Origin::Component,
+                false,
+            ),
+            (
+                h2::Error::from(h2::Reason::CANCEL).into(),
+                Code::Cancelled,
+                Origin::Transport,
+                false,
+            ),
         ];
-        for (err, code) in cases {
+        for (err, code, origin, retryable) in cases {
+            assert_eq!(
+                (err.code(), err.origin(), err.retryable()),
+                (code, origin, retryable),
+                "{err}"
+            );
             assert_eq!(Status::from(err).code, code);
         }
         let limited = Status::from(CallRejection::RateLimited("over".into()));
         assert_eq!(limited.code, Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn h2_reasons_map_as_tonic_maps_them() {
+        use h2::Reason;
+        let cases = [
+            (Reason::CANCEL, Code::Cancelled),
+            (Reason::REFUSED_STREAM, Code::Unavailable),
+            (Reason::FLOW_CONTROL_ERROR, Code::Internal),
+            (Reason::PROTOCOL_ERROR, Code::Internal),
+            (Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+            (Reason::INADEQUATE_SECURITY, Code::PermissionDenied),
+            (Reason::HTTP_1_1_REQUIRED, Code::Unknown),
+        ];
+        for (reason, code) in cases {
+            assert_eq!(code_from_h2(&h2::Error::from(reason)), code, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn status_messages_keep_the_cause_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = ApiError::unreachable("lock \"l\" (redis at 127.0.0.1:1)", io);
+        let status = Status::from(err);
+        assert_eq!(
+            status.message,
+            "lock \"l\" (redis at 127.0.0.1:1): connection refused"
+        );
+        let plain = Status::from(ApiError::unavailable("lock \"l\": no answer within 1s"));
+        assert_eq!(plain.message, "lock \"l\": no answer within 1s");
     }
 }

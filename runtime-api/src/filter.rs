@@ -1,25 +1,20 @@
-//! The `grpc` network filter's configuration: LayOtto's `server_name` and `grpc_config`, plus
-//! layotto-rs's own HTTP/2 limits. Built once on the main thread; the resulting server factory
-//! builds a router per shard over components shared by all shards.
+//! The `grpc` network filter's configuration: LayOtto's `server_name`, plus layotto-rs's own
+//! HTTP/2 limits. Its `grpc_config` (the components) belongs to the process-level
+//! [`Runtime`], built before any filter; the server factory built here on the main thread builds
+//! a router per shard over that shared runtime.
 
-use std::{rc::Rc, sync::Arc};
+use std::sync::Arc;
 
-use layotto_core::{
-    CoreError,
-    config::{FilterConfig, Findings, join},
-};
+use layotto_core::config::{FilterConfig, Findings, join};
 use layotto_filters::{
-    chain::{Terminal, TerminalFactory},
-    registry::BuildContext,
-    stream::StreamFilterFactory,
+    chain::TerminalFactory, registry::BuildContext, stream::StreamFilterFactory,
 };
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{
     api::RuntimeApi,
-    components::Components,
     grpc::server::{GrpcServerFactory, GrpcSettings},
+    runtime::Runtime,
 };
 
 /// The filter's `type` in the config.
@@ -30,20 +25,34 @@ pub const METRIC_FILTER_KIND: &str = "grpc_metric";
 #[derive(Deserialize)]
 struct GrpcFilterConfig {
     server_name: Option<String>,
-    #[serde(default)]
-    grpc_config: Value,
     max_message_size: Option<usize>,
     max_concurrent_streams: Option<u32>,
 }
 
+/// The `grpc` terminal's builder: runtime API servers over `runtime`.
+pub fn builder(
+    runtime: Arc<Runtime>,
+) -> impl Fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>
++ Send
++ Sync
++ 'static {
+    move |filter, ctx, findings| build(filter, ctx, findings, &runtime)
+}
+
 /// Builds the runtime API server from a `grpc` filter entry, recording problems in `findings`.
-pub fn build(
+fn build(
     filter: &FilterConfig,
     ctx: &BuildContext<'_>,
     findings: &mut Findings,
+    runtime: &Arc<Runtime>,
 ) -> Option<Arc<dyn TerminalFactory>> {
     let path = join(&filter.path, "config");
-    let config: GrpcFilterConfig = findings.decode(&filter.config, &path, &[])?;
+    // `grpc_config` is the runtime's (see [`Runtime::from_config`]); the rest is this filter's.
+    let mut own = filter.config.clone();
+    if let Some(map) = own.as_object_mut() {
+        map.remove("grpc_config");
+    }
+    let config: GrpcFilterConfig = findings.decode(&own, &path, &[])?;
     let mut settings = GrpcSettings::default();
     if let Some(size) = config.max_message_size {
         if size == 0 {
@@ -60,13 +69,6 @@ pub fn build(
         }
         settings.max_concurrent_streams = streams;
     }
-    let components = Arc::new(Components::from_config(
-        &config.grpc_config,
-        &join(&path, "grpc_config"),
-        &ctx.backend,
-        &ctx.health,
-        findings,
-    ));
     if let Some(name) = config.server_name.filter(|name| name != "runtime") {
         findings.ignore(
             join(&path, "server_name"),
@@ -76,35 +78,15 @@ pub fn build(
     let server = GrpcServerFactory::new(
         settings,
         {
-            let components = components.clone();
-            Arc::new(move |_shard| RuntimeApi::router(components.clone()))
+            let runtime = runtime.clone();
+            Arc::new(move |_shard| RuntimeApi::router(runtime.clone()))
         },
         ctx.stream_filters.clone(),
         ctx.listener.map_or("grpc", |l| l.name.as_str()),
         ctx.shards,
     );
     ctx.metrics.register(server.stats());
-    Some(Arc::new(RuntimeApiFactory { server, components }))
-}
-
-/// The gRPC server plus the components it serves, which connect before the listener opens.
-struct RuntimeApiFactory {
-    server: GrpcServerFactory,
-    components: Arc<Components>,
-}
-
-impl TerminalFactory for RuntimeApiFactory {
-    fn for_shard(&self, shard: usize) -> Rc<dyn Terminal> {
-        self.server.for_shard(shard)
-    }
-
-    fn start(&self) -> Result<(), CoreError> {
-        self.components.start()
-    }
-
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        self.server.counters()
-    }
+    Some(Arc::new(server))
 }
 
 /// `grpc_metric`: layotto-rs always records per-rpc metrics, so the filter only notes that.

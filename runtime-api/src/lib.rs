@@ -1,7 +1,8 @@
-//! layotto-runtime-api: LayOtto's gRPC runtime API served by layotto-rs. The `grpc` network filter
-//! ([`filter`]) runs a hand-wired HTTP/2 gRPC server ([`grpc`]) on every shard, routing
-//! `spec.proto.runtime.v1.Runtime` rpcs ([`api`]) to the configured building blocks and components
-//! ([`components`]). Errors become gRPC statuses in one place ([`error`]).
+//! layotto-runtime-api: LayOtto's gRPC runtime API served by layotto-rs. The process-level
+//! [`runtime::Runtime`] owns every component (built once from the config, by building block, see
+//! [`components`]); the `grpc` network filter ([`filter`]) runs a hand-wired HTTP/2 gRPC server
+//! ([`grpc`]) on every shard whose router ([`api`]) is a thin layer over that runtime. Errors
+//! keep their causes and become gRPC statuses in one place ([`error`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -9,6 +10,8 @@ pub mod components;
 pub mod error;
 pub mod filter;
 pub mod grpc;
+pub mod runtime;
 
 pub use error::ApiError;
-pub use filter::{KIND, build};
+pub use filter::{KIND, builder};
+pub use runtime::Runtime;

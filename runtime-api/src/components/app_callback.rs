@@ -4,17 +4,22 @@
 //! event, honouring SUCCESS / RETRY / DROP with bounded retries. Runs on the backend pool (the
 //! client is tonic).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use layotto_core::backend::BackendHandle;
+use layotto_core::{backend::BackendHandle, config::Findings};
 use layotto_proto::runtime::{
     app_callback_client::AppCallbackClient, topic_event_response::TopicEventResponseStatus,
 };
+use serde::Deserialize;
+use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-use super::pubsub::{PubSub, Step, next_step};
-use crate::error::ApiError;
+use super::{
+    Block,
+    pubsub::{PubSub, Retries},
+};
+use crate::error::{ApiError, chain};
 
 /// Pause between attempts to reach an app that is not up yet.
 const APP_RETRY: Duration = Duration::from_secs(1);
@@ -28,10 +33,28 @@ pub struct AppSettings {
     pub grpc_callback_port: Option<u16>,
 }
 
+/// LayOtto's `app` block.
+#[derive(Deserialize)]
+struct AppConfig {
+    app_id: String,
+    grpc_callback_port: Option<u16>,
+}
+
+impl AppSettings {
+    /// The app block at `path`, recording problems in `findings`.
+    pub fn decode(value: &Value, path: &str, findings: &mut Findings) -> Option<Self> {
+        let app: AppConfig = findings.decode(value, path, &[])?;
+        Some(Self {
+            app_id: app.app_id,
+            grpc_callback_port: app.grpc_callback_port,
+        })
+    }
+}
+
 /// Starts delivering to the app's callback server, if it has one.
 pub fn start(
     app: &AppSettings,
-    brokers: &BTreeMap<String, Arc<dyn PubSub>>,
+    brokers: &Block<dyn PubSub>,
     backend: &BackendHandle,
 ) -> Result<(), ApiError> {
     let Some(port) = app.grpc_callback_port else {
@@ -40,7 +63,10 @@ pub fn start(
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .map_err(|err| ApiError::InvalidArgument(err.to_string()))?
         .tcp_nodelay(true);
-    let brokers = brokers.clone();
+    let brokers: Vec<_> = brokers
+        .iter()
+        .map(|(name, broker)| (name.to_owned(), broker.clone()))
+        .collect();
     let spawner = backend.clone();
     backend
         .spawn(async move {
@@ -59,7 +85,11 @@ pub fn start(
                 }
             };
             for subscription in subscriptions {
-                let Some(broker) = brokers.get(&subscription.pubsub_name) else {
+                let broker = brokers
+                    .iter()
+                    .find(|(name, _)| *name == subscription.pubsub_name)
+                    .map(|(_, broker)| broker);
+                let Some(broker) = broker else {
                     warn!(pubsub = %subscription.pubsub_name, "the app subscribes to a pub/sub that is not configured");
                     continue;
                 };
@@ -68,7 +98,7 @@ pub fn start(
                         info!(pubsub = %subscription.pubsub_name, topic = %subscription.topic, "delivering to the app");
                         let _ = spawner.spawn(forward(events, channel.clone()));
                     }
-                    Err(err) => warn!(topic = %subscription.topic, "cannot subscribe: {err}"),
+                    Err(err) => warn!(topic = %subscription.topic, "cannot subscribe: {}", chain(&err)),
                 }
             }
         })
@@ -79,24 +109,19 @@ pub fn start(
 async fn forward(mut events: super::pubsub::Subscription, channel: Channel) {
     let mut client = AppCallbackClient::new(channel);
     while let Some(delivery) = events.recv().await {
-        let mut attempt = 1;
-        loop {
+        let mut retries = Retries::default();
+        let status = loop {
             let answer = client
                 .on_topic_event(delivery.event.clone())
                 .await
                 .map(|reply| reply.into_inner().status())
                 .map_err(|status| status.to_string());
-            match next_step(&answer, attempt) {
-                Step::Finish(TopicEventResponseStatus::Success) => break,
-                Step::Finish(status) => {
-                    warn!(id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
-                    break;
-                }
-                Step::RetryAfter(pause) => {
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
+            if let Some(status) = retries.settle(&answer, tokio::time::sleep).await {
+                break status;
             }
+        };
+        if status != TopicEventResponseStatus::Success {
+            warn!(id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
         }
         drop(delivery.done);
     }

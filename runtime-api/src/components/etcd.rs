@@ -8,7 +8,14 @@ use etcd_client::{Client, ConnectOptions};
 use layotto_core::backend::BackendHandle;
 use tracing::info;
 
-use crate::{components::bounded_call, error::ApiError};
+use super::{
+    component::bounded_call,
+    registry::{Entry, is_endpoint},
+};
+use crate::error::ApiError;
+
+/// An etcd lock, sequencer or state store's timeout unless its metadata's `dialTimeout` says.
+const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// etcd-client keep-alive: ping interval and how long to wait for the answer.
 const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3));
@@ -41,6 +48,45 @@ impl EtcdConnection {
             backend,
             client: OnceLock::new(),
         }
+    }
+
+    /// The connection an entry describes with LayOtto's keys, and the key prefix its data lives
+    /// under: `endpoints` (comma-separated, required), `dialTimeout`, `username`, `password`,
+    /// `keyPrefixPath` (else `default_prefix`).
+    pub fn from_entry(entry: &mut Entry<'_>, default_prefix: &str) -> Option<(Self, String)> {
+        let prefix = entry
+            .take("keyPrefixPath")
+            .unwrap_or_else(|| default_prefix.into());
+        let endpoints: Vec<String> = entry
+            .take("endpoints")
+            .map(|list| {
+                list.split(',')
+                    .map(|e| e.trim().to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let timeout = entry.seconds("dialTimeout", DEFAULT_DIAL_TIMEOUT);
+        let user = entry.take("username");
+        let password = entry.take("password").unwrap_or_default();
+        if endpoints.is_empty() || !endpoints.iter().all(|e| is_endpoint(e)) {
+            entry.metadata_error(
+                "endpoints",
+                "etcd needs \"host:port\" endpoints, comma-separated",
+            );
+            return None;
+        }
+        let settings = EtcdSettings {
+            endpoints,
+            timeout: timeout?,
+            credentials: user.map(|user| (user, password)),
+        };
+        let etcd = Self::new(
+            entry.component().to_owned(),
+            settings,
+            entry.backend().clone(),
+        );
+        Some((etcd, prefix))
     }
 
     /// "COMPONENT (etcd at ADDRESSES)", for messages.
@@ -85,12 +131,19 @@ impl EtcdConnection {
         Ok(())
     }
 
+    /// `Ok` when etcd answers a status request within the timeout (readiness).
+    pub async fn health(&self) -> Result<(), ApiError> {
+        self.call(|mut client| async move { client.status().await })
+            .await
+            .map(drop)
+    }
+
     /// The connected client.
     pub fn client(&self) -> Result<Client, ApiError> {
         self.client
             .get()
             .cloned()
-            .ok_or_else(|| ApiError::Unavailable(format!("{}: not connected", self.describe())))
+            .ok_or_else(|| ApiError::unavailable(format!("{}: not connected", self.describe())))
     }
 
     /// Runs `op` with a client on the backend pool, bounded by the timeout.
@@ -120,19 +173,20 @@ impl EtcdConnection {
     fn map_error(&self, err: etcd_client::Error) -> ApiError {
         use etcd_client::Error;
         use tonic::Code;
-        let message = format!("{}: {err}", self.describe());
-        match err {
+        match &err {
             Error::GRpcStatus(status) => match status.code() {
-                Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidArgument(message),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    ApiError::Unavailable(message)
+                Code::InvalidArgument | Code::OutOfRange => {
+                    ApiError::InvalidArgument(format!("{}: {err}", self.describe()))
                 }
-                _ => ApiError::Internal(message),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                    ApiError::unreachable(self.describe(), err)
+                }
+                _ => ApiError::backend(self.describe(), err),
             },
             Error::TransportError(_) | Error::IoError(_) | Error::WatchError(_) => {
-                ApiError::Unavailable(message)
+                ApiError::unreachable(self.describe(), err)
             }
-            _ => ApiError::Internal(message),
+            _ => ApiError::backend(self.describe(), err),
         }
     }
 }

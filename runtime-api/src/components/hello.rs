@@ -1,7 +1,42 @@
-//! The `hellos` building block's `helloworld` component: answers with its configured greeting,
-//! followed by `, <name>` when a name is given (as LayOtto's). Immutable; shared by all shards.
+//! The `hellos` building block: the [`Hello`] contract and its one backend type, `helloworld`,
+//! which answers with its configured greeting followed by `, <name>` when a name is given (as
+//! LayOtto's). Immutable; shared by all shards.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{
+    component::Component,
+    registry::{BuildCx, Entry, Registry},
+};
 
 /// A greeting component.
+pub trait Hello: Component {
+    /// The greeting for `name`.
+    fn hello(&self, name: &str) -> String;
+}
+
+/// The backend types of `hellos`.
+const BACKENDS: Registry<dyn Hello> = Registry {
+    label: "hellos",
+    kind: "hello component",
+    default_type: Some("helloworld"),
+    fields: &["hello"],
+    backends: &[("helloworld", HelloWorld::build)],
+};
+
+/// Builds one `hellos` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn Hello>> {
+    BACKENDS.build(name, config, path, cx)
+}
+
+/// LayOtto's `helloworld`: a fixed greeting.
 #[derive(Debug, Clone)]
 pub struct HelloWorld {
     greeting: String,
@@ -15,8 +50,25 @@ impl HelloWorld {
         }
     }
 
-    /// The greeting for `name`.
-    pub fn hello(&self, name: &str) -> String {
+    /// From its entry: the `hello` key is the greeting.
+    fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Hello>> {
+        match entry.field("hello") {
+            Some(Value::String(greeting)) => Some(Arc::new(Self::new(greeting))),
+            _ => {
+                entry.error(
+                    "hello",
+                    "a helloworld component needs its greeting (a string)",
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Component for HelloWorld {}
+
+impl Hello for HelloWorld {
+    fn hello(&self, name: &str) -> String {
         if name.is_empty() {
             self.greeting.clone()
         } else {

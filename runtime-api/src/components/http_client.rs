@@ -89,15 +89,15 @@ impl HttpClient {
             })
             .await?;
         match answer {
-            Err(_) => Err(ApiError::Unavailable(format!(
+            Err(_) => Err(ApiError::unavailable(format!(
                 "{}: {url} did not answer within {}s",
                 self.component,
                 timeout.as_secs_f64()
             ))),
-            Ok(Err(err)) => Err(ApiError::Unavailable(format!(
-                "{}: {url}: {err}",
-                self.component
-            ))),
+            Ok(Err(err)) => Err(ApiError::unreachable(
+                format!("{}: {url}", self.component),
+                err,
+            )),
             Ok(Ok(answer)) => Ok(answer),
         }
     }
@@ -113,6 +113,6 @@ fn status_error(component: &str, url: &str, status: http::StatusCode, body: &[u8
     if status == http::StatusCode::NOT_FOUND {
         ApiError::NotFound(message)
     } else {
-        ApiError::Internal(message)
+        ApiError::backend(message, "the target answered an error status")
     }
 }

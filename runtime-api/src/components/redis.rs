@@ -9,7 +9,14 @@ use layotto_core::backend::BackendHandle;
 use redis::aio::ConnectionManager;
 use tracing::info;
 
-use crate::{components::bounded_call, error::ApiError};
+use super::{
+    component::bounded_call,
+    registry::{Entry, is_endpoint},
+};
+use crate::error::ApiError;
+
+/// A redis component's call timeout unless its metadata's `timeout` says.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to reach redis (LayOtto's `redisHost`, `redisPassword`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +50,28 @@ impl RedisConnection {
         }
     }
 
+    /// The connection an entry describes with LayOtto's keys: `redisHost` (required),
+    /// `redisPassword`, and our `timeout` (seconds).
+    pub fn from_entry(entry: &mut Entry<'_>) -> Option<Self> {
+        let address = entry.take("redisHost");
+        let password = entry.take("redisPassword");
+        let timeout = entry.seconds("timeout", DEFAULT_TIMEOUT);
+        let Some(address) = address.filter(|a| is_endpoint(a)) else {
+            entry.metadata_error("redisHost", "redis needs its \"host:port\"");
+            return None;
+        };
+        let settings = RedisSettings {
+            address,
+            password,
+            timeout: timeout?,
+        };
+        Some(Self::new(
+            entry.component().to_owned(),
+            settings,
+            entry.backend().clone(),
+        ))
+    }
+
     /// "COMPONENT (redis at ADDRESS)", for messages.
     pub fn describe(&self) -> String {
         format!("{} (redis at {})", self.component, self.settings.address)
@@ -68,12 +97,20 @@ impl RedisConnection {
         Ok(())
     }
 
+    /// `Ok` when redis answers a PING within the timeout (readiness).
+    pub async fn health(&self) -> Result<(), ApiError> {
+        self.call(
+            |mut manager| async move { redis::cmd("PING").query_async::<()>(&mut manager).await },
+        )
+        .await
+    }
+
     /// The client, for connections of their own (blocking reads); set by `connect`.
     pub fn client(&self) -> Result<redis::Client, ApiError> {
         self.client
             .get()
             .cloned()
-            .ok_or_else(|| ApiError::Unavailable(format!("{}: not connected", self.describe())))
+            .ok_or_else(|| ApiError::unavailable(format!("{}: not connected", self.describe())))
     }
 
     /// The backend pool its calls run on.
@@ -90,7 +127,7 @@ impl RedisConnection {
     {
         let manager =
             self.manager.get().cloned().ok_or_else(|| {
-                ApiError::Unavailable(format!("{}: not connected", self.describe()))
+                ApiError::unavailable(format!("{}: not connected", self.describe()))
             })?;
         self.run(async move { op(manager).await }).await
     }
@@ -108,15 +145,14 @@ impl RedisConnection {
     }
 
     fn map_error(&self, err: redis::RedisError) -> ApiError {
-        let message = format!("{}: {err}", self.describe());
         if err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
         {
-            ApiError::Unavailable(message)
+            ApiError::unreachable(self.describe(), err)
         } else {
-            ApiError::Internal(message)
+            ApiError::backend(self.describe(), err)
         }
     }
 }

@@ -195,8 +195,10 @@ fn grpc_response(extra: HeaderMap) -> Response<()> {
     response
 }
 
+/// The status of a call whose stream failed: the h2 reason mapped as tonic maps it (see
+/// [`crate::error::code_from_h2`]).
 fn gone(err: h2::Error) -> Status {
-    Status::new(Code::Cancelled, format!("client went away: {err}"))
+    Status::from(err)
 }
 
 fn closed() -> Status {

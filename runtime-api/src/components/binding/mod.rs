@@ -1,82 +1,59 @@
-//! Output bindings: `http` (Dapr's and LayOtto's): `InvokeBinding` sends the request to the
-//! component's `metadata.url` (plus the request's `path` metadata), with the operation as the
-//! method (`get`, `post`, `put`, `delete`, `patch`, `head`, `options`; `create` is `post`), the
-//! data as the body and the other request metadata as headers. The answer's body comes back as
-//! data, its status and headers as metadata; a status of 400 or more is an error. The HTTP
-//! client ([`HttpClient`]) runs on the backend pool, bounded by the component's timeout.
+//! The bindings building block: the [`OutputBinding`] contract (`InvokeBinding`: an operation
+//! with data and metadata, answered with data and metadata) and the registry of its backend
+//! types (`http`). Shared by all shards; calls hop to the backend pool.
 
-use std::{collections::HashMap, time::Duration};
+mod http;
 
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
 use bytes::Bytes;
-use layotto_core::backend::BackendHandle;
+use serde_json::Value;
 
-use crate::{components::http_client::HttpClient, error::ApiError};
-
-/// An `http` output binding.
-pub struct HttpBinding {
-    url: String,
-    http: HttpClient,
-}
+use crate::{
+    components::{
+        component::Component,
+        registry::{BuildCx, Registry},
+    },
+    error::ApiError,
+};
 
 /// A binding's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingResponse {
     /// The body.
     pub data: Bytes,
-    /// `statusCode` and the response headers.
+    /// What the backend says about it (for `http`: `statusCode` and the response headers).
     pub metadata: HashMap<String, String>,
 }
 
-impl HttpBinding {
-    /// A binding for `component` (for messages) to `url`.
-    pub fn new(component: String, url: String, timeout: Duration, backend: BackendHandle) -> Self {
-        Self {
-            url,
-            http: HttpClient::new(component, timeout, backend),
-        }
-    }
-
-    /// Sends one request.
-    pub async fn invoke(
+/// An output binding.
+#[async_trait(?Send)]
+pub trait OutputBinding: Component {
+    /// Runs `operation` with `data` and `metadata`.
+    async fn invoke(
         &self,
         operation: &str,
         data: Bytes,
-        mut metadata: HashMap<String, String>,
-    ) -> Result<BindingResponse, ApiError> {
-        let method = match operation.to_ascii_lowercase().as_str() {
-            "get" => http::Method::GET,
-            "post" | "create" => http::Method::POST,
-            "put" => http::Method::PUT,
-            "delete" => http::Method::DELETE,
-            "patch" => http::Method::PATCH,
-            "head" => http::Method::HEAD,
-            "options" => http::Method::OPTIONS,
-            other => {
-                return Err(ApiError::InvalidArgument(format!(
-                    "{}: operation \"{other}\" is not supported (get, post, create, put, delete, patch, head, options)",
-                    self.http.component()
-                )));
-            }
-        };
-        let path = metadata.remove("path").unwrap_or_default();
-        let url = format!(
-            "{}/{}",
-            self.url.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
-        let headers = metadata
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()));
-        let (parts, body) = self.http.exchange(method, &url, headers, data).await?;
-        let mut metadata: HashMap<String, String> = parts
-            .headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
-            .collect();
-        metadata.insert("statusCode".into(), parts.status.as_u16().to_string());
-        Ok(BindingResponse {
-            data: body,
-            metadata,
-        })
-    }
+        metadata: HashMap<String, String>,
+    ) -> Result<BindingResponse, ApiError>;
+}
+
+/// The backend types of `bindings`.
+const BACKENDS: Registry<dyn OutputBinding> = Registry {
+    label: "binding",
+    kind: "binding",
+    default_type: None,
+    fields: &[],
+    backends: &[("http", http::build)],
+};
+
+/// Builds one `bindings` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn OutputBinding>> {
+    BACKENDS.build(name, config, path, cx)
 }

@@ -18,7 +18,10 @@ use super::{
     ConfigStore, ItemPath, Selector, app_prefix, check_items,
     hub::{Subscription, WatchEvent, WatchFeed, WatchHub},
 };
-use crate::{components::etcd::EtcdConnection, error::ApiError};
+use crate::{
+    components::{component::Component, etcd::EtcdConnection},
+    error::ApiError,
+};
 
 /// Suffix of the companion key holding an item's tags and metadata.
 const META_SUFFIX: &str = "\0meta";
@@ -53,18 +56,18 @@ impl EtcdConfigStore {
 }
 
 #[async_trait(?Send)]
-impl ConfigStore for EtcdConfigStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for EtcdConfigStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.etcd.connect().await
     }
 
     async fn health(&self) -> Result<(), ApiError> {
-        self.etcd
-            .call(|mut client| async move { client.status().await })
-            .await
-            .map(drop)
+        self.etcd.health().await
     }
+}
 
+#[async_trait(?Send)]
+impl ConfigStore for EtcdConfigStore {
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError> {
         let prefix = selector.prefix();
         let response = self
@@ -187,7 +190,7 @@ impl ConfigStore for EtcdConfigStore {
         if subscription.ready(timeout).await {
             Ok(subscription)
         } else {
-            Err(ApiError::Unavailable(format!(
+            Err(ApiError::unavailable(format!(
                 "{}: watch not in place within {}s",
                 self.etcd.describe(),
                 timeout.as_secs_f64()

@@ -14,7 +14,7 @@ use super::{
     ConfigStore, ItemPath, Selector, check_items,
     hub::{Subscription, WatchHub},
 };
-use crate::error::ApiError;
+use crate::{components::component::Component, error::ApiError};
 
 /// How far a subscriber may fall behind before it resyncs.
 const SUBSCRIBER_BACKLOG: usize = 1024;
@@ -55,6 +55,8 @@ impl InMemoryConfigStore {
             .filter(|(_, path, _)| selector.matches(path))
     }
 }
+
+impl Component for InMemoryConfigStore {}
 
 #[async_trait(?Send)]
 impl ConfigStore for InMemoryConfigStore {

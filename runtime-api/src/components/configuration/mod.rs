@@ -7,7 +7,9 @@ mod etcd;
 pub mod hub;
 mod memory;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde_json::Value;
 
 use async_trait::async_trait;
 use layotto_proto::runtime::ConfigurationItem;
@@ -15,7 +17,14 @@ use layotto_proto::runtime::ConfigurationItem;
 pub use etcd::EtcdConfigStore;
 pub use memory::InMemoryConfigStore;
 
-use crate::error::ApiError;
+use crate::{
+    components::{
+        component::Component,
+        etcd::{EtcdConnection, EtcdSettings},
+        registry::{BuildCx, Entry, Registry, is_endpoint, seconds},
+    },
+    error::ApiError,
+};
 use hub::Subscription;
 
 /// Metadata key set on an item a subscriber receives because it was deleted.
@@ -23,15 +32,7 @@ pub const DELETED_MARK: &str = "deleted";
 
 /// A configuration store.
 #[async_trait(?Send)]
-pub trait ConfigStore: Send + Sync {
-    /// Connects to the backend; called once at start-up, on the main thread.
-    async fn connect(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
-    /// `Ok` when the store can serve now (readiness).
-    async fn health(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
+pub trait ConfigStore: Component {
     /// The items `selector` matches, in stored-key order.
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError>;
     /// Creates or replaces `items` of `app_id`, all or none.
@@ -226,6 +227,87 @@ pub fn check_items(items: &[ConfigurationItem]) -> Result<(), ApiError> {
         check_key(&item.key)?;
     }
     Ok(())
+}
+
+/// The backend types of `config_store`. LayOtto gives etcd's settings at the top level of the
+/// entry (`address`, `timeout`), not in `metadata`.
+const BACKENDS: Registry<dyn ConfigStore> = Registry {
+    label: "config store",
+    kind: "config store",
+    default_type: None,
+    fields: &["address", "timeout"],
+    backends: &[("in-memory", in_memory), ("etcd", etcd)],
+};
+
+/// An etcd config store's `timeout` when the config gives none.
+const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds one `config_store` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn ConfigStore>> {
+    BACKENDS.build(name, config, path, cx)
+}
+
+fn in_memory(entry: &mut Entry<'_>) -> Option<Arc<dyn ConfigStore>> {
+    if entry.field("address").is_some() || entry.field("timeout").is_some() {
+        entry.error("", "an in-memory config store takes no address or timeout");
+        return None;
+    }
+    Some(Arc::new(InMemoryConfigStore::default()))
+}
+
+/// LayOtto's etcd config store: `address` (a list of `host:port`) and `timeout` (seconds).
+fn etcd(entry: &mut Entry<'_>) -> Option<Arc<dyn ConfigStore>> {
+    let mut valid = true;
+    let endpoints: Vec<String> = match entry.field("address") {
+        Some(Value::Array(list)) if !list.is_empty() => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, address)| match address.as_str() {
+                Some(text) if is_endpoint(text) => Some(text.to_owned()),
+                _ => {
+                    valid = false;
+                    entry.error(
+                        &format!("address[{i}]"),
+                        format!("invalid etcd address {address} (expected host:port)"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            entry.error("address", "etcd needs at least one \"host:port\" address");
+            return None;
+        }
+    };
+    let timeout = match entry.field("timeout") {
+        None => DEFAULT_ETCD_TIMEOUT,
+        Some(value) => match seconds(&value) {
+            Some(timeout) => timeout,
+            None => {
+                entry.error(
+                    "timeout",
+                    format!("invalid timeout {value}: expected a positive number of seconds (at most a day), e.g. \"10\""),
+                );
+                return None;
+            }
+        },
+    };
+    let settings = EtcdSettings {
+        endpoints,
+        timeout,
+        credentials: None,
+    };
+    let etcd = EtcdConnection::new(
+        entry.component().to_owned(),
+        settings,
+        entry.backend().clone(),
+    );
+    valid.then(|| Arc::new(EtcdConfigStore::new(etcd)) as Arc<dyn ConfigStore>)
 }
 
 #[cfg(test)]

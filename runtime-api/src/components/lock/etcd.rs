@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, KeyValue, Txn, TxnOp};
 
 use super::{LockStatus, LockStore};
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::etcd::EtcdConnection, error::ApiError};
+use std::sync::Arc;
 
 /// A lock store on etcd.
 pub struct EtcdLockStore {
@@ -48,11 +50,18 @@ fn ttl(expire: Duration) -> i64 {
 }
 
 #[async_trait(?Send)]
-impl LockStore for EtcdLockStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for EtcdLockStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.etcd.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.etcd.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl LockStore for EtcdLockStore {
     async fn try_lock(
         &self,
         resource: &str,
@@ -144,4 +153,10 @@ impl LockStore for EtcdLockStore {
             })
             .await
     }
+}
+
+/// Builds one from its entry (LayOtto's etcd keys, under `/lock` unless `keyPrefixPath` says).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn LockStore>> {
+    let (etcd, prefix) = EtcdConnection::from_entry(entry, "/lock")?;
+    Some(Arc::new(EtcdLockStore::new(etcd, prefix)))
 }

@@ -10,7 +10,9 @@ use std::{
 use async_trait::async_trait;
 
 use super::{LockStatus, LockStore};
+use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
+use std::sync::Arc;
 
 /// An in-memory lock store.
 #[derive(Default)]
@@ -41,6 +43,8 @@ impl InMemoryLockStore {
         }
     }
 }
+
+impl Component for InMemoryLockStore {}
 
 #[async_trait(?Send)]
 impl LockStore for InMemoryLockStore {
@@ -80,6 +84,12 @@ impl LockStore for InMemoryLockStore {
             }
         }))
     }
+}
+
+/// Builds one from its entry (in-memory: no settings).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn LockStore>> {
+    let _ = entry;
+    Some(Arc::new(InMemoryLockStore::default()))
 }
 
 #[cfg(test)]

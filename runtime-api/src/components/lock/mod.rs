@@ -15,6 +15,14 @@ pub use memory::InMemoryLockStore;
 pub use redis::RedisLockStore;
 
 use crate::error::ApiError;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::components::{
+    component::Component,
+    registry::{BuildCx, Registry},
+};
 
 /// What an unlock or keep-alive found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +37,7 @@ pub enum LockStatus {
 
 /// A lock store.
 #[async_trait(?Send)]
-pub trait LockStore: Send + Sync {
-    /// Connects to the backend; called once at start-up, on the main thread.
-    async fn connect(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
+pub trait LockStore: Component {
     /// Takes `resource` for `owner` until `expire` from now, unless someone holds it.
     async fn try_lock(
         &self,
@@ -50,4 +54,27 @@ pub trait LockStore: Send + Sync {
         owner: &str,
         expire: Duration,
     ) -> Result<LockStatus, ApiError>;
+}
+
+/// The backend types of `lock`.
+const BACKENDS: Registry<dyn LockStore> = Registry {
+    label: "lock",
+    kind: "lock",
+    default_type: None,
+    fields: &[],
+    backends: &[
+        ("in-memory", memory::build),
+        ("redis", redis::build),
+        ("etcd", etcd::build),
+    ],
+};
+
+/// Builds one `lock` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn LockStore>> {
+    BACKENDS.build(name, config, path, cx)
 }

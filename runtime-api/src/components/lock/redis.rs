@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::{LockStatus, LockStore};
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::redis::RedisConnection, error::ApiError};
+use std::sync::Arc;
 
 /// `GET`, compare with the owner, then `DEL`: 0 done, 1 no lock, 2 someone else's.
 const UNLOCK: &str = r"
@@ -43,7 +45,7 @@ fn status(code: i64) -> Result<LockStatus, ApiError> {
         0 => Ok(LockStatus::Success),
         1 => Ok(LockStatus::Unexist),
         2 => Ok(LockStatus::BelongsToOthers),
-        other => Err(ApiError::Internal(format!("lock script answered {other}"))),
+        other => Err(ApiError::internal(format!("lock script answered {other}"))),
     }
 }
 
@@ -52,11 +54,18 @@ fn millis(expire: Duration) -> u64 {
 }
 
 #[async_trait(?Send)]
-impl LockStore for RedisLockStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for RedisLockStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.redis.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.redis.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl LockStore for RedisLockStore {
     async fn try_lock(
         &self,
         resource: &str,
@@ -115,4 +124,11 @@ impl LockStore for RedisLockStore {
             .await?;
         status(code)
     }
+}
+
+/// Builds one from its entry (LayOtto's redis keys).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn LockStore>> {
+    Some(Arc::new(RedisLockStore::new(RedisConnection::from_entry(
+        entry,
+    )?)))
 }

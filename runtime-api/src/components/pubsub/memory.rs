@@ -9,13 +9,17 @@ use layotto_proto::runtime::TopicEventRequest;
 use tokio::sync::mpsc;
 
 use super::{Delivery, PubSub, Subscription};
+use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
+use std::sync::Arc;
 
 /// An in-process broker.
 #[derive(Default)]
 pub struct InMemoryPubSub {
     topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Delivery>>>>,
 }
+
+impl Component for InMemoryPubSub {}
 
 #[async_trait]
 impl PubSub for InMemoryPubSub {
@@ -44,4 +48,10 @@ impl PubSub for InMemoryPubSub {
             .push(sender);
         Ok(subscription)
     }
+}
+
+/// Builds one from its entry (in-memory: no settings).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn PubSub>> {
+    let _ = entry;
+    Some(Arc::new(InMemoryPubSub::default()))
 }

@@ -10,6 +10,8 @@ mod redis;
 
 use std::{
     collections::HashMap,
+    future::Future,
+    sync::Arc,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -23,6 +25,12 @@ pub use memory::InMemoryPubSub;
 pub use redis::RedisPubSub;
 
 use crate::error::ApiError;
+use serde_json::Value;
+
+use crate::components::{
+    component::Component,
+    registry::{BuildCx, Registry},
+};
 
 /// Attempts to deliver one event before it is dropped (RETRY answers or failures).
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -42,11 +50,7 @@ pub type Subscription = mpsc::UnboundedReceiver<Delivery>;
 
 /// A broker. Its futures are `Send`: the app's callback subscribes from the backend pool.
 #[async_trait]
-pub trait PubSub: Send + Sync {
-    /// Connects to the backend; called once at start-up, on the main thread.
-    async fn connect(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
+pub trait PubSub: Component {
     /// Publishes `event` on its topic.
     async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError>;
     /// Follows `topic`: every event published after this returns is delivered.
@@ -112,6 +116,58 @@ pub fn next_step(answer: &Answer, attempt: u32) -> Step {
     }
 }
 
+/// The retries of one event's delivery, whoever delivers it (a streaming subscriber on a shard,
+/// the app's `OnTopicEvent` on the backend pool): counts attempts and sleeps between them with
+/// the caller's timer, so the rule lives in one place and tests can pass a fake sleep.
+#[derive(Debug)]
+pub struct Retries {
+    attempt: u32,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self { attempt: 1 }
+    }
+}
+
+impl Retries {
+    /// After an attempt answered `answer`: the final status, or `None` once `sleep` has waited
+    /// out the pause before the next attempt.
+    pub async fn settle<F: Future<Output = ()>>(
+        &mut self,
+        answer: &Answer,
+        sleep: impl FnOnce(Duration) -> F,
+    ) -> Option<TopicEventResponseStatus> {
+        match next_step(answer, self.attempt) {
+            Step::Finish(status) => Some(status),
+            Step::RetryAfter(pause) => {
+                sleep(pause).await;
+                self.attempt += 1;
+                None
+            }
+        }
+    }
+}
+
+/// The backend types of `pub_subs`.
+const BACKENDS: Registry<dyn PubSub> = Registry {
+    label: "pub_subs",
+    kind: "pub/sub",
+    default_type: None,
+    fields: &[],
+    backends: &[("in-memory", memory::build), ("redis", redis::build)],
+};
+
+/// Builds one `pub_subs` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn PubSub>> {
+    BACKENDS.build(name, config, path, cx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +181,44 @@ mod tests {
             "application/json".into(),
             HashMap::new(),
         )
+    }
+
+    #[test]
+    fn retries_sleep_between_attempts_with_the_callers_timer() {
+        use std::cell::RefCell;
+        let slept = RefCell::new(Vec::new());
+        let sleep = |pause| {
+            slept.borrow_mut().push(pause);
+            std::future::ready(())
+        };
+        let mut retries = Retries::default();
+        let mut attempts = 0;
+        let status = futures_lite::future::block_on(async {
+            loop {
+                attempts += 1;
+                let answer = if attempts < 3 {
+                    Err("down".to_owned())
+                } else {
+                    Ok(TopicEventResponseStatus::Success)
+                };
+                if let Some(status) = retries.settle(&answer, sleep).await {
+                    break status;
+                }
+            }
+        });
+        assert_eq!(status, TopicEventResponseStatus::Success);
+        assert_eq!(*slept.borrow(), vec![FIRST_RETRY, FIRST_RETRY * 2]);
+        let mut exhausted = Retries::default();
+        let status = futures_lite::future::block_on(async {
+            loop {
+                let answer = Ok(TopicEventResponseStatus::Retry);
+                if let Some(status) = exhausted.settle(&answer, |_| std::future::ready(())).await {
+                    break status;
+                }
+            }
+        });
+        assert_eq!(status, TopicEventResponseStatus::Drop);
+        assert_eq!(exhausted.attempt, MAX_ATTEMPTS);
     }
 
     #[test]

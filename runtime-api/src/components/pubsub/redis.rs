@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{Delivery, PubSub, Subscription};
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::redis::RedisConnection, error::ApiError};
+use std::sync::Arc;
 
 /// The stream field holding the event.
 const FIELD: &str = "event";
@@ -35,12 +37,19 @@ impl RedisPubSub {
     }
 }
 
-#[async_trait]
-impl PubSub for RedisPubSub {
-    async fn connect(&self) -> Result<(), ApiError> {
+#[async_trait(?Send)]
+impl Component for RedisPubSub {
+    async fn start(&self) -> Result<(), ApiError> {
         self.redis.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.redis.health().await
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisPubSub {
     async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError> {
         let topic = event.topic.clone();
         let bytes = event.encode_to_vec();
@@ -149,4 +158,13 @@ async fn follow(
             }
         }
     }
+}
+
+/// Builds one from its entry (LayOtto's redis keys and `consumerID`, the consumer group (default `layotto`)).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn PubSub>> {
+    let group = entry.take("consumerID").unwrap_or_else(|| "layotto".into());
+    Some(Arc::new(RedisPubSub::new(
+        RedisConnection::from_entry(entry)?,
+        group,
+    )))
 }

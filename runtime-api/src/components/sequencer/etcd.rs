@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::IdStore;
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::etcd::EtcdConnection, error::ApiError};
+use std::sync::Arc;
 
 /// Counters in etcd.
 pub struct EtcdIdStore {
@@ -22,11 +24,18 @@ impl EtcdIdStore {
 }
 
 #[async_trait(?Send)]
-impl IdStore for EtcdIdStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for EtcdIdStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.etcd.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.etcd.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl IdStore for EtcdIdStore {
     async fn reserve(&self, key: &str, count: u32) -> Result<i64, ApiError> {
         let key = format!("{}/{key}", self.prefix.trim_end_matches('/'));
         let last = self
@@ -61,10 +70,16 @@ impl IdStore for EtcdIdStore {
             })
             .await?;
         last.ok_or_else(|| {
-            ApiError::Internal(format!(
+            ApiError::internal(format!(
                 "{}: the counter is not a number",
                 self.etcd.describe()
             ))
         })
     }
+}
+
+/// Builds one from its entry (LayOtto's etcd keys, under `/sequencer` unless `keyPrefixPath` says).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
+    let (etcd, prefix) = EtcdConnection::from_entry(entry, "/sequencer")?;
+    Some(Arc::new(EtcdIdStore::new(etcd, prefix)))
 }

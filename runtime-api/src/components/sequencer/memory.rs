@@ -5,13 +5,17 @@ use std::{collections::HashMap, sync::Mutex};
 use async_trait::async_trait;
 
 use super::IdStore;
+use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
+use std::sync::Arc;
 
 /// In-memory counters.
 #[derive(Default)]
 pub struct InMemoryIdStore {
     counters: Mutex<HashMap<String, i64>>,
 }
+
+impl Component for InMemoryIdStore {}
 
 #[async_trait(?Send)]
 impl IdStore for InMemoryIdStore {
@@ -21,4 +25,10 @@ impl IdStore for InMemoryIdStore {
         *counter += i64::from(count);
         Ok(*counter)
     }
+}
+
+/// Builds one from its entry (in-memory: no settings).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
+    let _ = entry;
+    Some(Arc::new(InMemoryIdStore::default()))
 }

@@ -8,7 +8,10 @@ mod etcd;
 mod memory;
 mod redis;
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
 
@@ -17,39 +20,51 @@ pub use memory::InMemoryIdStore;
 pub use redis::RedisIdStore;
 
 use crate::error::ApiError;
+use serde_json::Value;
+
+use crate::components::{
+    component::Component,
+    registry::{BuildCx, Registry},
+};
 
 /// Where ids come from.
 #[async_trait(?Send)]
-pub trait IdStore: Send + Sync {
-    /// Connects to the backend; called once at start-up, on the main thread.
-    async fn connect(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
+pub trait IdStore: Component {
     /// Reserves the next `count` ids of `key`; answers the last of them.
     async fn reserve(&self, key: &str, count: u32) -> Result<i64, ApiError>;
 }
 
 /// A store with its `WEAK` segment cache.
 pub struct Sequencer {
-    store: Box<dyn IdStore>,
+    store: Arc<dyn IdStore>,
     segment: u32,
     /// Per key: the next cached id and the last one reserved.
     cached: Mutex<HashMap<String, (i64, i64)>>,
 }
 
+#[async_trait(?Send)]
+impl Component for Sequencer {
+    async fn start(&self) -> Result<(), ApiError> {
+        self.store.start().await
+    }
+
+    async fn health(&self) -> Result<(), ApiError> {
+        self.store.health().await
+    }
+
+    async fn close(&self) {
+        self.store.close().await;
+    }
+}
+
 impl Sequencer {
     /// Ids from `store`; `WEAK` requests take `segment` ids at a time (1: no caching).
-    pub fn new(store: Box<dyn IdStore>, segment: u32) -> Self {
+    pub fn new(store: Arc<dyn IdStore>, segment: u32) -> Self {
         Self {
             store,
             segment: segment.max(1),
             cached: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Connects the store.
-    pub async fn connect(&self) -> Result<(), ApiError> {
-        self.store.connect().await
     }
 
     /// The next id of `key`: exactly one more than the last when `strong`.
@@ -81,13 +96,58 @@ impl Sequencer {
     }
 }
 
+/// The backend types of `sequencer`.
+const BACKENDS: Registry<dyn IdStore> = Registry {
+    label: "sequencer",
+    kind: "sequencer",
+    default_type: None,
+    fields: &[],
+    backends: &[
+        ("in-memory", memory::build),
+        ("redis", redis::build),
+        ("etcd", etcd::build),
+    ],
+};
+
+/// Builds one `sequencer` entry: LayOtto's `segmentCacheEnable` and `segmentStep` (default 50)
+/// for `WEAK` ids, then the backend's own keys.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<Sequencer>> {
+    let mut entry = BACKENDS.entry(name, config, path, cx)?;
+    let caching = entry
+        .take("segmentCacheEnable")
+        .is_some_and(|v| v == "true");
+    let step = entry.take("segmentStep");
+    let segment = match (caching, step) {
+        (false, _) => Some(1),
+        (true, None) => Some(50),
+        (true, Some(step)) => match step.parse::<u32>() {
+            Ok(step) if step > 0 => Some(step),
+            _ => {
+                entry.metadata_error(
+                    "segmentStep",
+                    format!("invalid \"{step}\": expected a positive whole number"),
+                );
+                None
+            }
+        },
+    };
+    let store = BACKENDS.construct(&mut entry);
+    entry.finish();
+    Some(Arc::new(Sequencer::new(store?, segment?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn weak_ids_come_from_segments_and_strong_ones_one_by_one() {
-        let sequencer = Sequencer::new(Box::new(InMemoryIdStore::default()), 10);
+        let sequencer = Sequencer::new(Arc::new(InMemoryIdStore::default()), 10);
         futures_lite::future::block_on(async {
             let weak: Vec<i64> = [0; 12].iter().map(|_| 0).collect();
             let mut ids = Vec::new();

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 
 use super::IdStore;
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::redis::RedisConnection, error::ApiError};
+use std::sync::Arc;
 
 /// Prefix of the counters' keys.
 const KEY_PREFIX: &str = "sequencer|||";
@@ -23,11 +25,18 @@ impl RedisIdStore {
 }
 
 #[async_trait(?Send)]
-impl IdStore for RedisIdStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for RedisIdStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.redis.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.redis.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl IdStore for RedisIdStore {
     async fn reserve(&self, key: &str, count: u32) -> Result<i64, ApiError> {
         let key = format!("{KEY_PREFIX}{key}");
         self.redis
@@ -40,4 +49,11 @@ impl IdStore for RedisIdStore {
             })
             .await
     }
+}
+
+/// Builds one from its entry (LayOtto's redis keys).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
+    Some(Arc::new(RedisIdStore::new(RedisConnection::from_entry(
+        entry,
+    )?)))
 }

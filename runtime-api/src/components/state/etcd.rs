@@ -11,7 +11,9 @@ use bytes::Bytes;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::{StateEntry, StateOperation, StateStore, check_write};
+use crate::components::{component::Component, registry::Entry};
 use crate::{components::etcd::EtcdConnection, error::ApiError};
+use std::sync::Arc;
 
 /// Times a batch is re-read and re-checked when other writers keep changing its keys.
 const ATTEMPTS: usize = 8;
@@ -89,11 +91,18 @@ fn plan(
 }
 
 #[async_trait(?Send)]
-impl StateStore for EtcdStateStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for EtcdStateStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.etcd.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.etcd.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl StateStore for EtcdStateStore {
     async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError> {
         let key = self.key(key);
         let response = self
@@ -165,9 +174,15 @@ impl StateStore for EtcdStateStore {
                 return Ok(());
             }
         }
-        Err(ApiError::Unavailable(format!(
+        Err(ApiError::unavailable(format!(
             "{}: the keys kept changing under {ATTEMPTS} attempts",
             self.etcd.describe()
         )))
     }
+}
+
+/// Builds one from its entry (LayOtto's etcd keys, under `/state` unless `keyPrefixPath` says).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn StateStore>> {
+    let (etcd, prefix) = EtcdConnection::from_entry(entry, "/state")?;
+    Some(Arc::new(EtcdStateStore::new(etcd, prefix)))
 }

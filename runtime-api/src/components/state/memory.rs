@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{StateEntry, StateOperation, StateStore, check_write};
+use crate::components::{component::Component, registry::Entry as ConfigEntry};
 use crate::error::ApiError;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -48,6 +50,8 @@ impl InMemoryStateStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+impl Component for InMemoryStateStore {}
 
 #[async_trait(?Send)]
 impl StateStore for InMemoryStateStore {
@@ -114,6 +118,12 @@ impl StateStore for InMemoryStateStore {
         }
         Ok(())
     }
+}
+
+/// Builds one from its entry (in-memory: no settings).
+pub(super) fn build(entry: &mut ConfigEntry<'_>) -> Option<Arc<dyn StateStore>> {
+    let _ = entry;
+    Some(Arc::new(InMemoryStateStore::new()))
 }
 
 #[cfg(test)]

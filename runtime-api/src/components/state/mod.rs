@@ -17,6 +17,14 @@ pub use memory::InMemoryStateStore;
 pub use redis::RedisStateStore;
 
 use crate::error::ApiError;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::components::{
+    component::Component,
+    registry::{BuildCx, Registry},
+};
 
 /// A stored value and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +84,7 @@ impl StateOperation {
 
 /// A state store.
 #[async_trait(?Send)]
-pub trait StateStore: Send + Sync {
-    /// Connects to the backend; called once at start-up, on the main thread.
-    async fn connect(&self) -> Result<(), ApiError> {
-        Ok(())
-    }
-
+pub trait StateStore: Component {
     /// The entry at `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError>;
 
@@ -131,6 +134,29 @@ pub async fn get_bulk(
         .await
 }
 
+/// The backend types of `state`.
+const BACKENDS: Registry<dyn StateStore> = Registry {
+    label: "state",
+    kind: "state store",
+    default_type: None,
+    fields: &[],
+    backends: &[
+        ("in-memory", memory::build),
+        ("redis", redis::build),
+        ("etcd", etcd::build),
+    ],
+};
+
+/// Builds one `state` entry.
+pub fn build(
+    name: &str,
+    config: &Value,
+    path: &str,
+    cx: &mut BuildCx<'_>,
+) -> Option<Arc<dyn StateStore>> {
+    BACKENDS.build(name, config, path, cx)
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
@@ -158,6 +184,8 @@ mod tests {
         active: AtomicUsize,
         peak: AtomicUsize,
     }
+
+    impl Component for Overlap {}
 
     #[async_trait(?Send)]
     impl StateStore for Overlap {

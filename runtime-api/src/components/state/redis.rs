@@ -8,7 +8,12 @@ use bytes::Bytes;
 use redis::Script;
 
 use super::{Concurrency, StateEntry, StateOperation, StateStore};
-use crate::{components::redis::RedisConnection, error::ApiError};
+use crate::components::registry::Entry;
+use crate::{
+    components::{component::Component, redis::RedisConnection},
+    error::{ApiError, chain},
+};
+use std::sync::Arc;
 
 /// Checks, then applies, `ARGV[1]` operations on `KEYS`; each takes five arguments:
 /// kind (`u`/`d`), expected etag (or empty), concurrency (`u`/`f`/`l`), value, TTL in ms (0: none).
@@ -64,11 +69,18 @@ impl RedisStateStore {
 }
 
 #[async_trait(?Send)]
-impl StateStore for RedisStateStore {
-    async fn connect(&self) -> Result<(), ApiError> {
+impl Component for RedisStateStore {
+    async fn start(&self) -> Result<(), ApiError> {
         self.redis.connect().await
     }
 
+    async fn health(&self) -> Result<(), ApiError> {
+        self.redis.health().await
+    }
+}
+
+#[async_trait(?Send)]
+impl StateStore for RedisStateStore {
     async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError> {
         let key = key.to_owned();
         let (data, version): (Option<Vec<u8>>, Option<String>) = self
@@ -143,7 +155,10 @@ impl StateStore for RedisStateStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(ApiError::Internal(message)) if message.contains("ETAG_MISMATCH") => {
+            Err(err @ ApiError::Backend { .. })
+                if chain(&err).to_string().contains("ETAG_MISMATCH") =>
+            {
+                let message = chain(&err).to_string();
                 let key = message
                     .split("ETAG_MISMATCH ")
                     .nth(1)
@@ -154,4 +169,11 @@ impl StateStore for RedisStateStore {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Builds one from its entry (LayOtto's redis keys).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn StateStore>> {
+    Some(Arc::new(RedisStateStore::new(RedisConnection::from_entry(
+        entry,
+    )?)))
 }

@@ -1,23 +1,50 @@
-//! Service invocation over HTTP (LayOtto's HTTP path of `InvokeService`): the `rpcs` component
-//! `http` maps app ids to `host:port` (`metadata.targets`, `app2=127.0.0.1:8080;app3=...`);
+//! The `http` invoker (LayOtto's HTTP path of `InvokeService`): it maps app ids to `host:port` (`metadata.targets`, `app2=127.0.0.1:8080;app3=...`);
 //! a call becomes `VERB http://<target>/<method>?<querystring>` with the request data as the
 //! body and its content type, and the answer's body and content type come back. Bounded by the
 //! component's timeout; runs on the backend pool.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use layotto_core::backend::BackendHandle;
 
-use crate::{components::http_client::HttpClient, error::ApiError};
+use super::{Invoked, Invoker};
+use crate::{
+    components::{
+        component::Component,
+        http_client::HttpClient,
+        registry::{Entry, is_endpoint},
+    },
+    error::ApiError,
+};
 
-/// The answer of an invoked service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invoked {
-    /// The body.
-    pub data: Bytes,
-    /// Its `Content-Type`.
-    pub content_type: String,
+/// A call's timeout unless the metadata's `timeout` says.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds one from its entry: `targets` (`app_id=host:port;...`) and `timeout` (seconds).
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
+    let timeout = entry.seconds("timeout", DEFAULT_TIMEOUT);
+    let mut targets = HashMap::new();
+    for pair in entry
+        .take("targets")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|p| !p.trim().is_empty())
+    {
+        match pair.split_once('=') {
+            Some((id, address)) if is_endpoint(address.trim()) && !id.trim().is_empty() => {
+                targets.insert(id.trim().to_owned(), address.trim().to_owned());
+            }
+            _ => entry.metadata_error("targets", format!("\"{pair}\" is not app_id=host:port")),
+        }
+    }
+    Some(Arc::new(ServiceInvoker::new(
+        entry.component().to_owned(),
+        targets,
+        timeout?,
+        entry.backend().clone(),
+    )))
 }
 
 /// Where app ids are and how to call them.
@@ -39,9 +66,13 @@ impl ServiceInvoker {
             http: HttpClient::new(component, timeout, backend),
         }
     }
+}
 
-    /// Calls `method` of app `id` with `verb` (`None`: POST, as Dapr).
-    pub async fn invoke(
+impl Component for ServiceInvoker {}
+
+#[async_trait(?Send)]
+impl Invoker for ServiceInvoker {
+    async fn invoke(
         &self,
         id: &str,
         method: &str,

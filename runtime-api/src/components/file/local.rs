@@ -1,0 +1,271 @@
+//! The `local` file store: a directory (`metadata.rootPath`): put, get, list, delete and
+//! metadata of files named by relative paths under the root. Names that would leave the
+//! root (absolute, `..`, NUL) are refused. The file system is touched on the backend pool's
+//! blocking threads, never on a shard; reads and writes go in chunks, so big files stream with
+//! backpressure instead of sitting in memory.
+
+use std::{
+    path::{Component as PathPart, Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use layotto_core::backend::BackendHandle;
+
+use super::{CHUNK, FileEntry, FilePage, FileStore, Upload};
+use crate::{
+    components::{component::Component, registry::Entry},
+    error::ApiError,
+};
+
+/// Builds one from its entry: `rootPath`, the directory.
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn FileStore>> {
+    let Some(root) = entry.take("rootPath") else {
+        entry.metadata_error("rootPath", "a local file store needs its directory");
+        return None;
+    };
+    Some(Arc::new(LocalFileStore::new(
+        entry.component().to_owned(),
+        root.into(),
+        entry.backend().clone(),
+    )))
+}
+
+/// A file store on a local directory.
+pub struct LocalFileStore {
+    component: String,
+    root: PathBuf,
+    backend: BackendHandle,
+}
+
+impl LocalFileStore {
+    /// A store for `component` (for messages) under `root`.
+    pub fn new(component: String, root: PathBuf, backend: BackendHandle) -> Self {
+        Self {
+            component,
+            root,
+            backend,
+        }
+    }
+
+    /// The path of `name` under the root, refusing names that would leave it.
+    pub fn resolve(&self, name: &str, allow_root: bool) -> Result<PathBuf, ApiError> {
+        let relative = Path::new(name);
+        let plain = relative
+            .components()
+            .all(|component| matches!(component, PathPart::Normal(_) | PathPart::CurDir));
+        if name.contains('\0') || !plain || (name.is_empty() && !allow_root) {
+            return Err(ApiError::InvalidArgument(format!(
+                "file name \"{name}\" must be a relative path inside the store (no .., no leading /)"
+            )));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Runs blocking file work on the backend pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let done = self
+            .backend
+            .submit(async move { tokio::task::spawn_blocking(work).await })
+            .await?;
+        let component = self.component.clone();
+        match done {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(ApiError::NotFound(format!("{component}: no such file")))
+            }
+            Ok(Err(err)) => Err(ApiError::internal_because(component, err)),
+            Err(err) => Err(ApiError::internal_because(component, err)),
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl Component for LocalFileStore {
+    /// Creates the root directory if needed.
+    async fn start(&self) -> Result<(), ApiError> {
+        let root = self.root.clone();
+        std::fs::create_dir_all(&root).map_err(|err| {
+            ApiError::internal_because(
+                format!("{}: cannot create {}", self.component, root.display()),
+                err,
+            )
+        })
+    }
+}
+
+#[async_trait(?Send)]
+impl FileStore for LocalFileStore {
+    /// Bytes go to a temporary file that `finish_put` moves into place, so readers never see
+    /// half a file.
+    async fn start_put(&self, name: &str) -> Result<Upload, ApiError> {
+        let target = self.resolve(name, false)?;
+        let temporary = target.with_file_name(format!(
+            ".{}.part-{}",
+            target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("file"),
+            std::process::id()
+        ));
+        let (t, p) = (target.clone(), temporary.clone());
+        self.blocking(move || {
+            if let Some(parent) = t.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&p).map(drop)
+        })
+        .await?;
+        Ok(Upload {
+            target,
+            staging: temporary,
+        })
+    }
+
+    /// Appends `data` to a put in progress.
+    async fn append(&self, upload: &Upload, data: Bytes) -> Result<(), ApiError> {
+        let temporary = upload.staging.clone();
+        self.blocking(move || {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&temporary)?
+                .write_all(&data)
+        })
+        .await
+    }
+
+    /// Moves a finished put into place (or removes it when `keep` is false).
+    async fn finish_put(&self, upload: Upload, keep: bool) -> Result<(), ApiError> {
+        let Upload {
+            target,
+            staging: temporary,
+        } = upload;
+        self.blocking(move || {
+            if keep {
+                std::fs::rename(&temporary, &target)
+            } else {
+                std::fs::remove_file(&temporary)
+            }
+        })
+        .await
+    }
+
+    /// Up to [`CHUNK`] bytes of `name` from `offset` (empty at the end).
+    async fn read_chunk(&self, name: &str, offset: u64) -> Result<Vec<u8>, ApiError> {
+        let path = self.resolve(name, false)?;
+        self.blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = std::fs::File::open(&path)?;
+            if file.metadata()?.is_dir() {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            let mut chunk = Vec::with_capacity(CHUNK);
+            file.take(CHUNK as u64).read_to_end(&mut chunk)?;
+            Ok(chunk)
+        })
+        .await
+    }
+
+    /// Size and modification time of `name`.
+    async fn meta(&self, name: &str) -> Result<(u64, String), ApiError> {
+        let path = self.resolve(name, false)?;
+        self.blocking(move || {
+            let metadata = std::fs::metadata(&path)?;
+            if metadata.is_dir() {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            Ok((metadata.len(), rfc3339(metadata.modified()?)))
+        })
+        .await
+    }
+
+    /// Deletes `name`.
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let path = self.resolve(name, false)?;
+        self.blocking(move || std::fs::remove_file(&path)).await
+    }
+
+    /// Files under the directory `name` (the root when empty), by name, `page_size` at a time
+    /// after `marker`.
+    async fn list(
+        &self,
+        name: &str,
+        page_size: usize,
+        marker: String,
+    ) -> Result<FilePage, ApiError> {
+        let dir = self.resolve(name, true)?;
+        self.blocking(move || {
+            let mut entries = Vec::new();
+            let mut pending = vec![dir.clone()];
+            while let Some(current) = pending.pop() {
+                for entry in std::fs::read_dir(&current)? {
+                    let entry = entry?;
+                    let metadata = entry.metadata()?;
+                    let path = entry.path();
+                    let relative = path
+                        .strip_prefix(&dir)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned();
+                    if relative
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with(".") && n.contains(".part-"))
+                    {
+                        continue; // a put in progress
+                    }
+                    if metadata.is_dir() {
+                        pending.push(path);
+                    } else if relative > marker {
+                        entries.push(FileEntry {
+                            name: relative,
+                            size: metadata.len(),
+                            last_modified: rfc3339(metadata.modified()?),
+                        });
+                    }
+                }
+            }
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            let truncated = entries.len() > page_size;
+            entries.truncate(page_size);
+            let next_marker = truncated
+                .then(|| entries.last().map(|e| e.name.clone()))
+                .flatten();
+            Ok(FilePage {
+                entries,
+                next_marker,
+            })
+        })
+        .await
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_stay_inside_the_root() {
+        let pool = layotto_core::backend::BackendPool::start(1, 4).unwrap();
+        let store = LocalFileStore::new("file \"f\"".into(), "/srv/files".into(), pool.handle());
+        assert_eq!(
+            store.resolve("a/b.txt", false).unwrap(),
+            Path::new("/srv/files/a/b.txt")
+        );
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "", "a\0b"] {
+            assert!(store.resolve(bad, false).is_err(), "{bad:?}");
+        }
+        assert_eq!(store.resolve("", true).unwrap(), Path::new("/srv/files"));
+    }
+}

@@ -1,0 +1,387 @@
+//! The process-level runtime: every component declared under the `grpc_config` of any `grpc`
+//! filter, built once per process on the main thread before any listener starts, plus the app's
+//! identity, the backend pool and the components' health checks. Every API server (LayOtto's
+//! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
+//! [`Arc<Runtime>`], so two listeners serving the API see the same data.
+
+use std::sync::Arc;
+
+use futures_lite::future::{BoxedLocal, block_on};
+use layotto_core::{
+    CoreError,
+    backend::BackendHandle,
+    config::{Config, Findings, join},
+    health::{HealthCheck, HealthRegistry},
+};
+use serde_json::Value;
+use tracing::info;
+
+use crate::{
+    components::{Components, app_callback::AppSettings, component::Component, registry::BuildCx},
+    error::chain,
+    filter::KIND,
+};
+
+/// Building blocks of LayOtto configs that layotto-rs does not serve (LayOtto's extension point
+/// for its own Go components): logged as ignored.
+const NOT_SERVED: &[&str] = &["custom_component"];
+
+/// The key of LayOtto's `app` block in `grpc_config`.
+const APP_KEY: &str = "app";
+
+/// Everything the runtime APIs serve, shared by all shards.
+pub struct Runtime {
+    components: Components,
+    app: Option<AppSettings>,
+    backend: BackendHandle,
+}
+
+impl Runtime {
+    /// Builds the components of every `grpc` filter in `config`, recording problems (with their
+    /// JSON paths) in `findings`; their health checks go into `health`.
+    pub fn from_config(
+        config: &Config,
+        backend: &BackendHandle,
+        health: &HealthRegistry,
+        findings: &mut Findings,
+    ) -> Arc<Self> {
+        let mut builder = RuntimeBuilder::new(backend);
+        for listener in &config.listeners {
+            for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
+                if let Some(grpc_config) = filter.config.get("grpc_config") {
+                    let path = join(&join(&filter.path, "config"), "grpc_config");
+                    builder.add(grpc_config, &path, findings);
+                }
+            }
+        }
+        builder.finish(health, findings)
+    }
+
+    /// The components, by building block.
+    pub fn components(&self) -> &Components {
+        &self.components
+    }
+
+    /// The app's id (`app.app_id`), the `source` of published events.
+    pub fn app_id(&self) -> &str {
+        self.app
+            .as_ref()
+            .map_or("layotto", |app| app.app_id.as_str())
+    }
+
+    /// The backend pool remote components run on.
+    pub fn backend(&self) -> &BackendHandle {
+        &self.backend
+    }
+
+    /// Starts every component (fail fast, naming the component), then delivery to the app's
+    /// callback server; main thread, before any listener opens.
+    pub fn start(&self) -> Result<(), CoreError> {
+        for (label, component) in self.components.all() {
+            block_on(component.start()).map_err(|err| CoreError::ComponentStart {
+                component: label.to_string(),
+                reason: chain(&err).to_string(),
+            })?;
+        }
+        if let Some(app) = &self.app {
+            crate::components::app_callback::start(app, &self.components.pubsubs, &self.backend)
+                .map_err(|err| CoreError::ComponentStart {
+                    component: format!("app \"{}\"", app.app_id),
+                    reason: chain(&err).to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Closes every component, after the listeners have drained; main thread.
+    pub fn close(&self) {
+        for (label, component) in self.components.all() {
+            block_on(component.close());
+            info!("{label}: closed");
+        }
+    }
+}
+
+/// Collects the `grpc_config` blocks of a process into one [`Runtime`].
+pub struct RuntimeBuilder<'a> {
+    backend: &'a BackendHandle,
+    components: Components,
+    app: Option<(AppSettings, String)>,
+}
+
+impl<'a> RuntimeBuilder<'a> {
+    /// A builder whose remote components will run on `backend`.
+    pub fn new(backend: &'a BackendHandle) -> Self {
+        Self {
+            backend,
+            components: Components::default(),
+            app: None,
+        }
+    }
+
+    /// Adds the building blocks of one `grpc_config` (found at `path`). Component names must
+    /// be unique per block across every `grpc_config`.
+    pub fn add(&mut self, grpc_config: &Value, path: &str, findings: &mut Findings) {
+        let blocks = match grpc_config {
+            Value::Null => return,
+            Value::Object(blocks) => blocks,
+            _ => {
+                findings.error(path, "must be an object of building blocks");
+                return;
+            }
+        };
+        for (block, entries) in blocks {
+            let block_path = join(path, block);
+            if block == APP_KEY {
+                self.add_app(entries, block_path, findings);
+                continue;
+            }
+            let mut cx = BuildCx {
+                backend: self.backend,
+                findings,
+            };
+            if self
+                .components
+                .add_block(block, entries, &block_path, &mut cx)
+            {
+                continue;
+            }
+            if NOT_SERVED.contains(&block.as_str()) {
+                findings.ignore(block_path, "building block not served by layotto-rs");
+            } else {
+                findings.error(
+                    block_path,
+                    format!(
+                        "unknown building block \"{block}\" (known: {}, {APP_KEY}, {})",
+                        Components::KEYS.join(", "),
+                        NOT_SERVED.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn add_app(&mut self, entries: &Value, path: String, findings: &mut Findings) {
+        let Some(app) = AppSettings::decode(entries, &path, findings) else {
+            return;
+        };
+        match &self.app {
+            Some((first, _)) if *first == app => {}
+            Some((_, first_path)) => findings.error(
+                path,
+                format!("a second, different app block: the first is at {first_path}"),
+            ),
+            None => self.app = Some((app, path)),
+        }
+    }
+
+    /// The runtime, with every component's readiness check registered in `health`.
+    pub fn finish(self, health: &HealthRegistry, findings: &mut Findings) -> Arc<Runtime> {
+        if self.components.rpcs.len() > 1 {
+            let names: Vec<&str> = self.components.rpcs.iter().map(|(n, _)| n).collect();
+            findings.error(
+                "rpcs",
+                format!("one rpcs component serves InvokeService; configured: {names:?}"),
+            );
+        }
+        for (label, component) in self.components.all() {
+            health.register(label.dotted(), Arc::new(ComponentHealth(component)));
+        }
+        Arc::new(Runtime {
+            components: self.components,
+            app: self.app.map(|(app, _)| app),
+            backend: self.backend.clone(),
+        })
+    }
+}
+
+/// A component's readiness check.
+struct ComponentHealth(Arc<dyn Component>);
+
+impl HealthCheck for ComponentHealth {
+    fn check(&self) -> BoxedLocal<Result<(), String>> {
+        let component = self.0.clone();
+        Box::pin(async move {
+            component
+                .health()
+                .await
+                .map_err(|err| chain(&err).to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use layotto_core::backend::BackendPool;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Builds `grpc_configs` (each at `cfgN`) into a runtime, answering it and the findings.
+    fn build(grpc_configs: &[Value]) -> (Arc<Runtime>, Findings) {
+        let pool = BackendPool::start(1, 4).unwrap();
+        let mut findings = Findings::default();
+        let backend = pool.handle();
+        let mut builder = RuntimeBuilder::new(&backend);
+        for (i, config) in grpc_configs.iter().enumerate() {
+            builder.add(config, &format!("cfg{i}"), &mut findings);
+        }
+        let runtime = builder.finish(&HealthRegistry::default(), &mut findings);
+        (runtime, findings)
+    }
+
+    fn errors(findings: &Findings) -> Vec<String> {
+        findings.errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn assert_starts_with(errors: &[String], expected: &[&str]) {
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(
+                error.starts_with(expected),
+                "{error} does not start with {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn builds_known_components_and_reports_the_rest() {
+        let (runtime, findings) = build(&[json!({
+            "hellos": {"quick": {"type": "helloworld", "hello": "hi"}, "bare": {"hello": "yo"},
+                       "odd": {"type": "grpc-hello", "hello": "x"}},
+            "state": {"mem": {"type": "in-memory", "metadata": {}}, "r": {"type": "redis"}},
+            "file": {"oss": {"type": "aliyun.oss", "metadata": [{"endpoint": "e"}]}},
+            "custom_component": {"p": {"type": "in-memory"}},
+            "telepathy": {}
+        })]);
+        assert_starts_with(
+            &errors(&findings),
+            &[
+                "cfg0.hellos.odd.type: hello component type \"grpc-hello\" is not supported (supported: helloworld)",
+                "cfg0.state.r.metadata.redisHost: redis needs",
+                "cfg0.file.oss.type: file store type \"aliyun.oss\" is not supported (supported: local)",
+                "cfg0.telepathy: unknown building block",
+            ],
+        );
+        assert_eq!(findings.ignored[0].path, "cfg0.custom_component");
+        let components = runtime.components();
+        assert_eq!(components.hellos.get("quick").unwrap().hello("a"), "hi, a");
+        assert_eq!(components.hellos.get("bare").unwrap().hello(""), "yo");
+        assert!(components.state.get("mem").is_ok());
+        let unknown = components.state.get("nope").err().unwrap().to_string();
+        assert_eq!(
+            unknown,
+            r#"no state component named "nope" is configured (configured: ["mem"])"#
+        );
+    }
+
+    #[test]
+    fn config_stores_take_layotto_keys_and_report_each_bad_one() {
+        let (runtime, findings) = build(&[json!({
+            "config_store": {
+                "mem": {"type": "in-memory"},
+                "etcd": {"type": "etcd", "address": ["127.0.0.1:2379", "http://h:1"], "timeout": "2.5",
+                         "metadata": {"x": "y"}},
+                "numeric": {"type": "etcd", "address": ["localhost:2379"], "timeout": 3},
+                "no_address": {"type": "etcd"},
+                "bad_address": {"type": "etcd", "address": ["127.0.0.1"], "timeout": "0"},
+                "huge_timeout": {"type": "etcd", "address": ["h:1"], "timeout": 1e20},
+                "apollo": {"type": "apollo"},
+                "typo": {"type": "in-memory", "adress": []}
+            }
+        })]);
+        assert_starts_with(
+            &errors(&findings),
+            &[
+                "cfg0.config_store.no_address.address: etcd needs at least one",
+                "cfg0.config_store.bad_address.address[0]: invalid etcd address \"127.0.0.1\"",
+                "cfg0.config_store.bad_address.timeout: invalid timeout \"0\"",
+                "cfg0.config_store.huge_timeout.timeout: invalid timeout 1e+20",
+                "cfg0.config_store.apollo.type: config store type \"apollo\" is not supported",
+                "cfg0.config_store.typo.adress: unknown key",
+            ],
+        );
+        assert_eq!(
+            findings.ignored[0].path,
+            "cfg0.config_store.etcd.metadata.x"
+        );
+        for name in ["mem", "etcd", "numeric"] {
+            assert!(
+                runtime.components().config_stores.get(name).is_ok(),
+                "{name}"
+            );
+        }
+        assert!(
+            runtime
+                .components()
+                .config_stores
+                .get("no_address")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn locks_and_sequencers_take_layotto_metadata() {
+        let (runtime, findings) = build(&[json!({
+            "lock": {
+                "mem": {"type": "in-memory"},
+                "r": {"type": "redis", "metadata": {"redisHost": "127.0.0.1:6379", "redisPassword": ""}},
+                "e": {"type": "etcd", "metadata": {"endpoints": "127.0.0.1:2379,127.0.0.1:2380",
+                       "keyPrefixPath": "/l", "dialTimeout": "5", "username": "", "password": "",
+                       "extra": "x"}},
+                "no_host": {"type": "redis", "metadata": {}},
+                "zk": {"type": "zookeeper"}
+            },
+            "sequencer": {
+                "mem": {"type": "in-memory"},
+                "e": {"type": "etcd", "metadata": {"endpoints": "127.0.0.1:2379",
+                       "segmentCacheEnable": "true", "segmentStep": "10"}},
+                "bad_step": {"type": "in-memory", "metadata": {"segmentCacheEnable": "true", "segmentStep": "x"}},
+                "bad_timeout": {"type": "etcd", "metadata": {"endpoints": "h:1", "dialTimeout": "soon"}}
+            }
+        })]);
+        assert_starts_with(
+            &errors(&findings),
+            &[
+                "cfg0.lock.no_host.metadata.redisHost: redis needs",
+                "cfg0.lock.zk.type: lock type \"zookeeper\" is not supported",
+                "cfg0.sequencer.bad_step.metadata.segmentStep: invalid \"x\"",
+                "cfg0.sequencer.bad_timeout.metadata.dialTimeout: invalid \"soon\"",
+            ],
+        );
+        let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(ignored, vec!["cfg0.lock.e.metadata.extra"]);
+        let components = runtime.components();
+        for name in ["mem", "r", "e"] {
+            assert!(components.locks.get(name).is_ok(), "{name}");
+        }
+        assert!(components.sequencers.get("e").is_ok());
+        assert!(components.sequencers.get("bad_step").is_err());
+    }
+
+    #[test]
+    fn grpc_configs_share_one_runtime_and_names_must_not_clash() {
+        let (runtime, findings) = build(&[
+            json!({"state": {"a": {"type": "in-memory"}}, "app": {"app_id": "app1"}}),
+            json!({
+                "state": {"a": {"type": "in-memory"}, "b": {"type": "in-memory"}},
+                "lock": {"a": {"type": "in-memory"}},
+                "app": {"app_id": "app1"}
+            }),
+            json!({"app": {"app_id": "other"}}),
+        ]);
+        assert_eq!(
+            errors(&findings),
+            vec![
+                "cfg1.state.a: state component \"a\" is declared twice: also at cfg0.state.a",
+                "cfg2.app: a second, different app block: the first is at cfg0.app",
+            ]
+        );
+        let components = runtime.components();
+        assert_eq!(components.state.len(), 2);
+        assert!(components.locks.get("a").is_ok());
+        assert_eq!(runtime.app_id(), "app1");
+        let labels: Vec<String> = components.all().iter().map(|(l, _)| l.dotted()).collect();
+        assert_eq!(labels, vec!["state.a", "state.b", "lock.a"]);
+    }
+}
