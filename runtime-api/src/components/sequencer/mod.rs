@@ -8,7 +8,7 @@ mod etcd;
 mod memory;
 mod redis;
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 
@@ -30,11 +30,15 @@ pub trait IdStore: Send + Sync {
 }
 
 /// A store with its `WEAK` segment cache.
+#[expect(
+    clippy::disallowed_types,
+    reason = "the segment cache is shared by all shards so ids stay unique; held to take one id, never across an await"
+)]
 pub struct Sequencer {
     store: Box<dyn IdStore>,
     segment: u32,
     /// Per key: the next cached id and the last one reserved.
-    cached: Mutex<HashMap<String, (i64, i64)>>,
+    cached: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
 
 impl Sequencer {
@@ -43,7 +47,7 @@ impl Sequencer {
         Self {
             store,
             segment: segment.max(1),
-            cached: Mutex::new(HashMap::new()),
+            cached: Default::default(),
         }
     }
 
