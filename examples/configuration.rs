@@ -8,6 +8,11 @@
 //! cargo run --example configuration -- delete [KEY...]
 //! cargo run --example configuration -- subscribe
 //! ```
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line client: the answers are its output"
+)]
 
 use std::collections::HashMap;
 

@@ -2,6 +2,10 @@
 //!
 //! Start layotto-rs with its embedded default config (`cargo run --release -- start`), then run
 //! `cargo run --example first_call` (or pass another address: `-- 127.0.0.1:34904`).
+#![allow(
+    clippy::print_stdout,
+    reason = "an example client: the answers are its output"
+)]
 
 use bytes::Bytes;
 use layotto_proto::runtime::{

@@ -1,6 +1,10 @@
 //! The `layotto` binary: command line, logging, configuration loading and the wiring of listeners
 //! to filter chains and shards. Runs on the main thread; a helper thread waits for signals.
 #![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stderr,
+    reason = "the binary reports configuration and start-up failures on stderr, whether or not logging is up"
+)]
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -256,6 +260,7 @@ fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result
             }
             if let Some(signal) = received.next() {
                 warn!(signal, "second stop request: exiting without draining");
+                #[expect(clippy::exit, reason = "a second signal stops the process at once")]
                 std::process::exit(130);
             }
         })

@@ -1,6 +1,12 @@
 //! End-to-end tests of the calls layotto-rs makes over HTTP — the `http` output binding and
 //! `InvokeService` through the `rpcs` `http` component: the real binary, called by tonic, sending
 //! to a real HTTP server of the test's that records what it received.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

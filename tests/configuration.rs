@@ -1,6 +1,12 @@
 //! End-to-end tests of the configuration API: the real binary with an `in-memory` store and with
 //! an `etcd` store backed by a real etcd server started here, called by tonic. etcd is also read
 //! and written directly (etcd-client) to check the key layout and changes made behind our back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! The example configurations in `configs/` start and serve what they describe. Each is run as
 //! written, with only its fixed ports moved to free ones (and etcd and upstreams to the test's).
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

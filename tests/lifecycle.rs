@@ -1,5 +1,11 @@
 //! Start-up and shutdown of the real binary: draining on SIGTERM, the drain timeout, and running
 //! unprivileged under the machine's locked-memory limit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

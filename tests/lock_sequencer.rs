@@ -1,5 +1,11 @@
 //! End-to-end tests of the lock and sequencer building blocks on every store: `in-memory`, and
 //! real `redis` and `etcd` servers started here. The real binary, called by tonic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

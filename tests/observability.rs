@@ -1,6 +1,12 @@
 //! End-to-end tests of what layotto-rs reports about itself: Prometheus `/metrics` (per listener
 //! and per rpc, with latency quantiles merged across shards) and the actuator's health and info
 //! endpoints, scraped over HTTP, with readiness following a real etcd going down and up.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! End-to-end tests of the gRPC runtime API: the real binary, called by tonic (an independent
 //! gRPC implementation generated from our protos) and, for framing edge cases, by a raw h2 client.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

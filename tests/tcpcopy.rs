@@ -1,6 +1,12 @@
 //! End-to-end tests of `tcpcopy`: traffic through the real binary (tcp_proxy and gRPC listeners)
 //! is dumped to pcap files that are read back with a pcap parser (and `tshark` when installed);
 //! the bytes each way and the addresses must match what went over the sockets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 
@@ -101,6 +107,10 @@ fn read_dumps(dir: &Path, server: SocketAddr) -> BTreeMap<u16, Stream> {
 }
 
 /// `tshark -r` on every dump, when tshark is installed: it must read them without complaint.
+#[expect(
+    clippy::print_stderr,
+    reason = "tells whoever runs the test what was skipped"
+)]
 fn tshark_reads(dir: &Path) {
     if std::process::Command::new("tshark")
         .arg("-v")

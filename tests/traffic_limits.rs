@@ -1,5 +1,11 @@
 //! End-to-end tests of the limits: `flowControlFilter` on the gRPC listener (process-wide, across
 //! two shards, unary and streaming) and `connection_limit` on a tcp_proxy listener.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! shard, and on two shards (threads) drawing on one budget at once, for a budget big enough that
 //! calls are admitted (leases of many tokens) and for one that is spent (every call refused).
 //! Run with `cargo bench -p layotto-bench --bench rate_limit`.
+#![allow(clippy::print_stdout, reason = "the benchmark's report is its output")]
 
 use std::{
     hint::black_box,

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 /// Unary calls of one rpc, with one request message, over one HTTP/2 connection; clones share
 /// the connection (one stream per call in flight).
 #[derive(Clone)]
-pub struct UnaryCaller {
+pub(crate) struct UnaryCaller {
     sender: SendRequest<Bytes>,
     uri: Uri,
     frame: Bytes,
@@ -24,7 +24,11 @@ pub struct UnaryCaller {
 
 impl UnaryCaller {
     /// Connects to `address` for calls of `path` (`/package.Service/Method`) with `request`.
-    pub async fn connect(address: SocketAddr, path: &str, request: &impl Message) -> Result<Self> {
+    pub(crate) async fn connect(
+        address: SocketAddr,
+        path: &str,
+        request: &impl Message,
+    ) -> Result<Self> {
         let tcp = TcpStream::connect(address).await?;
         tcp.set_nodelay(true)?;
         let (sender, connection) = h2::client::Builder::new()
@@ -48,7 +52,7 @@ impl UnaryCaller {
     }
 
     /// One call; the decoded reply, or what was wrong.
-    pub async fn call<R: Message + Default>(&mut self) -> Result<R, String> {
+    pub(crate) async fn call<R: Message + Default>(&mut self) -> Result<R, String> {
         let request = Request::post(self.uri.clone())
             .header("content-type", "application/grpc")
             .header("te", "trailers")

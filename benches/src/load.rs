@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 /// How load is offered.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Requests start at `rate` per second, whatever the answers do.
     Open {
         /// Requests per second.
@@ -32,7 +32,7 @@ pub enum Mode {
 }
 
 /// What one run measured (after the warm-up).
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// Latencies in nanoseconds.
     pub latency: Histogram<u64>,
     /// Requests that failed.
@@ -43,14 +43,14 @@ pub struct Measurement {
 
 impl Measurement {
     /// Completed requests per second.
-    pub fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         self.latency.len() as f64 / self.elapsed.as_secs_f64()
     }
 }
 
 /// Timing of a run.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Discarded first.
     pub warmup: Duration,
     /// Measured.
@@ -83,7 +83,7 @@ impl Recorder {
 
 /// Runs `call` with `clients` under `mode` for `timing`; must run inside a `LocalSet`.
 /// `progress` is called about once a second with the requests completed so far.
-pub async fn run<C, F, Fut>(
+pub(crate) async fn run<C, F, Fut>(
     clients: Vec<C>,
     mode: Mode,
     timing: Timing,

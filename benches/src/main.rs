@@ -4,6 +4,12 @@
 //! memory and ratios against the baselines as a Markdown table and a JSON file. See
 //! `benches/README.md` for the method and the latest figures.
 #![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "a command-line tool, not layotto-rs: it reports on the terminal and paces load from threads of its own"
+)]
 
 mod grpc_client;
 mod load;

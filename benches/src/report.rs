@@ -9,7 +9,7 @@ use crate::load::Measurement;
 
 /// The median over repeats of one measurement, in microseconds and requests per second.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Completed requests per second.
     pub rps: f64,
     /// Latency percentiles.
@@ -45,7 +45,7 @@ fn spread(values: &[f64]) -> (f64, f64) {
 
 impl Summary {
     /// Medians of `runs`, whose targets spent `cpu_per_request` µs of CPU per request.
-    pub fn of(runs: &[Measurement], cpu_per_request: &[f64]) -> Self {
+    pub(crate) fn of(runs: &[Measurement], cpu_per_request: &[f64]) -> Self {
         let quantile = |q: f64| -> Vec<f64> {
             runs.iter()
                 .map(|run| run.latency.value_at_quantile(q) as f64 / 1000.0)
@@ -74,7 +74,7 @@ impl Summary {
 
 /// One target in one latency/throughput scenario.
 #[derive(Debug, Clone, Serialize)]
-pub struct LatencyRow {
+pub(crate) struct LatencyRow {
     /// What was measured (shared by the targets compared).
     pub scenario: String,
     /// The target.
@@ -87,7 +87,12 @@ pub struct LatencyRow {
 
 impl LatencyRow {
     /// A row.
-    pub fn new(scenario: String, target: String, core: Option<usize>, summary: Summary) -> Self {
+    pub(crate) fn new(
+        scenario: String,
+        target: String,
+        core: Option<usize>,
+        summary: Summary,
+    ) -> Self {
         Self {
             scenario,
             target,
@@ -99,7 +104,7 @@ impl LatencyRow {
 
 /// One target's bulk throughput.
 #[derive(Debug, Clone, Serialize)]
-pub struct BulkRow {
+pub(crate) struct BulkRow {
     /// The target.
     pub target: String,
     /// The core it was pinned to.
@@ -114,7 +119,7 @@ pub struct BulkRow {
 
 /// One server's resident memory.
 #[derive(Debug, Clone, Serialize)]
-pub struct MemoryRow {
+pub(crate) struct MemoryRow {
     /// The server.
     pub target: String,
     /// At rest.
@@ -127,7 +132,7 @@ pub struct MemoryRow {
 
 /// Everything one run of the harness measured.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// How it was run: cores, pinning, timing.
     pub setup: Vec<(String, String)>,
     /// L4 echo scenarios.
@@ -142,7 +147,7 @@ pub struct Report {
 
 impl Report {
     /// The report as Markdown.
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "| setting | value |\n|---|---|");
         for (key, value) in &self.setup {

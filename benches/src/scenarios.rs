@@ -31,7 +31,7 @@ use crate::{
 
 /// Where things run and for how long.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// layotto-rs's binary.
     pub layotto: std::path::PathBuf,
     /// Core of the server under test (proxy, gRPC server).
@@ -145,7 +145,7 @@ fn echo_load(
 }
 
 /// Closed-loop most and open-loop latency of each L4 target, for each message size.
-pub fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
+pub(crate) fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
     let echo = targets::echo(plan.load_core)?;
     let proxies = proxies(plan, echo.address)?;
     let mut rows = Vec::new();
@@ -203,7 +203,7 @@ fn name(target: &Process) -> String {
 
 /// Bulk echo throughput over `connections` connections writing 256 KiB at a time, with the CPU
 /// time each target spent per GiB it echoed.
-pub fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
+pub(crate) fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
     let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
     let echo = targets::echo(plan.load_core)?;
     let proxies = proxies(plan, echo.address)?;
@@ -280,7 +280,7 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
 
 /// The gRPC rpcs measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rpc {
+pub(crate) enum Rpc {
     /// `SayHello` on the `helloworld` component.
     SayHello,
     /// `GetState` of a saved key on the in-memory store.
@@ -370,7 +370,7 @@ fn grpc_load(
 
 /// Each rpc against layotto-rs and the tonic reference, pinned to the same core: the most with
 /// 1000 calls in flight (2 connections × 500 streams), then latency at half the slower's most.
-pub fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
+pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
     let servers = [
         targets::layotto(&plan.layotto, plan.server_core, None)?,
         targets::tonic_reference(plan.server_core)?,
@@ -419,7 +419,7 @@ pub fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
 /// Resident memory of each server at rest and holding idle connections: `idle` HTTP/2
 /// connections to the gRPC servers, and as many proxied connections as a proxy's file limit
 /// allows (two descriptors each) up to `idle`.
-pub fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<MemoryRow>> {
+pub(crate) fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<MemoryRow>> {
     let mut rows = Vec::new();
     let grpc = [
         targets::layotto(&plan.layotto, plan.server_core, None)?,

@@ -2,11 +2,7 @@
 //! echo server (the upstream of the L4 scenarios, and the "direct" baseline) and a minimal tonic
 //! server of the two measured rpcs (the gRPC reference), both on one current-thread runtime.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use layotto_proto::runtime::{
     GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
@@ -16,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
 
 /// Echoes every byte back on every connection, until killed.
-pub async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
     loop {
@@ -41,8 +37,12 @@ pub async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
 /// SayHello and an in-memory GetState/SaveState, as layotto-rs's `helloworld` and `in-memory`
 /// components answer them; every other rpc is UNIMPLEMENTED.
 #[derive(Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "the tonic reference server, not layotto-rs: one current-thread runtime, never contended"
+)]
 struct Reference {
-    state: Mutex<HashMap<String, bytes::Bytes>>,
+    state: std::sync::Mutex<HashMap<String, bytes::Bytes>>,
 }
 
 #[tonic::async_trait]
@@ -90,7 +90,7 @@ impl Runtime for Reference {
 }
 
 /// Serves the reference until killed.
-pub async fn tonic_reference(listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn tonic_reference(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

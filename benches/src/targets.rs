@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// A started server.
-pub struct Process {
+pub(crate) struct Process {
     /// What it is ("layotto-rs", "haproxy", ...).
     pub name: String,
     /// Where it listens.
@@ -72,7 +72,7 @@ impl Process {
     }
 
     /// Resident memory now, in KiB (`VmRSS` of the process itself: `taskset` execs it).
-    pub fn rss_kib(&self) -> Result<u64> {
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
@@ -84,7 +84,7 @@ impl Process {
 
 impl Process {
     /// CPU time it has used so far (user + system), in seconds (`/proc` counts in 1/100 s).
-    pub fn cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // Fields after the command name (which may hold spaces) start at `state`, field 3.
         let fields: Vec<&str> = stat
@@ -111,12 +111,12 @@ impl Drop for Process {
 }
 
 /// A loopback address nobody listens on right now.
-pub fn free_address() -> Result<SocketAddr> {
+pub(crate) fn free_address() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// The harness's own echo server.
-pub fn echo(core: Option<usize>) -> Result<Process> {
+pub(crate) fn echo(core: Option<usize>) -> Result<Process> {
     let address = free_address()?;
     let args = ["echo-server".into(), "--listen".into(), address.to_string()];
     Process::start(
@@ -130,7 +130,7 @@ pub fn echo(core: Option<usize>) -> Result<Process> {
 }
 
 /// The harness's tonic reference server.
-pub fn tonic_reference(core: Option<usize>) -> Result<Process> {
+pub(crate) fn tonic_reference(core: Option<usize>) -> Result<Process> {
     let address = free_address()?;
     let args = [
         "tonic-server".into(),
@@ -149,7 +149,7 @@ pub fn tonic_reference(core: Option<usize>) -> Result<Process> {
 
 /// layotto-rs (`binary`) on one shard: a `tcp_proxy` to `upstream`, or the gRPC API with the
 /// embedded default's components when `upstream` is `None`.
-pub fn layotto(
+pub(crate) fn layotto(
     binary: &Path,
     core: Option<usize>,
     upstream: Option<SocketAddr>,
@@ -187,7 +187,7 @@ pub fn layotto(
 }
 
 /// HAProxy in TCP mode with one thread, if installed.
-pub fn haproxy(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
+pub(crate) fn haproxy(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
     let Some(program) = installed("haproxy") else {
         return Ok(None);
     };
@@ -208,7 +208,7 @@ pub fn haproxy(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Proce
 }
 
 /// nginx with the `stream` module and one worker (no master), if installed.
-pub fn nginx(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
+pub(crate) fn nginx(core: Option<usize>, upstream: SocketAddr) -> Result<Option<Process>> {
     let Some(program) = installed("nginx") else {
         return Ok(None);
     };

@@ -2,7 +2,7 @@
 //! main thread while building; a readiness request runs every check on the shard serving it
 //! (remote checks hop to the backend pool, so the shard does not block).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_lite::future::BoxedLocal;
 
@@ -14,8 +14,12 @@ pub trait HealthCheck: Send + Sync {
 
 /// The checks of every component, by name.
 #[derive(Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "written on the main thread before the shards start; a readiness request then takes it uncontended, to clone the list"
+)]
 pub struct HealthRegistry {
-    checks: Mutex<Vec<(String, Arc<dyn HealthCheck>)>>,
+    checks: std::sync::Mutex<Vec<(String, Arc<dyn HealthCheck>)>>,
 }
 
 impl HealthRegistry {

@@ -256,9 +256,7 @@ fn run_shard(
         let accept_loops: Vec<_> = listeners
             .into_iter()
             .map(|listener| {
-                // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening TCP socket;
-                // the glommio listener takes that ownership and closes it on drop.
-                let socket = unsafe { TcpListener::from_raw_fd(listener.socket.into_raw_fd()) };
+                let socket = adopt_listening_socket(listener.socket);
                 glommio::spawn_local(accept_loop(
                     AcceptContext {
                         shard,
@@ -298,6 +296,18 @@ struct AcceptContext {
     stats: Arc<ListenerStats>,
     gate: Rc<Gate>,
     open: Rc<Cell<usize>>,
+}
+
+/// Hands a bound, listening socket to glommio, which accepts on it with io_uring. glommio takes
+/// a listener only as a raw fd, hence the one `unsafe` of the workspace.
+#[expect(
+    unsafe_code,
+    reason = "glommio's TcpListener can only be built from a raw fd"
+)]
+fn adopt_listening_socket(socket: socket2::Socket) -> TcpListener {
+    // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening TCP socket;
+    // the glommio listener takes that ownership and closes it on drop.
+    unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
 }
 
 /// Accepts until shutdown, serving each connection inside the shard's drain gate. Dropping the

@@ -42,6 +42,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test thread, not a shard: gives the waiter time to start waiting"
+    )]
     fn wakes_a_waiter_on_another_thread() {
         let (trigger, signal) = channel();
         let waiter = std::thread::spawn(move || {

@@ -181,10 +181,7 @@ mod tests {
     use std::{
         io::{Read, Write},
         net::{Shutdown, SocketAddr},
-        sync::{
-            Mutex,
-            atomic::{AtomicUsize, Ordering},
-        },
+        sync::atomic::{AtomicUsize, Ordering},
     };
 
     use glommio::{LocalExecutor, net::TcpListener};
@@ -193,7 +190,11 @@ mod tests {
     use super::*;
     use crate::registry::BuildContext;
 
-    type Seen = Arc<Mutex<Vec<(Direction, Vec<u8>)>>>;
+    #[expect(
+        clippy::disallowed_types,
+        reason = "a test's recorder, read by the test thread after the shard has stopped"
+    )]
+    type Seen = Arc<std::sync::Mutex<Vec<(Direction, Vec<u8>)>>>;
 
     /// Records every byte and the close of each connection; or refuses them all.
     struct Recording {

@@ -2,6 +2,10 @@
 //! written to a temp dir, reads its log for the bound addresses, and provides small real TCP
 //! servers to proxy to. Every wait is bounded.
 #![allow(dead_code)] // each test binary uses its own part of the harness
+#![allow(
+    unreachable_pub,
+    reason = "`pub` marks the harness API its test crates share"
+)]
 
 pub mod etcd;
 pub mod redis;

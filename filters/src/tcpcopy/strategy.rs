@@ -71,7 +71,7 @@ impl CpuTimes {
 }
 
 /// Memory in use, in percent, from `/proc/meminfo`.
-pub fn mem_percent(meminfo: &str) -> Option<f64> {
+pub(crate) fn mem_percent(meminfo: &str) -> Option<f64> {
     let field = |name: &str| -> Option<f64> {
         meminfo
             .lines()

@@ -37,14 +37,14 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn OutputBinding>> {
 }
 
 /// An `http` output binding.
-pub struct HttpBinding {
+struct HttpBinding {
     url: String,
     http: HttpClient,
 }
 
 impl HttpBinding {
     /// A binding for `component` (for messages) to `url`.
-    pub fn new(component: String, url: String, timeout: Duration, backend: BackendHandle) -> Self {
+    fn new(component: String, url: String, timeout: Duration, backend: BackendHandle) -> Self {
         Self {
             url,
             http: HttpClient::new(component, timeout, backend),

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
@@ -78,8 +78,12 @@ impl Subscription {
 }
 
 /// The watches of one store, by app.
+#[expect(
+    clippy::disallowed_types,
+    reason = "subscribers on every shard join one watch per app; held to subscribe or publish, never across an await"
+)]
 pub struct WatchHub {
-    watches: Mutex<HashMap<String, Weak<SharedWatch>>>,
+    watches: std::sync::Mutex<HashMap<String, Weak<SharedWatch>>>,
     capacity: usize,
 }
 
@@ -87,7 +91,7 @@ impl WatchHub {
     /// A hub whose subscribers may fall `capacity` changes behind before they resync.
     pub fn new(capacity: usize) -> Self {
         Self {
-            watches: Mutex::new(HashMap::new()),
+            watches: Default::default(),
             capacity,
         }
     }

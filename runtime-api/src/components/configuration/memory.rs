@@ -2,10 +2,7 @@
 //! same key layout as the etcd store. Writes publish their change to subscribers while still
 //! holding the lock, so every subscriber sees changes in the order they were made.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-};
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use layotto_proto::runtime::ConfigurationItem;
@@ -27,15 +24,19 @@ struct Stored {
 }
 
 /// An in-memory configuration store.
+#[expect(
+    clippy::disallowed_types,
+    reason = "one view of the items for every shard; held for a write and its publish, never across an await"
+)]
 pub struct InMemoryConfigStore {
-    items: Mutex<BTreeMap<String, Stored>>,
+    items: std::sync::Mutex<BTreeMap<String, Stored>>,
     hub: WatchHub,
 }
 
 impl Default for InMemoryConfigStore {
     fn default() -> Self {
         Self {
-            items: Mutex::new(BTreeMap::new()),
+            items: Default::default(),
             hub: WatchHub::new(SUBSCRIBER_BACKLOG),
         }
     }

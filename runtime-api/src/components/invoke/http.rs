@@ -48,14 +48,14 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
 }
 
 /// Where app ids are and how to call them.
-pub struct ServiceInvoker {
+struct ServiceInvoker {
     targets: HashMap<String, String>,
     http: HttpClient,
 }
 
 impl ServiceInvoker {
     /// An invoker for `component` calling `targets` (app id → `host:port`).
-    pub fn new(
+    fn new(
         component: String,
         targets: HashMap<String, String>,
         timeout: Duration,

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -16,8 +15,12 @@ use std::sync::Arc;
 
 /// An in-memory lock store.
 #[derive(Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "a lock must be one for every shard; held for one map operation, never across an await"
+)]
 pub struct InMemoryLockStore {
-    holds: Mutex<HashMap<String, (String, Instant)>>,
+    holds: std::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl InMemoryLockStore {
@@ -97,6 +100,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test thread, not a shard: waits out a real hold (the store reads the clock)"
+    )]
     fn only_the_owner_unlocks_and_holds_expire() {
         let store = InMemoryLockStore::default();
         futures_lite::future::block_on(async {

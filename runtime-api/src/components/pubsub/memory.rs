@@ -2,7 +2,7 @@
 //! it subscribed. Subscribers are channels; the list is behind a short lock taken to publish and
 //! to subscribe, never while an event is being handled.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use layotto_proto::runtime::TopicEventRequest;
@@ -15,8 +15,12 @@ use std::sync::Arc;
 
 /// An in-process broker.
 #[derive(Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "subscribers on every shard see every event; held to publish or subscribe, never while an event is handled"
+)]
 pub struct InMemoryPubSub {
-    topics: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Delivery>>>>,
+    topics: std::sync::Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Delivery>>>>,
 }
 
 impl Component for InMemoryPubSub {}

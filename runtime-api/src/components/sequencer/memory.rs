@@ -1,6 +1,6 @@
 //! The `in-memory` id store: one counter per key, shared by all shards behind a short lock.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 
@@ -11,8 +11,12 @@ use std::sync::Arc;
 
 /// In-memory counters.
 #[derive(Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "ids must grow across all shards; held for one increment, never across an await"
+)]
 pub struct InMemoryIdStore {
-    counters: Mutex<HashMap<String, i64>>,
+    counters: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Component for InMemoryIdStore {}

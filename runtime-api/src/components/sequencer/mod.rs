@@ -8,10 +8,7 @@ mod etcd;
 mod memory;
 mod redis;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 
@@ -35,11 +32,15 @@ pub trait IdStore: Component {
 }
 
 /// A store with its `WEAK` segment cache.
+#[expect(
+    clippy::disallowed_types,
+    reason = "the segment cache is shared by all shards so ids stay unique; held to take one id, never across an await"
+)]
 pub struct Sequencer {
     store: Arc<dyn IdStore>,
     segment: u32,
     /// Per key: the next cached id and the last one reserved.
-    cached: Mutex<HashMap<String, (i64, i64)>>,
+    cached: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
 
 #[async_trait(?Send)]
@@ -63,7 +64,7 @@ impl Sequencer {
         Self {
             store,
             segment: segment.max(1),
-            cached: Mutex::new(HashMap::new()),
+            cached: Default::default(),
         }
     }
 

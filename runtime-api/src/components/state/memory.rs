@@ -3,7 +3,7 @@
 //! checked against a staged view and committed only if every operation passes. Entries with a TTL
 //! expire lazily.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,8 +34,12 @@ struct Inner {
 
 /// An in-process state store.
 #[derive(Debug, Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "one view of the data for every shard; held for a few map operations, never across an await"
+)]
 pub struct InMemoryStateStore {
-    inner: Mutex<Inner>,
+    inner: std::sync::Mutex<Inner>,
 }
 
 impl InMemoryStateStore {
@@ -193,6 +197,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test thread, not a shard: waits out a real TTL (the store reads the clock)"
+    )]
     fn entries_expire_after_their_ttl() {
         let store = InMemoryStateStore::new();
         let with_ttl = StateOperation::Upsert {
