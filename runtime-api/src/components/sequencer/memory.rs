@@ -32,7 +32,6 @@ impl IdStore for InMemoryIdStore {
 }
 
 /// Builds one from its entry (in-memory: no settings).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
-    let _ = entry;
+pub(super) fn build(_entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
     Some(Arc::new(InMemoryIdStore::default()))
 }
