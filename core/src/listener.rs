@@ -1,8 +1,16 @@
 //! SO_REUSEPORT listening sockets: one socket per shard per listener, all bound on the main thread
 //! before shards start so that bind errors fail the start and port 0 resolves to one port shared by
 //! every shard. Each shard then owns its own sockets; the kernel spreads connections across them.
+//!
+//! SO_REUSEPORT would also let a second process of the same user join the port and take part of
+//! its connections; an [`AddressGuard`] (an abstract Unix socket named after the address, which
+//! only one process can hold and the kernel releases when the process ends) makes a second
+//! process fail with "address in use" instead.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    os::{linux::net::SocketAddrExt, unix::net},
+};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -20,6 +28,23 @@ pub struct BoundListener {
     pub address: SocketAddr,
     /// One listening socket per shard, by shard index.
     pub sockets: Vec<Socket>,
+    /// Keeps other processes off the address while it is held.
+    pub guard: AddressGuard,
+}
+
+/// Holds an address for this process: while it lives no other layotto-rs process can serve
+/// the same address.
+#[derive(Debug)]
+pub struct AddressGuard(
+    #[expect(dead_code, reason = "held for its effect, never read")] net::UnixListener,
+);
+
+impl AddressGuard {
+    /// Takes `address` for this process, or fails with `AddrInUse` if another holds it.
+    fn take(address: SocketAddr) -> std::io::Result<Self> {
+        let name = net::SocketAddr::from_abstract_name(format!("layotto-rs/tcp/{address}"))?;
+        net::UnixListener::bind_addr(&name).map(Self)
+    }
 }
 
 /// Binds `shards` SO_REUSEPORT sockets for `address`. With port 0 the first socket picks the port
@@ -43,10 +68,18 @@ pub fn bind(name: &str, address: SocketAddr, shards: usize) -> Result<BoundListe
         }
         sockets.push(socket);
     }
+    let guard = AddressGuard::take(actual).map_err(|err| match err.kind() {
+        std::io::ErrorKind::AddrInUse => bind_err(std::io::Error::new(
+            err.kind(),
+            "address in use: another layotto-rs process serves it",
+        )),
+        _ => bind_err(err),
+    })?;
     Ok(BoundListener {
         name: name.to_owned(),
         address: actual,
         sockets,
+        guard,
     })
 }
 
@@ -79,6 +112,16 @@ mod tests {
                 Some(bound.address)
             );
         }
+    }
+
+    #[test]
+    fn a_second_binding_of_the_same_address_is_refused_while_the_first_holds_it() {
+        let first = bind("first", "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let err = bind("second", first.address, 2).unwrap_err().to_string();
+        assert!(err.contains("address in use"), "{err}");
+        let address = first.address;
+        drop(first);
+        assert!(bind("third", address, 1).is_ok());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::{
     CoreError,
     handler::{ConnectionHandler, ConnectionInfo, HandlerFactory},
-    listener::BoundListener,
+    listener::{AddressGuard, BoundListener},
     shutdown::ShutdownSignal,
     stats::ShardedCounter,
 };
@@ -128,6 +128,7 @@ impl ShardPlan {
                 name: listener.bound.name,
                 handler: listener.handler,
                 stats: listener.stats,
+                _guard: listener.bound.guard,
             });
         }
 
@@ -168,6 +169,8 @@ struct ListenerTotals {
     name: String,
     handler: Arc<dyn HandlerFactory>,
     stats: Arc<ListenerStats>,
+    /// Holds the address until the shards have stopped.
+    _guard: AddressGuard,
 }
 
 /// What the shards did, for the exit summary.

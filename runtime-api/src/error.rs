@@ -45,6 +45,9 @@ pub enum ApiError {
     /// The named thing does not exist (a secret, a file, an invocation target).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this (a secret outside the store's scope).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// An etag (or first-write rule) did not match the stored item.
     #[error("etag mismatch for key \"{0}\"")]
     EtagMismatch(String),
@@ -127,6 +130,7 @@ impl ApiError {
             Self::UnknownComponent { .. }
             | Self::InvalidArgument(_)
             | Self::NotFound(_)
+            | Self::PermissionDenied(_)
             | Self::EtagMismatch(_) => Origin::Client,
             Self::Unavailable { .. } | Self::Backend { .. } => Origin::Backend,
             Self::Internal { .. } => Origin::Component,
@@ -150,6 +154,7 @@ impl ApiError {
         match self {
             Self::UnknownComponent { .. } | Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::EtagMismatch(_) => Code::Aborted,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::Backend { .. } | Self::Internal { .. } => Code::Internal,

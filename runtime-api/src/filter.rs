@@ -69,6 +69,17 @@ fn build(
         }
         settings.max_concurrent_streams = streams;
     }
+    if let Some(listener) = ctx.listener.filter(|l| !l.address.ip().is_loopback()) {
+        // Noted with the settings layotto-rs does not use, which are logged as warnings.
+        findings.ignore(
+            listener.path.clone(),
+            format!(
+                "the runtime API on {} answers anyone who can reach it, without an API token; \
+                 bind 127.0.0.1 unless that is intended",
+                listener.address
+            ),
+        );
+    }
     if let Some(name) = config.server_name.filter(|name| name != "runtime") {
         findings.ignore(
             join(&path, "server_name"),

@@ -87,7 +87,8 @@ impl LocalFileStore {
 
 #[async_trait(?Send)]
 impl Component for LocalFileStore {
-    /// Creates the root directory if needed.
+    /// Creates the root directory if needed and removes the parts of puts that a process
+    /// no longer alive left behind (killed mid-stream).
     async fn start(&self) -> Result<(), ApiError> {
         let root = self.root.clone();
         std::fs::create_dir_all(&root).map_err(|err| {
@@ -95,7 +96,17 @@ impl Component for LocalFileStore {
                 format!("{}: cannot create {}", self.component, root.display()),
                 err,
             )
-        })
+        })?;
+        let removed = remove_stale_parts(&root).map_err(|err| {
+            ApiError::internal_because(
+                format!("{}: cannot clean {}", self.component, root.display()),
+                err,
+            )
+        })?;
+        if removed > 0 {
+            tracing::info!("{}: removed {removed} unfinished put(s) of stopped processes", self.component);
+        }
+        Ok(())
     }
 }
 
@@ -105,14 +116,11 @@ impl FileStore for LocalFileStore {
     /// half a file.
     async fn start_put(&self, name: &str) -> Result<Upload, ApiError> {
         let target = self.resolve(name, false)?;
-        let temporary = target.with_file_name(format!(
-            ".{}.part-{}",
-            target
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("file"),
-            std::process::id()
-        ));
+        let file_name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file");
+        let temporary = target.with_file_name(part_name(file_name, std::process::id()));
         let (t, p) = (target.clone(), temporary.clone());
         self.blocking(move || {
             if let Some(parent) = t.parent() {
@@ -217,7 +225,7 @@ impl FileStore for LocalFileStore {
                     if relative
                         .rsplit('/')
                         .next()
-                        .is_some_and(|n| n.starts_with(".") && n.contains(".part-"))
+                        .is_some_and(|n| part_writer(n).is_some())
                     {
                         continue; // a put in progress
                     }
@@ -247,6 +255,46 @@ impl FileStore for LocalFileStore {
     }
 }
 
+/// The name of the temporary file a put of `target` by process `pid` writes.
+fn part_name(target: &str, pid: u32) -> String {
+    format!(".{target}.part-{pid}")
+}
+
+/// The writer's pid if `name` is a put's temporary file.
+fn part_writer(name: &str) -> Option<u32> {
+    let (base, pid) = name.strip_prefix('.')?.rsplit_once(".part-")?;
+    if base.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes every put part under `root` whose writer process is gone; answers how many.
+fn remove_stale_parts(root: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(part_writer) else {
+                continue;
+            };
+            let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -254,6 +302,25 @@ fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_parts_of_dead_writers_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a");
+        std::fs::create_dir_all(&nested).unwrap();
+        // pid 0 is never a process's; our own pid is alive.
+        let dead = nested.join(part_name("x.txt", 0));
+        let ours = dir.path().join(part_name("y.txt", std::process::id()));
+        let file = dir.path().join("z.part-0");
+        for path in [&dead, &ours, &file] {
+            std::fs::write(path, b"data").unwrap();
+        }
+        assert_eq!(remove_stale_parts(dir.path()).unwrap(), 1);
+        assert!(!dead.exists() && ours.exists() && file.exists());
+        assert_eq!(part_writer(".x.part-12"), Some(12));
+        assert_eq!(part_writer("x.part-12"), None);
+        assert_eq!(part_writer("..part-12"), None);
+    }
 
     #[test]
     fn names_must_stay_inside_the_root() {

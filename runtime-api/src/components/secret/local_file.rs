@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{SecretStore, one};
+use super::{SecretStore, one, scope::Scoped};
 use crate::{
     components::{component::Component, registry::Entry},
     error::ApiError,
@@ -23,11 +23,8 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn SecretStore>> {
         return None;
     };
     let separator = entry.take("nestedSeparator").unwrap_or_else(|| ":".into());
-    Some(Arc::new(FileSecrets::new(
-        entry.component().to_owned(),
-        file.into(),
-        separator,
-    )))
+    let store = FileSecrets::new(entry.component().to_owned(), file.into(), separator);
+    Scoped::over(entry, Arc::new(store))
 }
 
 /// Secrets from a JSON file, flattened.

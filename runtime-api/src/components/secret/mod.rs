@@ -1,10 +1,12 @@
 //! The secrets building block: the [`SecretStore`] contract (read-only secrets by key) and the
 //! registry of its backend types: `local.file` (a JSON file read at start-up, nested keys
-//! flattened) and `local.env` (the process's environment), as LayOtto's and Dapr's. Shared by
-//! all shards without a lock.
+//! flattened) and `local.env` (the process's environment, optionally only the variables with a
+//! `prefix`), as LayOtto's and Dapr's; every store is behind Dapr's secret scoping
+//! ([`scope`]). Shared by all shards without a lock.
 
 mod local_env;
 mod local_file;
+mod scope;
 
 use std::collections::HashMap;
 
