@@ -115,7 +115,7 @@ impl RuntimeApi {
                     break;
                 }
             }
-            drop(delivery.done);
+            delivery.finish();
         }
     }
 }

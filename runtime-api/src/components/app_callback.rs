@@ -123,6 +123,6 @@ async fn forward(mut events: super::pubsub::Subscription, channel: Channel) {
         if status != TopicEventResponseStatus::Success {
             warn!(id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
         }
-        drop(delivery.done);
+        delivery.finish();
     }
 }

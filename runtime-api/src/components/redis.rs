@@ -1,12 +1,20 @@
-//! One redis connection of a component (lock, sequencer): a multiplexed, self-reconnecting
-//! connection manager created at start-up, every command run on the backend pool (the redis
-//! client needs tokio) bounded by the component's timeout, failures mapped to [`ApiError`]s
-//! naming the component and the address.
+//! One redis connection of a component (state, lock, sequencer, pub/sub): a multiplexed,
+//! self-reconnecting connection manager created at start-up, every command run on the backend
+//! pool (the redis client needs tokio) bounded by the component's timeout, failures mapped to
+//! [`ApiError`]s naming the component and the address.
+//!
+//! The component's timeout is the only one applied: the manager gets no response timeout of its
+//! own (the redis crate's default would fail every call after 500 ms), connecting is bounded by
+//! the same timeout, and a refused connection is not retried inside the call (it fails at once
+//! with its cause; the next call connects again).
 
 use std::{future::Future, sync::OnceLock, time::Duration};
 
 use layotto_core::backend::BackendHandle;
-use redis::aio::ConnectionManager;
+use redis::{
+    AsyncConnectionConfig,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+};
 use tracing::info;
 
 use super::{
@@ -85,9 +93,13 @@ impl RedisConnection {
         };
         let client = redis::Client::open(url).map_err(|err| self.map_error(err))?;
         let _ = self.client.set(client.clone());
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_number_of_retries(0);
         let manager = self
             .run(async move {
-                let mut manager = client.get_connection_manager().await?;
+                let mut manager = client.get_connection_manager_with_config(config).await?;
                 redis::cmd("PING").query_async::<()>(&mut manager).await?;
                 Ok(manager)
             })
@@ -105,12 +117,16 @@ impl RedisConnection {
         .await
     }
 
-    /// The client, for connections of their own (blocking reads); set by `connect`.
-    pub fn client(&self) -> Result<redis::Client, ApiError> {
-        self.client
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::unavailable(format!("{}: not connected", self.describe())))
+    /// A way to open connections of their own (blocking reads); set by `connect`.
+    pub fn dedicated(&self) -> Result<DedicatedConnector, ApiError> {
+        let client =
+            self.client.get().cloned().ok_or_else(|| {
+                ApiError::unavailable(format!("{}: not connected", self.describe()))
+            })?;
+        Ok(DedicatedConnector {
+            client,
+            timeout: self.settings.timeout,
+        })
     }
 
     /// The backend pool its calls run on.
@@ -154,5 +170,31 @@ impl RedisConnection {
         } else {
             ApiError::backend(self.describe(), err)
         }
+    }
+}
+
+/// Opens connections of their own to a component's redis: for commands that block on the
+/// server (`XREADGROUP ... BLOCK`), so they neither hold up the shared connection nor run into
+/// a response timeout. Their callers bound each command themselves.
+#[derive(Clone)]
+pub struct DedicatedConnector {
+    client: redis::Client,
+    timeout: Duration,
+}
+
+impl DedicatedConnector {
+    /// A new connection without a response timeout, connecting within the component's timeout.
+    pub async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The component's timeout, for one command that does not block on the server.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }

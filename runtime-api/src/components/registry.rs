@@ -97,6 +97,7 @@ impl<T: ?Sized + 'static> Registry<T> {
             return None;
         }
         let mut entry = Entry {
+            name: name.to_owned(),
             component: format!("{} \"{name}\"", self.label),
             kind,
             path: path.to_owned(),
@@ -151,6 +152,7 @@ fn metadata(value: &Value, path: &str, findings: &mut Findings) -> HashMap<Strin
 
 /// One component's config entry, read key by key by its backend.
 pub struct Entry<'f> {
+    name: String,
     component: String,
     kind: String,
     path: String,
@@ -162,6 +164,11 @@ pub struct Entry<'f> {
 }
 
 impl Entry<'_> {
+    /// The component's name (what calls pass as `store_name`, `pubsub_name`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The component as messages name it: `state "name"`.
     pub fn component(&self) -> &str {
         &self.component

@@ -1,10 +1,11 @@
 //! The pub/sub building block: events in CloudEvents shape (`TopicEventRequest`: id, source,
 //! type, specversion, datacontenttype, data, topic, pubsubname), brokers `in-memory` and
-//! `redis` (streams with consumer groups named by `metadata.consumerID`), and the bounded retry
-//! rule ([`next_step`]) both kinds of subscriber follow: `SubscribeTopicEvents`
-//! streams and the app's `AppCallback.OnTopicEvent`. Brokers are shared by all shards; their
-//! subscriptions are channels any thread can read.
+//! `redis` (streams in Dapr's layout, consumer groups named by `metadata.consumerID`,
+//! at-least-once delivery), and the bounded retry rule ([`next_step`]) both kinds of subscriber
+//! follow: `SubscribeTopicEvents` streams and the app's `AppCallback.OnTopicEvent`. Brokers are
+//! shared by all shards; their subscriptions are channels any thread can read.
 
+mod envelope;
 mod memory;
 mod redis;
 
@@ -21,7 +22,7 @@ use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEvent
 use tokio::sync::{mpsc, oneshot};
 
 pub use memory::InMemoryPubSub;
-pub use redis::RedisPubSub;
+pub use redis::{RedisPubSub, StreamSettings};
 
 use crate::error::ApiError;
 
@@ -32,12 +33,24 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// Pause before the first retry; doubled each time.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 
-/// One event handed to a subscriber; dropping `done` (or sending on it) acknowledges it.
+/// One event handed to a subscriber. [`Delivery::finish`] acknowledges it; a delivery dropped
+/// without it (the subscriber went away mid-event) stays unacknowledged, and a broker that keeps
+/// events (redis) delivers it again.
 pub struct Delivery {
     /// The event.
     pub event: TopicEventRequest,
-    /// Told when the subscriber has finished with the event (delivered or given up).
-    pub done: Option<oneshot::Sender<()>>,
+    /// Told when the subscriber has finished with the event; `None` if the broker keeps nothing.
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Delivery {
+    /// The subscriber is finished with the event: delivered (SUCCESS), or given up on (DROP,
+    /// asked for or after the retries).
+    pub fn finish(self) {
+        if let Some(done) = self.done {
+            let _ = done.send(());
+        }
+    }
 }
 
 /// Events of one subscription, in order.
