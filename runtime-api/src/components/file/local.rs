@@ -104,7 +104,10 @@ impl Component for LocalFileStore {
             )
         })?;
         if removed > 0 {
-            tracing::info!("{}: removed {removed} unfinished put(s) of stopped processes", self.component);
+            tracing::info!(
+                "{}: removed {removed} unfinished put(s) of stopped processes",
+                self.component
+            );
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::{
 
 /// A store's access rule, as Dapr's `SecretsScope.IsSecretAllowed`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
+pub(super) struct Scope {
     /// `defaultAccess: deny`: only the allowed secrets (none when no list is given).
     deny_by_default: bool,
     /// `allowedSecrets`: when given, exactly these and nothing else.
@@ -25,7 +25,7 @@ pub struct Scope {
 
 impl Scope {
     /// Whether `key` may be read.
-    pub fn allows(&self, key: &str) -> bool {
+    pub(super) fn allows(&self, key: &str) -> bool {
         if !self.allowed.is_empty() {
             return self.allowed.iter().any(|k| k == key);
         }
@@ -37,7 +37,7 @@ impl Scope {
 }
 
 /// A secret store behind its scope.
-pub struct Scoped {
+pub(super) struct Scoped {
     component: String,
     scope: Scope,
     inner: Arc<dyn SecretStore>,
@@ -45,7 +45,10 @@ pub struct Scoped {
 
 impl Scoped {
     /// `inner` behind the scope its entry's metadata gives; each backend's `build` ends here.
-    pub(super) fn over(entry: &mut Entry<'_>, inner: Arc<dyn SecretStore>) -> Option<Arc<dyn SecretStore>> {
+    pub(super) fn over(
+        entry: &mut Entry<'_>,
+        inner: Arc<dyn SecretStore>,
+    ) -> Option<Arc<dyn SecretStore>> {
         let list = |text: Option<String>| -> Vec<String> {
             text.unwrap_or_default()
                 .split(',')
@@ -58,7 +61,10 @@ impl Scoped {
             Some(access) if access.eq_ignore_ascii_case("allow") => false,
             Some(access) if access.eq_ignore_ascii_case("deny") => true,
             Some(other) => {
-                entry.metadata_error("defaultAccess", format!("\"{other}\": expected allow or deny"));
+                entry.metadata_error(
+                    "defaultAccess",
+                    format!("\"{other}\": expected allow or deny"),
+                );
                 return None;
             }
         };
