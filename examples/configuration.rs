@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --example configuration -- save KEY CONTENT [TAG=VALUE...]
 //! cargo run --example configuration -- get [KEY...]
-//! cargo run --example configuration -- delete [KEY...]
+//! cargo run --example configuration -- delete KEY...
 //! cargo run --example configuration -- subscribe
 //! ```
 #![allow(
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} = {:?} tags {:?}", item.key, item.content, item.tags);
             }
         }
-        Some("delete") => {
+        Some("delete") if !keys.is_empty() => {
             client
                 .delete_configuration(DeleteConfigurationRequest {
                     store_name: STORE.into(),
@@ -101,14 +101,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             // The request stream stays open: the subscription lasts until Ctrl-C.
             let requests = stream::iter([request]).chain(stream::pending());
+            // Answered once the watch is in place; from then on every change arrives.
             let mut changes = client.subscribe_configuration(requests).await?.into_inner();
+            println!("subscribed to {APP} in {STORE}; waiting for changes");
             while let Some(change) = changes.message().await? {
-                if change.items.is_empty() {
-                    println!(
-                        "subscribed to {} in {}; waiting for changes",
-                        change.app_id, change.store_name
-                    );
-                }
                 for item in change.items {
                     if item.metadata.get("deleted").is_some_and(|d| d == "true") {
                         println!("deleted {}", item.key);
@@ -123,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {
             eprintln!(
-                "usage: configuration save KEY CONTENT [TAG=VALUE...] | get [KEY...] | delete [KEY...] | subscribe"
+                "usage: configuration save KEY CONTENT [TAG=VALUE...] | get [KEY...] | delete KEY... | subscribe"
             );
             std::process::exit(2);
         }

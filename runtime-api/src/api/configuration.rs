@@ -71,9 +71,13 @@ impl RuntimeApi {
         Ok(store.delete(&selector).await?)
     }
 
-    /// Each request on the stream adds a subscription, acknowledged by a response without items
-    /// once its watch is in place; then every change it selects is streamed as it happens. The
-    /// stream ends when the client cancels it (or half-closes without any subscription).
+    /// Each request on the stream adds a subscription; every change it selects is then streamed
+    /// as it happens, one response per change with the changed items (LayOtto sends nothing
+    /// else, so there is no acknowledgement). The response headers go out once the first
+    /// request's watch is in place, and each request is read only after the previous one's
+    /// watch is: a client that has the headers knows what changes from then on reaches its
+    /// first subscription. The stream ends when the client cancels it (or half-closes without
+    /// any subscription).
     async fn subscribe_configuration(
         self: Rc<Self>,
         mut requests: Requests,
@@ -118,16 +122,14 @@ impl RuntimeApi {
                         .map(move |event| (index, event))
                         .boxed_local(),
                     );
-                    responses
-                        .send(&subscribed(&store_name, &selector.app_id, Vec::new()))
-                        .await?;
                     followed.push((store_name, selector));
+                    responses.send_headers()?;
                 }
                 Next::Change(None) => unreachable!("polled only while subscriptions exist"),
                 Next::Change(Some((index, event))) => {
                     let (store_name, selector) = &followed[index];
                     let items = match event {
-                        WatchEvent::Changed(items) => selector.filter(&items),
+                        WatchEvent::Changed(items) => selector.select(items.iter()),
                         WatchEvent::Resync => {
                             let store = self.components().config_stores.get(store_name)?;
                             store.get(selector).await?

@@ -119,6 +119,12 @@ impl Responses {
         Ok(())
     }
 
+    /// Sends the response headers now, if not sent yet (otherwise they go with the first
+    /// message), so the client learns the call was accepted.
+    pub fn send_headers(&mut self) -> Result<(), Status> {
+        self.open()
+    }
+
     fn open(&self) -> Result<(), Status> {
         let mut state = self.state.borrow_mut();
         if let ResponseState::Waiting(_) = &*state {

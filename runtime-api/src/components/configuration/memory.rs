@@ -1,6 +1,7 @@
-//! The `in-memory` configuration store: one map shared by all shards behind a short lock, in the
-//! same key layout as the etcd store. Writes publish their change to subscribers while still
-//! holding the lock, so every subscriber sees changes in the order they were made.
+//! The `in-memory` configuration store: one map shared by all shards behind a short lock, with
+//! the etcd store's semantics (LayOtto's defaults, whole-item saves, deletes that take the tags,
+//! no item metadata). Writes publish their change to subscribers while still holding the lock,
+//! so every subscriber sees changes in the order they were made.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,19 +9,19 @@ use async_trait::async_trait;
 use layotto_proto::runtime::ConfigurationItem;
 
 use super::{
-    ConfigStore, ItemPath, Selector, check_items,
+    ConfigStore, ItemPath, Selector, StoredKey,
     hub::{Subscription, WatchHub},
+    prepare_items,
 };
 use crate::{components::component::Component, error::ApiError};
 
 /// How far a subscriber may fall behind before it resyncs.
 const SUBSCRIBER_BACKLOG: usize = 1024;
 
-/// What is stored under one key.
+/// What is stored under one item's key.
 struct Stored {
     content: String,
     tags: HashMap<String, String>,
-    metadata: HashMap<String, String>,
 }
 
 /// An in-memory configuration store.
@@ -29,6 +30,7 @@ struct Stored {
     reason = "one view of the items for every shard; held for a write and its publish, never across an await"
 )]
 pub struct InMemoryConfigStore {
+    /// By the item's stored key (LayOtto's layout), so prefixes select as in etcd.
     items: std::sync::Mutex<BTreeMap<String, Stored>>,
     hub: WatchHub,
 }
@@ -42,54 +44,35 @@ impl Default for InMemoryConfigStore {
     }
 }
 
-impl InMemoryConfigStore {
-    /// The items under `selector`'s prefix it matches, as (stored key, path) pairs.
-    fn selected<'a>(
-        items: &'a BTreeMap<String, Stored>,
-        selector: &'a Selector,
-    ) -> impl Iterator<Item = (&'a String, ItemPath<'a>, &'a Stored)> + 'a {
-        let prefix = selector.prefix();
-        items
-            .range(prefix.clone()..)
-            .take_while(move |(key, _)| key.starts_with(&prefix))
-            .filter_map(|(key, stored)| Some((key, ItemPath::parse(key)?, stored)))
-            .filter(|(_, path, _)| selector.matches(path))
-    }
-}
-
 impl Component for InMemoryConfigStore {}
 
 #[async_trait(?Send)]
 impl ConfigStore for InMemoryConfigStore {
     async fn get(&self, selector: &Selector) -> Result<Vec<ConfigurationItem>, ApiError> {
+        let prefix = selector.prefix();
         let items = self.items.lock().expect("config lock poisoned");
-        Ok(Self::selected(&items, selector)
-            .map(|(_, path, stored)| {
-                path.item(
-                    stored.content.clone(),
-                    stored.tags.clone(),
-                    stored.metadata.clone(),
-                )
+        let below: Vec<ConfigurationItem> = items
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(key, stored)| match StoredKey::parse(key)? {
+                StoredKey::Item(path) => {
+                    Some(path.item(stored.content.clone(), stored.tags.clone()))
+                }
+                StoredKey::Tag(..) => None,
             })
-            .collect())
+            .collect();
+        Ok(selector.select(&below))
     }
 
     async fn save(&self, app_id: &str, items: Vec<ConfigurationItem>) -> Result<(), ApiError> {
-        check_items(&items)?;
+        let items = prepare_items(items)?;
         let mut stored = self.items.lock().expect("config lock poisoned");
         for item in &items {
-            let path = ItemPath {
-                app_id,
-                group: &item.group,
-                label: &item.label,
-                key: &item.key,
-            };
             stored.insert(
-                path.stored(),
+                ItemPath::of(app_id, item).stored(),
                 Stored {
                     content: item.content.clone(),
                     tags: item.tags.clone(),
-                    metadata: item.metadata.clone(),
                 },
             );
         }
@@ -99,13 +82,11 @@ impl ConfigStore for InMemoryConfigStore {
 
     async fn delete(&self, selector: &Selector) -> Result<(), ApiError> {
         let mut items = self.items.lock().expect("config lock poisoned");
-        let (keys, deleted): (Vec<String>, Vec<ConfigurationItem>) =
-            Self::selected(&items, selector)
-                .map(|(key, path, _)| (key.clone(), path.deleted()))
-                .unzip();
-        for key in &keys {
-            items.remove(key);
-        }
+        let deleted: Vec<ConfigurationItem> = selector
+            .named()
+            .filter(|path| items.remove(&path.stored()).is_some())
+            .map(|path| path.deleted())
+            .collect();
         if !deleted.is_empty() {
             self.hub.publish(&selector.app_id, deleted);
         }
@@ -139,11 +120,11 @@ mod tests {
         }
     }
 
-    fn select(group: &str, keys: &[&str]) -> Selector {
+    fn select(group: &str, label: &str, keys: &[&str]) -> Selector {
         Selector::new(
             "app".into(),
             group.into(),
-            String::new(),
+            label.into(),
             keys.iter().map(|k| k.to_string()).collect(),
         )
         .unwrap()
@@ -154,25 +135,27 @@ mod tests {
         let store = InMemoryConfigStore::default();
         glommio::LocalExecutor::default().run(async {
             let items = vec![
+                item("default", "default", "a", "0"),
                 item("g", "l", "a", "1"),
                 item("g", "l", "b", "2"),
-                item("h", "", "a", "3"),
+                item("h", "l", "a", "3"),
             ];
             store.save("app", items.clone()).await.unwrap();
             store
                 .save("other", vec![item("g", "l", "a", "x")])
                 .await
                 .unwrap();
-            assert_eq!(store.get(&select("", &[])).await.unwrap(), items);
-            assert_eq!(store.get(&select("g", &["b"])).await.unwrap(), items[1..2]);
+            assert_eq!(store.get(&select("*", "*", &[])).await.unwrap(), items);
+            assert_eq!(store.get(&select("", "", &[])).await.unwrap(), items[..1]);
             assert_eq!(
-                store.get(&select("", &["a"])).await.unwrap(),
-                vec![items[0].clone(), items[2].clone()]
+                store.get(&select("g", "l", &["b"])).await.unwrap(),
+                items[2..3]
             );
-            store.delete(&select("g", &[])).await.unwrap();
-            assert_eq!(store.get(&select("", &[])).await.unwrap(), items[2..]);
-            assert_eq!(store.get(&select("", &["nope"])).await.unwrap(), vec![]);
-            let other = Selector::new("other".into(), "".into(), "".into(), vec![]).unwrap();
+            store.delete(&select("", "", &["a"])).await.unwrap();
+            assert_eq!(store.get(&select("*", "*", &[])).await.unwrap(), items[1..]);
+            store.delete(&select("g", "l", &[])).await.unwrap();
+            assert_eq!(store.get(&select("*", "*", &[])).await.unwrap(), items[1..]);
+            let other = Selector::new("other".into(), "*".into(), "*".into(), vec![]).unwrap();
             assert_eq!(store.get(&other).await.unwrap().len(), 1);
         });
     }
@@ -187,7 +170,10 @@ mod tests {
                 .save("app", vec![item("g", "l", "a", "1")])
                 .await
                 .unwrap();
-            store.delete(&select("g", &["a"])).await.unwrap();
+            store
+                .delete(&select("g", "l", &["a", "never"]))
+                .await
+                .unwrap();
             let WatchEvent::Changed(saved) = subscription.next().await else {
                 panic!("expected a change")
             };
@@ -195,6 +181,7 @@ mod tests {
             let WatchEvent::Changed(deleted) = subscription.next().await else {
                 panic!("expected a change")
             };
+            assert_eq!(deleted.len(), 1, "only what was there");
             assert_eq!(deleted[0].key, "a");
             assert_eq!(deleted[0].metadata[DELETED_MARK], "true");
             drop(subscription);
