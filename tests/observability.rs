@@ -152,6 +152,23 @@ async fn metrics_count_calls_per_rpc_and_status_across_shards() {
     assert_eq!(sample(&metrics, "layotto_backend_calls_in_flight"), 0.0);
     assert!(metrics.contains("# TYPE layotto_grpc_request_duration_seconds summary"));
 
+    // The same calls under MOSN's grpc_metric names, which LayOtto serves (label `service`, the
+    // full method path): counted when they finish, OK as success, any other code as failure.
+    let service = format!(r#"{{service="{SAY_HELLO}"}}"#);
+    assert_eq!(
+        sample(&metrics, &format!("grpc_request_total{service}")),
+        6.0
+    );
+    assert_eq!(
+        sample(&metrics, &format!("grpc_response_succ_total{service}")),
+        5.0
+    );
+    assert_eq!(
+        sample(&metrics, &format!("grpc_response_fail_total{service}")),
+        1.0
+    );
+    assert!(metrics.contains("# TYPE grpc_request_total counter"));
+
     let (status, _) = http_get(prometheus, "/elsewhere").unwrap();
     assert_eq!(status, 404);
 }
