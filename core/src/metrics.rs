@@ -78,7 +78,12 @@ impl MetricSource for ListenerMetrics {
             self.stats.open() as f64,
         );
         for (counter, value) in self.handler.counters() {
-            let name = format!("layotto_listener_{counter}_total");
+            // The handler's own `connections` (e.g. tcp_proxy's, those it served) would be the
+            // same series as the accepted ones above.
+            let name = match counter {
+                "connections" => "layotto_listener_handled_connections_total".to_owned(),
+                counter => format!("layotto_listener_{counter}_total"),
+            };
             out.counter(
                 &name,
                 &format!("The listener's {counter} count."),
