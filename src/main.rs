@@ -207,13 +207,7 @@ fn init_logging(
     config: &Config,
     cli_level: Option<LogLevel>,
 ) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    let level = cli_level
-        .or(config.log_level)
-        .unwrap_or(LogLevel::Info)
-        .as_str();
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,layotto={level},layotto_core={level},layotto_filters={level},layotto_runtime_api={level}"
-    ));
+    let level = cli_level.or(config.log_level).unwrap_or(LogLevel::Info);
     let (writer, guard, ansi) = match &config.log_path {
         LogPath::Stdout => {
             let (w, g) = tracing_appender::non_blocking(std::io::stdout());
@@ -233,11 +227,16 @@ fn init_logging(
             (w, g, false)
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .with_thread_names(true)
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+    // The level filter is reloadable: the actuator's POST /actuator/logger changes it.
+    tracing_subscriber::registry()
+        .with(layotto_core::log_levels::reloadable_filter(level))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(ansi)
+                .with_thread_names(true),
+        )
         .init();
     Ok(guard)
 }

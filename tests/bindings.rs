@@ -78,7 +78,7 @@ fn http_server() -> (std::net::SocketAddr, Received) {
             let mut stream = stream;
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\nx-reply: yes\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                "HTTP/1.1 {status}\r\nx-reply: yes\r\nx-reply: again\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
                 reply.len()
             );
         }
@@ -118,8 +118,12 @@ async fn http_binding_sends_the_operation_path_headers_and_body() {
         .unwrap()
         .into_inner();
     assert_eq!(&created.data[..], b"created o-42");
+    // Dapr's http binding keys (what LayOtto returns): statusCode, status, Go-canonical headers.
     assert_eq!(created.metadata["statusCode"], "201");
-    assert_eq!(created.metadata["x-reply"], "yes");
+    assert_eq!(created.metadata["status"], "201 Created");
+    assert_eq!(created.metadata["X-Reply"], "yes, again");
+    assert_eq!(created.metadata["Content-Type"], "text/plain");
+    assert!(!created.metadata.contains_key("x-reply"));
     let fetched = client
         .invoke_binding(request("get", "/orders/42", ""))
         .await

@@ -100,7 +100,12 @@ async fn runtime_config_limits_say_hello_and_serves_etcd_configuration() {
     for _ in 0..20 {
         match say_hello(address, "helloworld").await {
             Ok(_) => passed += 1,
-            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+            // As LayOtto's flow-control quickstart shows: `code = Unknown desc = current
+            // request is limited`.
+            Err(status) => assert_eq!(
+                (status.code(), status.message()),
+                (Code::Unknown, "current request is limited")
+            ),
         }
     }
     assert!((5..=10).contains(&passed), "{passed} passed");
@@ -158,6 +163,7 @@ fn tcp_proxy_example_proxies_copies_and_reports() {
     let (_, metrics) = http_get(layotto.address("prometheus"), "/metrics").unwrap();
     for series in [
         "layotto_listener_connections_total{listener=\"tcp_proxy\"} 4",
+        "layotto_listener_handled_connections_total{listener=\"tcp_proxy\"} 4",
         "layotto_listener_bytes_from_downstream_total{listener=\"tcp_proxy\"} 400000",
         "layotto_listener_refused_over_max_connections_total{listener=\"tcp_proxy\"} 0",
     ] {

@@ -220,3 +220,41 @@ async fn files_stream_in_and_out_list_by_page_and_stay_inside_the_root() {
         "still serving"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_meta_carries_layottos_file_mode_and_is_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let layotto = start(dir.path());
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    put(&mut client, "docs/note.txt", b"hello").await.unwrap();
+    let on_disk = dir.path().join("files/docs");
+    std::fs::set_permissions(on_disk.join("note.txt"), PermissionsExt::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&on_disk, PermissionsExt::from_mode(0o750)).unwrap();
+    let mut meta_of = async |name: &str| {
+        let meta = client
+            .get_file_meta(GetFileMetaRequest {
+                request: Some(file(name)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let facts: HashMap<String, Vec<String>> = meta
+            .response
+            .unwrap()
+            .metadata
+            .into_iter()
+            .map(|(key, value)| (key, value.value))
+            .collect();
+        (meta.size, facts)
+    };
+    let (size, facts) = meta_of("docs/note.txt").await;
+    assert_eq!(size, 5);
+    // Go's os.FileMode in decimal, as LayOtto's local store reports it: 0o640 = 416.
+    assert_eq!(facts["FileMode"], ["416"]);
+    assert_eq!(facts["IsDir"], ["false"]);
+    let (_, facts) = meta_of("docs").await;
+    // os.ModeDir (1 << 31) | 0o750.
+    assert_eq!(facts["FileMode"], [((1u64 << 31) | 0o750).to_string()]);
+    assert_eq!(facts["IsDir"], ["true"]);
+}

@@ -82,8 +82,9 @@ async fn ten_calls_against_five_per_second_pass_exactly_five_across_shards() {
             match call.await.unwrap() {
                 Ok(_) => passed += 1,
                 Err(status) => {
-                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                    assert!(status.message().contains(SAY_HELLO), "{}", status.message());
+                    // LayOtto's answer (its flow-control quickstart): MOSN's default action.
+                    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+                    assert_eq!(status.message(), "current request is limited");
                 }
             }
         }
@@ -97,15 +98,37 @@ async fn ten_calls_against_five_per_second_pass_exactly_five_across_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_calls_never_reach_the_component_and_streams_are_limited_too() {
-    let layotto = Layotto::start(
-        &limited(json!([
-            {"resource": "/spec.proto.runtime.v1.Runtime/SaveState", "grade": 60, "threshold": 2},
-            {"resource": "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration", "grade": 60, "threshold": 1}
-        ])),
-        &[],
-        1,
+async fn an_http_status_in_the_action_maps_to_its_grpc_code() {
+    let mut config = limited(json!([{"resource": SAY_HELLO, "grade": 3600, "threshold": 1}]));
+    // An HTTP status maps as the gRPC spec maps HTTP statuses: 429 is UNAVAILABLE.
+    config["servers"][0]["listeners"][0]["stream_filters"][0]["config"]["action"] =
+        json!({"status": 429});
+    let layotto = Layotto::start(&config, &[], 1);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let hello = || SayHelloRequest {
+        service_name: "quick_start_demo".into(),
+        ..Default::default()
+    };
+    client.say_hello(hello()).await.unwrap();
+    let refused = client.say_hello(hello()).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::Unavailable, "current request is limited"),
+        "the body keeps MOSN's default"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_never_reach_the_component_and_streams_are_limited_too() {
+    let mut config = limited(json!([
+        {"resource": "/spec.proto.runtime.v1.Runtime/SaveState", "grade": 60, "threshold": 2},
+        {"resource": "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration", "grade": 60, "threshold": 1}
+    ]));
+    // MOSN's `action`: a status of 1-16 is that gRPC code (8: RESOURCE_EXHAUSTED), the body
+    // the message.
+    config["servers"][0]["listeners"][0]["stream_filters"][0]["config"]["action"] =
+        json!({"status": 8, "body": "slow down"});
+    let layotto = Layotto::start(&config, &[], 1);
     let mut client = runtime_client(layotto.address("grpc")).await;
     let save = |key: &str| SaveStateRequest {
         store_name: "state_demo".into(),
@@ -119,6 +142,7 @@ async fn refused_calls_never_reach_the_component_and_streams_are_limited_too() {
     client.save_state(save("b")).await.unwrap();
     let refused = client.save_state(save("c")).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(refused.message(), "slow down");
     let stored = client
         .get_state(GetStateRequest {
             store_name: "state_demo".into(),
@@ -143,8 +167,14 @@ async fn refused_calls_never_reach_the_component_and_streams_are_limited_too() {
         .subscribe_configuration(subscribe())
         .await
         .expect("first subscription answered");
-    let second = client.subscribe_configuration(subscribe()).await;
-    assert_eq!(second.unwrap_err().code(), Code::ResourceExhausted);
+    let second = client
+        .subscribe_configuration(subscribe())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (second.code(), second.message()),
+        (Code::ResourceExhausted, "slow down")
+    );
     // Other rpcs are not limited.
     for _ in 0..20 {
         client

@@ -12,6 +12,7 @@ pub mod error;
 pub mod handler;
 pub mod health;
 pub mod listener;
+pub mod log_levels;
 pub mod metrics;
 pub mod shard;
 pub mod shutdown;

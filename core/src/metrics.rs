@@ -3,7 +3,11 @@
 //! Rendering happens when `/metrics` is scraped, on whichever shard serves the scrape; sources
 //! read per-shard counters and histograms and merge them then, so recording never waits.
 
-use std::{collections::BTreeMap, fmt::Write, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::{self, Write},
+    sync::Arc,
+};
 
 use hdrhistogram::Histogram;
 
@@ -74,7 +78,12 @@ impl MetricSource for ListenerMetrics {
             self.stats.open() as f64,
         );
         for (counter, value) in self.handler.counters() {
-            let name = format!("layotto_listener_{counter}_total");
+            // The handler's own `connections` (e.g. tcp_proxy's, those it served) would be the
+            // same series as the accepted ones above.
+            let name = match counter {
+                "connections" => "layotto_listener_handled_connections_total".to_owned(),
+                counter => format!("layotto_listener_{counter}_total"),
+            };
             out.counter(
                 &name,
                 &format!("The listener's {counter} count."),
@@ -97,6 +106,8 @@ impl MetricSource for BackendHandle {
 }
 
 /// Metric families being collected, rendered in the text exposition format (version 0.0.4).
+/// Counter samples of the same series (name and labels) are summed, so sources (e.g. two gRPC
+/// listeners) may report their shares of one series.
 #[derive(Default)]
 pub struct Exposition {
     families: BTreeMap<String, Family>,
@@ -105,20 +116,40 @@ pub struct Exposition {
 struct Family {
     help: String,
     kind: &'static str,
-    samples: Vec<String>,
+    samples: Vec<(String, Sample)>,
+}
+
+/// A sample's value.
+enum Sample {
+    Count(u64),
+    Real(f64),
+}
+
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sample::Count(count) => write!(f, "{count}"),
+            Sample::Real(value) => write!(f, "{value}"),
+        }
+    }
 }
 
 impl Exposition {
-    /// A counter sample.
+    /// A counter sample, added to the series' earlier samples if any.
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
-        let sample = format!("{name}{} {value}", render_labels(labels, None));
-        self.family(name, help, "counter").push(sample);
+        let series = format!("{name}{}", render_labels(labels, None));
+        let samples = self.family(name, help, "counter");
+        match samples.iter_mut().find(|(existing, _)| *existing == series) {
+            Some((_, Sample::Count(total))) => *total += value,
+            _ => samples.push((series, Sample::Count(value))),
+        }
     }
 
     /// A gauge sample.
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-        let sample = format!("{name}{} {value}", render_labels(labels, None));
-        self.family(name, help, "gauge").push(sample);
+        let series = format!("{name}{}", render_labels(labels, None));
+        self.family(name, help, "gauge")
+            .push((series, Sample::Real(value)));
     }
 
     /// A summary of `histogram` with [`QUANTILES`], `_sum` and `_count`; recorded values are
@@ -135,17 +166,17 @@ impl Exposition {
         for quantile in QUANTILES {
             let value = histogram.value_at_quantile(quantile) as f64 / divisor;
             let labels = render_labels(labels, Some(("quantile", &quantile.to_string())));
-            samples.push(format!("{name}{labels} {value}"));
+            samples.push((format!("{name}{labels}"), Sample::Real(value)));
         }
         let count = histogram.len();
         let sum = histogram.mean() * count as f64 / divisor;
         let plain = render_labels(labels, None);
-        samples.push(format!("{name}_sum{plain} {sum}"));
-        samples.push(format!("{name}_count{plain} {count}"));
+        samples.push((format!("{name}_sum{plain}"), Sample::Real(sum)));
+        samples.push((format!("{name}_count{plain}"), Sample::Count(count)));
         self.family(name, help, "summary").extend(samples);
     }
 
-    fn family(&mut self, name: &str, help: &str, kind: &'static str) -> &mut Vec<String> {
+    fn family(&mut self, name: &str, help: &str, kind: &'static str) -> &mut Vec<(String, Sample)> {
         &mut self
             .families
             .entry(name.to_owned())
@@ -163,8 +194,8 @@ impl Exposition {
         for (name, family) in &self.families {
             let _ = writeln!(text, "# HELP {name} {}", family.help);
             let _ = writeln!(text, "# TYPE {name} {}", family.kind);
-            for sample in &family.samples {
-                let _ = writeln!(text, "{sample}");
+            for (series, value) in &family.samples {
+                let _ = writeln!(text, "{series} {value}");
             }
         }
         text
@@ -202,6 +233,7 @@ mod tests {
         fn collect(&self, out: &mut Exposition) {
             out.counter("layotto_calls_total", "Calls.", &[("method", "/a\"b")], 3);
             out.counter("layotto_calls_total", "Calls.", &[("method", "/c")], 4);
+            out.counter("layotto_calls_total", "Calls.", &[("method", "/c")], 1);
             out.gauge("layotto_open", "Open.", &[], 2.0);
             let mut histogram = Histogram::<u64>::new(3).unwrap();
             for micros in [100, 200, 300, 400] {
@@ -218,14 +250,14 @@ mod tests {
     }
 
     #[test]
-    fn renders_families_once_with_escaped_labels_and_quantiles() {
+    fn renders_families_once_with_escaped_labels_summed_counters_and_quantiles() {
         let registry = MetricsRegistry::default();
         registry.register(Arc::new(Fixed));
         let text = registry.render();
         let expected = r#"# HELP layotto_calls_total Calls.
 # TYPE layotto_calls_total counter
 layotto_calls_total{method="/a\"b"} 3
-layotto_calls_total{method="/c"} 4
+layotto_calls_total{method="/c"} 5
 # HELP layotto_open Open.
 # TYPE layotto_open gauge
 layotto_open 2

@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 server for admin endpoints — Prometheus scrapes and the actuator — run as a
-//! terminal on the shards like any listener. GET and HEAD only, keep-alive, request heads up to
-//! 8 KiB parsed with `httparse`; a route answers a complete response (no streaming).
+//! terminal on the shards like any listener. GET, HEAD and POST (a `Content-Length` body of up
+//! to 64 KiB), keep-alive, request heads up to 8 KiB parsed with `httparse`; a route answers a
+//! complete response (no streaming).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -13,6 +14,8 @@ use crate::chain::{Observers, Terminal, TerminalFactory};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
 
 /// A complete HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +47,21 @@ impl AdminResponse {
     }
 }
 
-/// Answers a request path (without its query), or `None` for 404. Called on the serving shard.
-pub type AdminRoutes = Arc<dyn Fn(&str) -> Option<BoxedLocal<AdminResponse>> + Send + Sync>;
+/// A request as a route sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRequest {
+    /// `GET`, `HEAD` or `POST`.
+    pub method: String,
+    /// The path, without its query.
+    pub path: String,
+    /// The body (empty without one).
+    pub body: Vec<u8>,
+    /// Whether the process is stopping (its shutdown was triggered).
+    pub stopping: bool,
+}
+
+/// Answers a request, or `None` for 404. Called on the serving shard.
+pub type AdminRoutes = Arc<dyn Fn(AdminRequest) -> Option<BoxedLocal<AdminResponse>> + Send + Sync>;
 
 /// The admin server of one listener, shared by all shards.
 pub struct AdminHttpFactory {
@@ -78,6 +94,7 @@ struct Request {
     path: String,
     keep_alive: bool,
     head_len: usize,
+    body_len: usize,
 }
 
 /// Parses a request head from the start of `buffer`: `Ok(None)` when more bytes are needed.
@@ -89,11 +106,23 @@ fn parse_head(buffer: &[u8]) -> Result<Option<Request>, String> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(err) => return Err(err.to_string()),
     };
-    let connection = request
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("connection"))
-        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    if header("transfer-encoding").is_some() {
+        return Err("a chunked body is not supported; send Content-Length".into());
+    }
+    let body_len = match header("content-length") {
+        None => 0,
+        Some(length) => length
+            .parse()
+            .map_err(|_| format!("invalid Content-Length {length:?}"))?,
+    };
+    let connection = header("connection");
     let keep_alive = match connection.as_deref() {
         Some("close") => false,
         Some("keep-alive") => true,
@@ -105,6 +134,7 @@ fn parse_head(buffer: &[u8]) -> Result<Option<Request>, String> {
         path: target.split('?').next().unwrap_or(target).to_owned(),
         keep_alive,
         head_len,
+        body_len,
     }))
 }
 
@@ -114,7 +144,9 @@ fn encode(response: &AdminResponse, keep_alive: bool, with_body: bool) -> Vec<u8
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     };
@@ -140,7 +172,7 @@ impl Terminal for AdminHttp {
         _observers: Observers,
     ) -> BoxedLocal<()> {
         Box::pin(async move {
-            if let Err(err) = self.serve_connection(stream).await {
+            if let Err(err) = self.serve_connection(stream, &conn).await {
                 debug!(peer = %conn.peer, error = %err, "admin connection ended");
             }
         })
@@ -148,7 +180,11 @@ impl Terminal for AdminHttp {
 }
 
 impl AdminHttp {
-    async fn serve_connection(&self, mut stream: TcpStream) -> std::io::Result<()> {
+    async fn serve_connection(
+        &self,
+        mut stream: TcpStream,
+        conn: &ConnectionInfo,
+    ) -> std::io::Result<()> {
         let mut buffer = Vec::with_capacity(1024);
         let mut chunk = [0u8; 2048];
         loop {
@@ -175,11 +211,30 @@ impl AdminHttp {
                 }
             };
             buffer.drain(..request.head_len);
+            if request.body_len > MAX_BODY {
+                let response = AdminResponse::text(413, "request body too large\n");
+                stream.write_all(&encode(&response, false, true)).await?;
+                return Ok(());
+            }
+            while buffer.len() < request.body_len {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body: Vec<u8> = buffer.drain(..request.body_len).collect();
             let head_only = request.method == "HEAD";
-            let response = if request.method != "GET" && !head_only {
-                AdminResponse::text(405, "only GET and HEAD\n")
+            let response = if !matches!(request.method.as_str(), "GET" | "HEAD" | "POST") {
+                AdminResponse::text(405, "only GET, HEAD and POST\n")
             } else {
-                match (self.routes)(&request.path) {
+                let admin_request = AdminRequest {
+                    method: request.method,
+                    path: request.path,
+                    body,
+                    stopping: conn.shutdown.is_triggered(),
+                };
+                match (self.routes)(admin_request) {
                     Some(answer) => answer.await,
                     None => AdminResponse::text(404, "not found\n"),
                 }
@@ -214,6 +269,12 @@ mod tests {
         assert!(!old.keep_alive);
         assert_eq!(old.method, "HEAD");
         assert!(parse_head(b"\x00\x01 nonsense\r\n\r\n").is_err());
+        let post = parse_head(b"POST /a HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((post.method.as_str(), post.body_len), ("POST", 12));
+        assert!(parse_head(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert!(parse_head(b"POST /a HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_err());
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! LayOtto's `flowControlFilter` stream filter: per-path call limits (`rules[].resource` is the
-//! gRPC path, `threshold` calls per `grade` seconds), each a process-wide [`WindowBudget`] spent
-//! through per-shard buckets, so a rule holds for all shards together with no lock.
+//! LayOtto's `flowControlFilter` stream filter (MOSN's): per-path call limits (`rules[].resource`
+//! is the gRPC path, `threshold` calls per `grade` seconds), each a process-wide [`WindowBudget`]
+//! spent through per-shard buckets, so a rule holds for all shards together with no lock. A
+//! refused call is answered with the filter's `action` (MOSN's default: status 509, body
+//! `current request is limited`). Built on the main thread; instances run on their shard.
 
 use std::{collections::HashMap, rc::Rc, sync::Arc, time::Duration};
 
 use layotto_core::config::{FilterConfig, Findings, join};
 use serde::Deserialize;
+use tracing::debug;
 
 use crate::{
     rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget},
@@ -15,6 +18,10 @@ use crate::{
 
 /// The filter's `type` in the config.
 pub const KIND: &str = "flowControlFilter";
+/// MOSN's status for a limited request (`api.LimitExceededCode`).
+pub const LIMIT_EXCEEDED_STATUS: u16 = 509;
+/// MOSN's body for a limited request, which LayOtto's gRPC clients see as the status message.
+pub const LIMITED_BODY: &str = "current request is limited";
 
 #[derive(Deserialize)]
 struct FlowControlConfig {
@@ -24,6 +31,26 @@ struct FlowControlConfig {
     limit_key_type: String,
     #[serde(default)]
     rules: Vec<Rule>,
+    #[serde(default)]
+    action: Action,
+}
+
+/// MOSN's `action`: the direct response to a limited call.
+#[derive(Deserialize)]
+#[serde(default)]
+struct Action {
+    status: u16,
+    body: String,
+}
+
+impl Default for Action {
+    /// MOSN's defaults (`api.LimitExceededCode` and `defaultResponse`).
+    fn default() -> Self {
+        Self {
+            status: LIMIT_EXCEEDED_STATUS,
+            body: LIMITED_BODY.to_owned(),
+        }
+    }
 }
 
 fn enabled() -> bool {
@@ -50,12 +77,21 @@ fn one() -> u64 {
 pub struct FlowControlFactory {
     budgets: HashMap<String, Arc<WindowBudget>>,
     clock: Arc<dyn Clock>,
+    refusal: CallRejection,
 }
 
 impl FlowControlFactory {
-    /// Limits over `budgets` by path, timed by `clock`.
-    pub fn new(budgets: HashMap<String, Arc<WindowBudget>>, clock: Arc<dyn Clock>) -> Self {
-        Self { budgets, clock }
+    /// Limits over `budgets` by path, timed by `clock`, refusing with `refusal`.
+    pub fn new(
+        budgets: HashMap<String, Arc<WindowBudget>>,
+        clock: Arc<dyn Clock>,
+        refusal: CallRejection,
+    ) -> Self {
+        Self {
+            budgets,
+            clock,
+            refusal,
+        }
     }
 }
 
@@ -107,6 +143,13 @@ pub fn build(
             );
         }
     }
+    let Action { status, body } = config.action;
+    if !matches!(status, 1..=16 | 100..=599) {
+        findings.error(
+            join(&path, "action.status"),
+            format!("{status} is neither a gRPC code (1-16) nor an HTTP status (100-599)"),
+        );
+    }
     if !config.global_switch {
         findings.ignore(path, "global_switch is off: no flow control");
         return None;
@@ -114,6 +157,7 @@ pub fn build(
     Some(Arc::new(FlowControlFactory::new(
         budgets,
         Arc::new(MonotonicClock::default()),
+        CallRejection::Limited { status, body },
     )))
 }
 
@@ -126,6 +170,7 @@ impl StreamFilterFactory for FlowControlFactory {
                 .map(|(path, budget)| (path.clone(), ShardBucket::new(budget.clone())))
                 .collect(),
             clock: self.clock.clone(),
+            refusal: self.refusal.clone(),
         })
     }
 }
@@ -134,16 +179,19 @@ impl StreamFilterFactory for FlowControlFactory {
 struct FlowControl {
     buckets: HashMap<String, ShardBucket>,
     clock: Arc<dyn Clock>,
+    refusal: CallRejection,
 }
 
 impl StreamFilter for FlowControl {
     fn on_call(&self, path: &str) -> Result<(), CallRejection> {
         match self.buckets.get(path) {
             Some(bucket) if !bucket.try_acquire(self.clock.now()) => {
-                Err(CallRejection::RateLimited(format!(
-                    "flow control: {path} is over its limit of {} calls per window",
-                    bucket.limit()
-                )))
+                debug!(
+                    path,
+                    limit = bucket.limit(),
+                    "flow control: call over its rule's limit per window"
+                );
+                Err(self.refusal.clone())
             }
             _ => Ok(()),
         }
@@ -162,17 +210,15 @@ mod tests {
             "/svc/Limited".to_owned(),
             Arc::new(WindowBudget::new(2, Duration::from_secs(1), 2)),
         )]);
-        let factory = FlowControlFactory::new(budgets, clock.clone());
+        let refusal = CallRejection::Limited {
+            status: LIMIT_EXCEEDED_STATUS,
+            body: LIMITED_BODY.into(),
+        };
+        let factory = FlowControlFactory::new(budgets, clock.clone(), refusal.clone());
         let (a, b) = (factory.for_shard(0), factory.for_shard(1));
         assert_eq!(a.on_call("/svc/Limited"), Ok(()));
         assert_eq!(b.on_call("/svc/Limited"), Ok(()));
-        let refused = a.on_call("/svc/Limited").unwrap_err();
-        assert_eq!(
-            refused,
-            CallRejection::RateLimited(
-                "flow control: /svc/Limited is over its limit of 2 calls per window".into()
-            )
-        );
+        assert_eq!(a.on_call("/svc/Limited"), Err(refusal));
         assert!(b.on_call("/svc/Limited").is_err());
         assert!((0..100).all(|_| a.on_call("/svc/Free").is_ok()));
         clock.set(Duration::from_secs(1));

@@ -7,8 +7,15 @@ use std::rc::Rc;
 /// Why a stream filter refused a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallRejection {
-    /// Over a rate limit (gRPC `RESOURCE_EXHAUSTED`).
-    RateLimited(String),
+    /// Over a flow-control limit, answered with the filter's `action`: `status` is a gRPC code
+    /// (1-16) or an HTTP status (mapped to a gRPC code as the gRPC spec maps HTTP statuses, so
+    /// MOSN's default 509 is `UNKNOWN`, as LayOtto answers), `body` the status message.
+    Limited {
+        /// The configured status.
+        status: u16,
+        /// The configured body.
+        body: String,
+    },
 }
 
 /// A stream filter instance on one shard.

@@ -190,7 +190,9 @@ impl From<h2::Error> for Status {
 impl From<CallRejection> for Status {
     fn from(rejection: CallRejection) -> Self {
         match rejection {
-            CallRejection::RateLimited(message) => Status::new(Code::ResourceExhausted, message),
+            CallRejection::Limited { status, body } => {
+                Status::new(Code::for_refusal_status(status), body)
+            }
         }
     }
 }
@@ -323,8 +325,14 @@ mod tests {
             );
             assert_eq!(Status::from(err).code, code);
         }
-        let limited = Status::from(CallRejection::RateLimited("over".into()));
-        assert_eq!(limited.code, Code::ResourceExhausted);
+        let limited = Status::from(CallRejection::Limited {
+            status: 509,
+            body: "over".into(),
+        });
+        assert_eq!(
+            (limited.code, limited.message.as_str()),
+            (Code::Unknown, "over")
+        );
     }
 
     #[test]

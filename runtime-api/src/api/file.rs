@@ -1,8 +1,8 @@
 //! The file rpcs: streamed `PutFile` and `GetFile`, `ListFile`, `DelFile`, `GetFileMeta`. Runs on the calling shard.
 
 use layotto_proto::runtime::{
-    DelFileRequest, FileInfo, FileMeta, GetFileMetaRequest, GetFileMetaResponse, GetFileRequest,
-    GetFileResponse, ListFileRequest, ListFileResp, PutFileRequest,
+    DelFileRequest, FileInfo, FileMeta, FileMetaValue, GetFileMetaRequest, GetFileMetaResponse,
+    GetFileRequest, GetFileResponse, ListFileRequest, ListFileResp, PutFileRequest,
 };
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -111,11 +111,17 @@ impl RuntimeApi {
     ) -> Result<GetFileMetaResponse, Status> {
         let file = request.request.unwrap_or_default();
         let store = self.components().files.get(&file.store_name)?;
-        let (size, last_modified) = store.meta(&file.name).await?;
+        let stat = store.meta(&file.name).await?;
         Ok(GetFileMetaResponse {
-            size: size as i64,
-            last_modified,
-            response: Some(FileMeta::default()),
+            size: stat.size as i64,
+            last_modified: stat.last_modified,
+            response: Some(FileMeta {
+                metadata: stat
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| (key, FileMetaValue { value }))
+                    .collect(),
+            }),
         })
     }
 }

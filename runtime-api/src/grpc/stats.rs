@@ -1,6 +1,10 @@
 //! Per-rpc statistics of one gRPC listener: calls started, calls finished by status code, and a
 //! latency histogram per method, each with per-shard slots written only by their shard and merged
-//! when `/metrics` is read. A method's slots are allocated on its first call.
+//! when `/metrics` is read. A method's slots are allocated on its first call. Exposed under our
+//! names (`layotto_grpc_*`, labelled by listener and method) and under the names of MOSN's
+//! `grpc_metric` filter that LayOtto serves (`grpc_request_total`, `grpc_response_succ_total`,
+//! `grpc_response_fail_total`, labelled by `service`, the full method path, summed over
+//! listeners, and counted when a call finishes, as MOSN counts them).
 
 use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
@@ -10,27 +14,6 @@ use layotto_core::{
 };
 
 use super::status::Code;
-
-/// Every status code, by number.
-const CODES: [Code; 17] = [
-    Code::Ok,
-    Code::Cancelled,
-    Code::Unknown,
-    Code::InvalidArgument,
-    Code::DeadlineExceeded,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::PermissionDenied,
-    Code::ResourceExhausted,
-    Code::FailedPrecondition,
-    Code::Aborted,
-    Code::OutOfRange,
-    Code::Unimplemented,
-    Code::Internal,
-    Code::Unavailable,
-    Code::DataLoss,
-    Code::Unauthenticated,
-];
 
 /// Where calls to unrouted paths are counted.
 pub const UNKNOWN_METHOD: &str = "unknown";
@@ -46,7 +29,10 @@ impl RpcStats {
     fn new(shards: usize) -> Self {
         Self {
             started: ShardedCounter::new(shards),
-            finished: CODES.iter().map(|_| ShardedCounter::new(shards)).collect(),
+            finished: Code::ALL
+                .iter()
+                .map(|_| ShardedCounter::new(shards))
+                .collect(),
             latency_micros: ShardedHistogram::new(shards),
         }
     }
@@ -108,7 +94,7 @@ impl MetricSource for GrpcStats {
                 &labels,
                 stats.started.sum(),
             );
-            for (code, finished) in CODES.iter().zip(&stats.finished) {
+            for (code, finished) in Code::ALL.iter().zip(&stats.finished) {
                 let count = finished.sum();
                 if count > 0 {
                     let code = format!("{code:?}");
@@ -120,6 +106,29 @@ impl MetricSource for GrpcStats {
                         count,
                     );
                 }
+            }
+            let succeeded = stats.finished[Code::Ok as usize].sum();
+            let finished: u64 = stats.finished.iter().map(ShardedCounter::sum).sum();
+            let service = [("service", method)];
+            if method != UNKNOWN_METHOD {
+                out.counter(
+                    "grpc_request_total",
+                    "gRPC calls finished (MOSN's grpc_metric).",
+                    &service,
+                    finished,
+                );
+                out.counter(
+                    "grpc_response_succ_total",
+                    "gRPC calls finished with OK (MOSN's grpc_metric).",
+                    &service,
+                    succeeded,
+                );
+                out.counter(
+                    "grpc_response_fail_total",
+                    "gRPC calls finished with an error (MOSN's grpc_metric).",
+                    &service,
+                    finished - succeeded,
+                );
             }
             out.summary(
                 "layotto_grpc_request_duration_seconds",
@@ -169,5 +178,15 @@ mod tests {
             r#"layotto_grpc_request_duration_seconds_count{listener="grpc",method="/s/A"} 2"#
         ));
         assert!(!text.contains("/s/B"), "unused methods are not reported");
+        assert!(
+            text.contains(r#"grpc_request_total{service="/s/A"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"grpc_response_succ_total{service="/s/A"} 1"#));
+        assert!(text.contains(r#"grpc_response_fail_total{service="/s/A"} 1"#));
+        assert!(
+            !text.contains(r#"service="unknown""#),
+            "MOSN counts routed calls only"
+        );
     }
 }

@@ -29,6 +29,44 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+impl Code {
+    /// Every code, by number.
+    pub const ALL: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// The code for a configured refusal `status`: 1-16 is that gRPC code; anything else is an
+    /// HTTP status, mapped as the gRPC spec ("HTTP to gRPC Status Code Mapping") maps one, so
+    /// MOSN's flow-control default 509 is `UNKNOWN`.
+    pub fn for_refusal_status(status: u16) -> Code {
+        match status {
+            1..=16 => Code::ALL[usize::from(status)],
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+}
+
 /// A call's outcome: a code and a human-readable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -94,6 +132,16 @@ mod tests {
         assert_eq!(percent_encode("100%"), "100%25");
         assert_eq!(percent_encode("a\nb\tc"), "a%0Ab%09c");
         assert_eq!(percent_encode("ünï"), "%C3%BCn%C3%AF");
+    }
+
+    #[test]
+    fn refusal_statuses_are_grpc_codes_or_mapped_http_statuses() {
+        assert_eq!(Code::for_refusal_status(509), Code::Unknown);
+        assert_eq!(Code::for_refusal_status(8), Code::ResourceExhausted);
+        assert_eq!(Code::for_refusal_status(16), Code::Unauthenticated);
+        assert_eq!(Code::for_refusal_status(429), Code::Unavailable);
+        assert_eq!(Code::for_refusal_status(403), Code::PermissionDenied);
+        assert!(Code::ALL.iter().enumerate().all(|(i, c)| *c as usize == i));
     }
 
     #[test]

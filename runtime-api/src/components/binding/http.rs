@@ -2,7 +2,9 @@
 //! component's `metadata.url` (plus the request's `path` metadata), with the operation as the
 //! method (`get`, `post`, `put`, `delete`, `patch`, `head`, `options`; `create` is `post`), the
 //! data as the body and the other request metadata as headers. The answer's body comes back as
-//! data, its status and headers as metadata; a status of 400 or more is an error. The HTTP
+//! data, with metadata keyed as Dapr's binding (which LayOtto serves) keys it: `statusCode`,
+//! `status` (`201 Created`) and each response header under Go's canonical name (`Content-Type`),
+//! several values joined with `, `; a status of 400 or more is an error. The HTTP
 //! client ([`HttpClient`]) runs on the backend pool, bounded by the component's timeout.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -87,15 +89,78 @@ impl OutputBinding for HttpBinding {
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()));
         let (parts, body) = self.http.exchange(method, &url, headers, data).await?;
-        let mut metadata: HashMap<String, String> = parts
-            .headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
-            .collect();
-        metadata.insert("statusCode".into(), parts.status.as_u16().to_string());
         Ok(BindingResponse {
             data: body,
-            metadata,
+            metadata: response_metadata(&parts),
         })
+    }
+}
+
+/// The response's metadata as Dapr's http binding returns it.
+fn response_metadata(parts: &http::response::Parts) -> HashMap<String, String> {
+    let mut metadata: HashMap<String, String> = HashMap::with_capacity(parts.headers.len() + 2);
+    for name in parts.headers.keys() {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        metadata.insert(canonical_header_name(name.as_str()), values.join(", "));
+    }
+    let code = parts.status.as_u16();
+    metadata.insert("statusCode".into(), code.to_string());
+    let status = match parts.status.canonical_reason() {
+        Some(reason) => format!("{code} {reason}"),
+        None => code.to_string(),
+    };
+    metadata.insert("status".into(), status);
+    metadata
+}
+
+/// Go's `textproto.CanonicalMIMEHeaderKey` of a (lower-case) header name: `x-reply` → `X-Reply`.
+fn canonical_header_name(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_metadata_is_keyed_as_dapr_keys_it() {
+        let (parts, ()) = http::Response::builder()
+            .status(201)
+            .header("content-type", "text/plain")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .header("x-request-id", "r-7")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let metadata = response_metadata(&parts);
+        let expected = [
+            ("statusCode", "201"),
+            ("status", "201 Created"),
+            ("Content-Type", "text/plain"),
+            ("Set-Cookie", "a=1, b=2"),
+            ("X-Request-Id", "r-7"),
+        ];
+        let expected: HashMap<String, String> = expected
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(metadata, expected);
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use layotto_core::backend::BackendHandle;
 
-use super::{CHUNK, FileEntry, FilePage, FileStore, Upload};
+use super::{CHUNK, FileEntry, FilePage, FileStat, FileStore, Upload};
 use crate::{
     components::{component::Component, registry::Entry},
     error::ApiError,
@@ -184,15 +184,25 @@ impl FileStore for LocalFileStore {
         .await
     }
 
-    /// Size and modification time of `name`.
-    async fn meta(&self, name: &str) -> Result<(u64, String), ApiError> {
+    /// Size and modification time of `name` (a file or a directory), with LayOtto's metadata:
+    /// `FileMode` (Go's `os.FileMode` in decimal) and `IsDir` (`true`/`false`).
+    async fn meta(&self, name: &str) -> Result<FileStat, ApiError> {
         let path = self.resolve(name, false)?;
         self.blocking(move || {
+            use std::os::unix::fs::MetadataExt;
             let metadata = std::fs::metadata(&path)?;
-            if metadata.is_dir() {
-                return Err(std::io::ErrorKind::NotFound.into());
-            }
-            Ok((metadata.len(), rfc3339(metadata.modified()?)))
+            let facts = [
+                ("FileMode", go_file_mode(metadata.mode()).to_string()),
+                ("IsDir", metadata.is_dir().to_string()),
+            ];
+            Ok(FileStat {
+                size: metadata.len(),
+                last_modified: rfc3339(metadata.modified()?),
+                metadata: facts
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), vec![value]))
+                    .collect(),
+            })
         })
         .await
     }
@@ -298,6 +308,35 @@ fn remove_stale_parts(root: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// A Unix `st_mode` as Go's `os.FileMode` (what LayOtto's local store reports): the permission
+/// bits, and Go's own bits for the file type and setuid/setgid/sticky, as Go's `os.Stat` fills
+/// them on Linux.
+fn go_file_mode(st_mode: u32) -> u32 {
+    const DIR: u32 = 1 << 31;
+    const SYMLINK: u32 = 1 << 27;
+    const DEVICE: u32 = 1 << 26;
+    const NAMED_PIPE: u32 = 1 << 25;
+    const SOCKET: u32 = 1 << 24;
+    const SETUID: u32 = 1 << 23;
+    const SETGID: u32 = 1 << 22;
+    const CHAR_DEVICE: u32 = 1 << 21;
+    const STICKY: u32 = 1 << 20;
+    let kind = match st_mode & 0o170_000 {
+        0o060_000 => DEVICE,
+        0o020_000 => DEVICE | CHAR_DEVICE,
+        0o040_000 => DIR,
+        0o010_000 => NAMED_PIPE,
+        0o120_000 => SYMLINK,
+        0o140_000 => SOCKET,
+        _ => 0,
+    };
+    let special = [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)]
+        .into_iter()
+        .filter(|(unix, _)| st_mode & unix != 0)
+        .fold(0, |bits, (_, go)| bits | go);
+    (st_mode & 0o777) | kind | special
+}
+
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -323,6 +362,15 @@ mod tests {
         assert_eq!(part_writer(".x.part-12"), Some(12));
         assert_eq!(part_writer("x.part-12"), None);
         assert_eq!(part_writer("..part-12"), None);
+    }
+
+    #[test]
+    fn unix_modes_become_go_file_modes() {
+        assert_eq!(go_file_mode(0o100_644), 0o644);
+        assert_eq!(go_file_mode(0o040_755), (1 << 31) | 0o755);
+        assert_eq!(go_file_mode(0o104_755), (1 << 23) | 0o755);
+        assert_eq!(go_file_mode(0o041_777), (1 << 31) | (1 << 20) | 0o777);
+        assert_eq!(go_file_mode(0o020_666), (1 << 26) | (1 << 21) | 0o666);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod local;
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,6 +28,17 @@ pub struct FileEntry {
     pub size: u64,
     /// Last modification, RFC 3339.
     pub last_modified: String,
+}
+
+/// What `GetFileMeta` answers about a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, RFC 3339.
+    pub last_modified: String,
+    /// The store's own facts, by key (the local store: LayOtto's `FileMode` and `IsDir`).
+    pub metadata: BTreeMap<String, Vec<String>>,
 }
 
 /// A page of a listing.
@@ -59,8 +70,8 @@ pub trait FileStore: Component {
     async fn finish_put(&self, upload: Upload, keep: bool) -> Result<(), ApiError>;
     /// Up to [`CHUNK`] bytes of `name` from `offset` (empty at the end).
     async fn read_chunk(&self, name: &str, offset: u64) -> Result<Vec<u8>, ApiError>;
-    /// Size and modification time (RFC 3339) of `name`.
-    async fn meta(&self, name: &str) -> Result<(u64, String), ApiError>;
+    /// Size, modification time and the store's metadata of `name`.
+    async fn meta(&self, name: &str) -> Result<FileStat, ApiError>;
     /// Deletes `name`.
     async fn delete(&self, name: &str) -> Result<(), ApiError>;
     /// Files under the directory `name` (the root when empty), by name, `page_size` at a time
