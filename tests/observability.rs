@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{etcd::EtcdServer, *};
 use layotto_proto::runtime::{GetConfigurationRequest, SayHelloRequest};
 use serde_json::{Value, json};
@@ -20,8 +18,8 @@ use tonic::Code;
 const SAY_HELLO: &str = "/spec.proto.runtime.v1.Runtime/SayHello";
 
 /// A grpc listener (hello, config store on `etcd`), LayOtto's actuator listener and a
-/// Prometheus sink on a free port.
-fn config(etcd: &EtcdServer, metrics_port: u16) -> Value {
+/// Prometheus sink on a free port (port 0: the kernel picks it).
+fn config(etcd: &EtcdServer) -> Value {
     let mut config = grpc_config(
         json!({
             "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
@@ -40,31 +38,20 @@ fn config(etcd: &EtcdServer, metrics_port: u16) -> Value {
             "router_config_name": "actuator_dont_need_router"}}]}],
         "stream_filters": [{"type": "actuator_filter"}]
     }));
-    config["metrics"] =
-        json!({"sinks": [{"type": "prometheus", "config": {"port": metrics_port}}]});
+    config["metrics"] = json!({"sinks": [{"type": "prometheus", "config": {"port": 0}}]});
     config
-}
-
-/// The value of the sample line starting with `series` (name and labels).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_calls_per_rpc_and_status_across_shards() {
     let etcd = EtcdServer::start();
-    let metrics_port = etcd::free_address().port();
-    let layotto = Layotto::start(&config(&etcd, metrics_port), &["--shards", "2"], 3);
+    let layotto = Layotto::with_shards(&config(&etcd), 2);
     let prometheus = layotto.address("prometheus");
     assert_eq!(
         prometheus.ip().to_string(),
         "127.0.0.1",
         "admin ports bind to loopback"
     );
-    assert_eq!(prometheus.port(), metrics_port);
     let grpc = layotto.address("grpc");
 
     // Calls over several connections, so both shards serve some.
@@ -159,7 +146,7 @@ async fn metrics_count_calls_per_rpc_and_status_across_shards() {
 #[test]
 fn actuator_reports_liveness_info_and_readiness_of_components() {
     let mut etcd = EtcdServer::start();
-    let layotto = Layotto::start(&config(&etcd, etcd::free_address().port()), &[], 3);
+    let layotto = Layotto::start(&config(&etcd));
     let actuator = layotto.address("actuator");
 
     let (status, body) = http_get(actuator, "/actuator/health/liveness").unwrap();
@@ -195,9 +182,5 @@ fn actuator_reports_liveness_info_and_readiness_of_components() {
     );
 
     etcd.restart();
-    let deadline = std::time::Instant::now() + WAIT;
-    while readiness().0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("readiness after etcd is back", || readiness().0 == 200);
 }

@@ -179,8 +179,15 @@ pub struct ServeReport {
     pub connections_cut: usize,
 }
 
+impl ServeReport {
+    /// The totals of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerReport> {
+        self.listeners.iter().find(|listener| listener.name == name)
+    }
+}
+
 /// One listener's totals.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ListenerReport {
     /// Listener name.
     pub name: String,
@@ -188,6 +195,15 @@ pub struct ListenerReport {
     pub accepted_per_shard: Vec<u64>,
     /// The handler's own counters.
     pub counters: Vec<(&'static str, u64)>,
+}
+
+impl ListenerReport {
+    /// The handler's counter `name`, if it has one.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find_map(|(counter, value)| (*counter == name).then_some(*value))
+    }
 }
 
 impl RunningShards {
@@ -351,6 +367,7 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
             Err(_) => break, // the gate closed: we are draining
         };
     }
+    drop(listener); // closes the socket: from here on its share of the port refuses connections
     info!(listener = %ctx.name, shard = ctx.shard, "stopped accepting");
 }
 

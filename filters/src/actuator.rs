@@ -4,7 +4,7 @@
 //! check; 503 naming the failing ones) and `/actuator/info`. Also the Prometheus endpoint's
 //! routes. Built on the main thread; requests are answered on the shard that accepted them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use layotto_core::{
     config::{FilterConfig, Findings, join},
@@ -122,11 +122,15 @@ fn readiness(results: &[(String, Result<(), String>)]) -> AdminResponse {
     )
 }
 
-/// The Prometheus endpoint at `endpoint` over `metrics`.
-pub fn metrics_routes(metrics: Arc<MetricsRegistry>, endpoint: String) -> AdminRoutes {
+/// The Prometheus endpoint at `endpoint` over `metrics`, held weakly: the registry holds the
+/// listener serving these routes, so a strong handle would keep both alive for ever.
+pub fn metrics_routes(metrics: Weak<MetricsRegistry>, endpoint: String) -> AdminRoutes {
     Arc::new(move |path| {
         (path == endpoint).then(|| {
-            let body = metrics.render();
+            let body = metrics
+                .upgrade()
+                .map(|metrics| metrics.render())
+                .unwrap_or_default();
             Box::pin(async move {
                 AdminResponse {
                     status: 200,
