@@ -47,6 +47,8 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Probe {
     flood_sent: AtomicUsize,
     hang_dropped: AtomicBool,
+    /// Told when `Hang`'s handler is dropped.
+    hang_dropped_now: Notify,
     /// Told by `Collect` once it has read its first message and stopped reading.
     collect_paused: Notify,
     /// Tells `Collect` to read on.
@@ -140,6 +142,7 @@ impl TestService {
         impl Drop for OnDrop {
             fn drop(&mut self) {
                 self.0.hang_dropped.store(true, Ordering::SeqCst);
+                self.0.hang_dropped_now.notify_one();
             }
         }
         let _guard = OnDrop(self.probe.clone());
@@ -165,6 +168,7 @@ fn start_server() -> TestServer {
     let probe = Arc::new(Probe {
         flood_sent: AtomicUsize::new(0),
         hang_dropped: AtomicBool::new(false),
+        hang_dropped_now: Notify::new(),
         collect_paused: Notify::new(),
         collect_resume: Notify::new(),
         drain_call_arrived: Notify::new(),
@@ -413,14 +417,9 @@ async fn a_cancelled_call_stops_its_handler() {
     assert_eq!(stream.message().await.unwrap().unwrap().hello, "first");
     assert!(!server.probe.hang_dropped.load(Ordering::SeqCst));
     drop(stream); // tonic resets the stream
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.probe.hang_dropped.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the handler of a cancelled call kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(WAIT, server.probe.hang_dropped_now.notified())
+        .await
+        .expect("the handler of a cancelled call kept running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
