@@ -19,7 +19,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -150,9 +150,65 @@ pub fn binary() -> PathBuf {
 /// A running `layotto start` (the real binary), killed on drop.
 pub struct LayottoBinary {
     child: Child,
-    output: Arc<Mutex<Vec<String>>>,
+    output: Arc<Output>,
     listeners: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
+}
+
+/// What the process printed, line by line; readers of its two pipes tell waiters of each line
+/// and of each pipe's end.
+#[derive(Default)]
+struct Output {
+    printed: Mutex<Printed>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Printed {
+    lines: Vec<String>,
+    pipes_closed: usize,
+}
+
+impl Output {
+    /// Starts a thread appending the lines of `pipe`.
+    fn collect(self: &Arc<Self>, pipe: impl Read + Send + 'static) {
+        let output = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                output.printed.lock().unwrap().lines.push(line);
+                output.changed.notify_all();
+            }
+            output.printed.lock().unwrap().pipes_closed += 1;
+            output.changed.notify_all();
+        });
+    }
+
+    /// Waits (at most [`WAIT`]) until `done` says it has what it needs (`Some`) or both pipes
+    /// closed (the process is gone): `None` then.
+    fn wait_for<T>(&self, mut done: impl FnMut(&[String]) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + WAIT;
+        let mut printed = self.printed.lock().unwrap();
+        loop {
+            if let Some(found) = done(&printed.lines) {
+                return Some(found);
+            }
+            if printed.pipes_closed == 2 {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out; output:\n{}",
+                printed.lines.join("\n")
+            );
+            printed = self.changed.wait_timeout(printed, left).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.printed.lock().unwrap().lines.join("\n")
+    }
 }
 
 impl LayottoBinary {
@@ -162,8 +218,8 @@ impl LayottoBinary {
         Self::start_with(Command::new(binary()), config, args, expected_listeners)
     }
 
-    /// Like [`LayottoBinary::start`], with a prepared command (e.g. one that drops privileges) whose
-    /// arguments are followed by `start -c <config> <args>`.
+    /// Like [`LayottoBinary::start`], with a prepared command (e.g. one that drops privileges)
+    /// whose arguments are followed by `start -c <config> <args>`.
     pub fn start_with(
         mut command: Command,
         config: &Value,
@@ -193,34 +249,24 @@ impl LayottoBinary {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start layotto");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect_lines(child.stdout.take().unwrap(), output.clone());
-        collect_lines(child.stderr.take().unwrap(), output.clone());
-        let mut layotto = Self {
+        let output = Arc::new(Output::default());
+        output.collect(child.stdout.take().unwrap());
+        output.collect(child.stderr.take().unwrap());
+        let listeners = output.wait_for(|lines| {
+            let listening: HashMap<_, _> =
+                lines.iter().filter_map(|l| parse_listening(l)).collect();
+            (listening.len() >= expected_listeners).then_some(listening)
+        });
+        let Some(listeners) = listeners else {
+            let status = child.wait().unwrap();
+            panic!("layotto exited early ({status}):\n{}", output.text());
+        };
+        Self {
             child,
             output,
-            listeners: HashMap::new(),
+            listeners,
             _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        while layotto.listeners.len() < expected_listeners {
-            assert!(
-                Instant::now() < deadline,
-                "layotto did not report {expected_listeners} listeners:\n{}",
-                layotto.output()
-            );
-            if let Ok(Some(status)) = layotto.child.try_wait() {
-                thread::sleep(Duration::from_millis(100));
-                panic!("layotto exited early ({status}):\n{}", layotto.output());
-            }
-            for line in layotto.output.lock().unwrap().iter() {
-                if let Some((name, address)) = parse_listening(line) {
-                    layotto.listeners.insert(name, address);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
         }
-        layotto
     }
 
     /// The process id (of the command started, e.g. the binary after `exec`).
@@ -235,7 +281,7 @@ impl LayottoBinary {
 
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.output.text()
     }
 
     /// Waits until a printed line contains `needle`, returning that line.
@@ -245,26 +291,20 @@ impl LayottoBinary {
 
     /// Waits until `count` printed lines contain `needle`, returning them.
     pub fn wait_for_lines(&self, needle: &str, count: usize) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found: Vec<String> = self
-                .output
-                .lock()
-                .unwrap()
+        let found = self.output.wait_for(|lines| {
+            let found: Vec<String> = lines
                 .iter()
                 .filter(|l| l.contains(needle))
                 .cloned()
                 .collect();
-            if found.len() >= count {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
+            (found.len() >= count).then_some(found)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
                 "fewer than {count} lines containing {needle:?} in:\n{}",
                 self.output()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// Sends SIGTERM.
@@ -276,21 +316,11 @@ impl LayottoBinary {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit (at most [`WAIT`]).
+    /// Waits (at most [`WAIT`]) for the process to exit, with everything it printed read.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100)); // let the readers drain the pipes
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "layotto did not exit:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        // Both pipes end when the process does.
+        self.output.wait_for(|_| None::<()>);
+        self.child.wait().unwrap()
     }
 
     /// SIGTERM, then the exit summary line of listener `name` (after checking exit code 0).
@@ -307,15 +337,6 @@ impl Drop for LayottoBinary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn collect_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap().push(line);
-        }
-    });
 }
 
 fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
