@@ -101,7 +101,7 @@ fn request(operation: &str, path: &str, data: &str) -> InvokeBindingRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_binding_sends_the_operation_path_headers_and_body() {
     let (server, received) = http_server();
-    let dead = common::etcd::free_address();
+    let dead = dead_address();
     let config = grpc_config(
         json!({"bindings": {
             "bindings_demo": {"type": "http", "metadata": {"url": format!("http://{server}/api")}},
@@ -189,7 +189,7 @@ fn invoke(id: &str, method: &str, verb: Verb, query: &str, data: &str) -> Invoke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_service_forwards_to_the_target_app_over_http() {
     let (server, received) = http_server();
-    let dead = common::etcd::free_address();
+    let dead = dead_address();
     let config = grpc_config(
         json!({"rpcs": {"http": {"type": "http", "metadata": {
             "targets": format!("app2={server};gone={dead}"), "timeout": "2"}}}}),

@@ -488,7 +488,7 @@ async fn a_frozen_etcd_times_out_without_blocking_other_calls() {
 
 #[test]
 fn etcd_down_at_start_fails_fast_naming_the_component_and_address() {
-    let dead = common::etcd::free_address().to_string();
+    let dead = dead_address().to_string();
     let text = std::fs::read_to_string("configs/config_etcd.json")
         .unwrap()
         .replace("127.0.0.1:2379", &dead)

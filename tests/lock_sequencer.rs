@@ -344,7 +344,7 @@ async fn bad_lock_and_sequencer_requests_are_invalid_arguments() {
 
 #[test]
 fn an_unreachable_lock_store_stops_start_up_naming_it() {
-    let dead = etcd::free_address().to_string();
+    let dead = dead_address().to_string();
     let config = grpc_config(
         json!({"lock": {"lock_demo": {"type": "redis", "metadata": {"redisHost": dead}}}}),
         json!({}),

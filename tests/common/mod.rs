@@ -423,12 +423,18 @@ pub fn echo_server() -> SocketAddr {
     })
 }
 
-/// A loopback address nothing listens on.
+/// A loopback address that refuses connections for the rest of the test process: a socket is
+/// bound there and never listens, so no parallel test can take the port (as it could take one
+/// found free and released).
 pub fn dead_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
+    address
 }
 
 /// Deterministic, non-repeating-looking test bytes.
