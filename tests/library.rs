@@ -1,6 +1,12 @@
 //! The library entry point itself (`layotto::prepare`/`start`, `Running`), in the test process:
 //! problems come back as values with their paths, port 0 resolves to the port served, runtimes
 //! in one process are independent, and stopping (before start, by `stop`, by dropping) drains.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
 
 mod common;
 
