@@ -1,41 +1,22 @@
-//! The `layotto` binary: command line, logging, configuration loading and the wiring of listeners
-//! to filter chains and shards. Runs on the main thread; a helper thread waits for signals.
+//! The `layotto` binary: the command line, logging and signals around the library's runtime
+//! ([`layotto::prepare`]), which reads the configuration, wires the listeners and runs the shards.
+//! Runs on the main thread; a helper thread waits for signals.
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stderr,
     reason = "the binary reports configuration and start-up failures on stderr, whether or not logging is up"
 )]
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use layotto_core::{
-    backend::BackendPool,
-    config::{Config, Findings, LogLevel, LogPath},
-    handler::HandlerFactory,
-    health::HealthRegistry,
-    listener,
-    metrics::{ListenerMetrics, MetricsRegistry},
-    shard::{ListenerStats, ServeReport, ServedListener, ShardPlan},
-    shutdown::{self, ShutdownTrigger},
-};
-use layotto_filters::{
-    actuator,
-    admin_http::AdminHttpFactory,
-    chain::FilterChainFactory,
-    registry::{BuildContext, FilterRegistry},
-};
-use layotto_runtime_api::Runtime;
+use layotto::{Options, StartError, StopHandle};
+use layotto_core::config::{Config, LogLevel, LogPath};
 use tracing::{error, info, warn};
 
 /// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
 const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
-
-/// Threads of the backend pool that runs tokio-based component clients (etcd, redis).
-const BACKEND_THREADS: usize = 2;
-/// Component calls admitted in flight on the backend pool before calls get UNAVAILABLE.
-const BACKEND_CAPACITY: usize = 16_384;
 
 /// Exit code for a configuration that cannot be used.
 const EXIT_BAD_CONFIG: u8 = 2;
@@ -96,107 +77,36 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
             "embedded default config".to_owned(),
         ),
     };
-    let plan = ShardPlan::new(args.shards)?;
-
-    let mut findings = Findings::default();
-    let config = Config::parse(&text, &mut findings);
-    let pool = BackendPool::start(BACKEND_THREADS, BACKEND_CAPACITY)?;
-    let health = Arc::new(HealthRegistry::default());
-    // The components are the process's, built once before any listener: every API serves them.
-    let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
-    let registry = FilterRegistry::default()
-        .with_terminal(
-            layotto_runtime_api::KIND,
-            layotto_runtime_api::builder(runtime.clone()),
-        )
-        .with_stream_filter(
-            layotto_runtime_api::filter::METRIC_FILTER_KIND,
-            layotto_runtime_api::filter::build_metric_filter,
-        );
-    let metrics = Arc::new(MetricsRegistry::default());
-    metrics.register(Arc::new(pool.handle()));
-    let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
-    let chains: Vec<_> = config
-        .listeners
-        .iter()
-        .filter_map(|l| {
-            registry
-                .build(l, &ctx, &mut findings)
-                .map(|chain| (l, chain))
-        })
-        .collect();
-    if !findings.errors.is_empty() {
-        eprintln!(
-            "layotto: invalid configuration ({source}), {} problem(s):",
-            findings.errors.len()
-        );
-        for problem in &findings.errors {
-            eprintln!("  {problem}");
+    let options = Options {
+        shards: args.shards,
+    };
+    let prepared = match layotto::prepare(&text, options) {
+        Ok(prepared) => prepared,
+        Err(StartError::InvalidConfig(problems)) => {
+            eprintln!(
+                "layotto: invalid configuration ({source}), {} problem(s):",
+                problems.len()
+            );
+            for problem in &problems {
+                eprintln!("  {problem}");
+            }
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
-        return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-    }
+        Err(err) => return Err(err).context("cannot start"),
+    };
 
-    let _log_guard = init_logging(&config, args.log_level)?;
-    info!(version = env!("CARGO_PKG_VERSION"), config = %source, shards = plan.len(), "starting layotto-rs");
-    for ignored in &findings.ignored {
-        warn!("{ignored}");
-    }
-    if chains.is_empty() {
-        error!("no listener in {source} can be served");
-        return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-    }
-
-    let started = runtime
-        .start()
-        .and_then(|()| chains.iter().try_for_each(|(_, chain)| chain.start()));
-    if let Err(err) = started {
-        error!("{err}");
-        eprintln!("layotto: cannot start: {err}");
-        return Ok(ExitCode::FAILURE);
-    }
-
-    let mut listeners: Vec<(&str, SocketAddr, Arc<dyn HandlerFactory>)> = chains
-        .into_iter()
-        .map(|(l, chain)| (l.name.as_str(), l.address, Arc::new(chain) as _))
-        .collect();
-    if let Some(sink) = &config.prometheus {
-        let routes = actuator::metrics_routes(metrics.clone(), sink.endpoint.clone());
-        let server = Arc::new(AdminHttpFactory::new(routes));
-        listeners.push((
-            "prometheus",
-            sink.address,
-            Arc::new(FilterChainFactory::new(Vec::new(), server)),
-        ));
-    }
-    let mut served = Vec::with_capacity(listeners.len());
-    for (name, address, handler) in listeners {
-        let stats = Arc::new(ListenerStats::new(plan.len()));
-        metrics.register(Arc::new(ListenerMetrics {
-            name: name.to_owned(),
-            stats: stats.clone(),
-            handler: handler.clone(),
-        }));
-        served.push(ServedListener {
-            bound: listener::bind(name, address, plan.len())?,
-            handler,
-            stats,
-        });
-    }
-    let addresses: Vec<_> = served
-        .iter()
-        .map(|s| (s.bound.name.clone(), s.bound.address))
-        .collect();
-
-    let (trigger, signal) = shutdown::channel();
-    watch_signals(trigger, config.drain_timeout)?;
-    let running = plan.start(served, config.drain_timeout, signal)?;
-    for (name, address) in addresses {
-        info!("listener \"{name}\" listening on {address}");
-    }
-    let report = running.join()?;
-    runtime.close();
-    pool.shutdown(config.drain_timeout);
-    log_summary(&report);
+    let _log_guard = init_logging(prepared.config(), args.log_level)?;
+    info!(version = env!("CARGO_PKG_VERSION"), config = %source, shards = prepared.shards(), "starting layotto-rs");
+    watch_signals(prepared.stop_handle(), prepared.config().drain_timeout)?;
+    let running = match prepared.start() {
+        Ok(running) => running,
+        Err(StartError::NothingToServe) => {
+            error!("no listener in {source} can be served");
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+        Err(err) => return Err(err).context("cannot start"),
+    };
+    running.join()?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -243,7 +153,7 @@ fn init_logging(
 
 /// Starts a thread that turns the first SIGTERM/SIGINT into a graceful drain and a second one
 /// into an immediate exit.
-fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result<()> {
+fn watch_signals(stop: StopHandle, drain: std::time::Duration) -> Result<()> {
     use signal_hook::{consts::*, iterator::Signals};
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     std::thread::Builder::new()
@@ -255,7 +165,7 @@ fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result
                     signal,
                     "stop requested: no longer accepting; draining for up to {drain:?}"
                 );
-                trigger.trigger();
+                stop.stop();
             }
             if let Some(signal) = received.next() {
                 warn!(signal, "second stop request: exiting without draining");
@@ -265,26 +175,4 @@ fn watch_signals(trigger: ShutdownTrigger, drain: std::time::Duration) -> Result
         })
         .context("cannot start the signal thread")?;
     Ok(())
-}
-
-fn log_summary(report: &ServeReport) {
-    for listener in &report.listeners {
-        let counters: Vec<String> = listener
-            .counters
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-        info!(
-            "listener \"{}\" summary: accepted per shard {:?}; {}",
-            listener.name,
-            listener.accepted_per_shard,
-            counters.join(" ")
-        );
-    }
-    if report.connections_cut > 0 {
-        warn!(
-            connections = report.connections_cut,
-            "connections closed by the drain timeout"
-        );
-    }
 }

@@ -1,5 +1,5 @@
 //! End-to-end tests of the calls layotto-rs makes over HTTP — the `http` output binding and
-//! `InvokeService` through the `rpcs` `http` component: the real binary, called by tonic, sending
+//! `InvokeService` through the `rpcs` `http` component: layotto-rs in the test process, called by tonic, sending
 //! to a real HTTP server of the test's that records what it received.
 #![allow(
     clippy::unwrap_used,
@@ -101,7 +101,7 @@ fn request(operation: &str, path: &str, data: &str) -> InvokeBindingRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_binding_sends_the_operation_path_headers_and_body() {
     let (server, received) = http_server();
-    let dead = common::etcd::free_address();
+    let dead = dead_address();
     let config = grpc_config(
         json!({"bindings": {
             "bindings_demo": {"type": "http", "metadata": {"url": format!("http://{server}/api")}},
@@ -109,7 +109,7 @@ async fn http_binding_sends_the_operation_path_headers_and_body() {
         }}),
         json!({}),
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = Layotto::start(&config);
     let mut client = runtime_client(layotto.address("grpc")).await;
 
     let created = client
@@ -193,13 +193,13 @@ fn invoke(id: &str, method: &str, verb: Verb, query: &str, data: &str) -> Invoke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_service_forwards_to_the_target_app_over_http() {
     let (server, received) = http_server();
-    let dead = common::etcd::free_address();
+    let dead = dead_address();
     let config = grpc_config(
         json!({"rpcs": {"http": {"type": "http", "metadata": {
             "targets": format!("app2={server};gone={dead}"), "timeout": "2"}}}}),
         json!({}),
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = Layotto::start(&config);
     let mut client = runtime_client(layotto.address("grpc")).await;
 
     let reply = client

@@ -1,8 +1,8 @@
-//! End-to-end tests of the configuration API: the real binary with an `in-memory` store and with
-//! an `etcd` store backed by a real etcd server started here, called by tonic. etcd is also read
-//! and written directly (etcd-client) to check LayOtto's key layout
-//! (`/{app}/{group}/{label}/{key}` and `/{app}/{group}/{label}/{key}/{tag}`) both ways and
-//! changes made behind our back.
+//! End-to-end tests of the configuration API: layotto-rs (in the test process) with an
+//! `in-memory` store and with an `etcd` store backed by a real etcd server started here, called
+//! by tonic; the binary for the exit code of a start-up failure. etcd is also read and written
+//! directly (etcd-client) to check LayOtto's key layout (`/{app}/{group}/{label}/{key}` and
+//! `/{app}/{group}/{label}/{key}/{tag}`) both ways and changes made behind our back.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -45,12 +45,12 @@ fn start_on_etcd(etcd: &EtcdServer) -> Layotto {
         .replace("127.0.0.1:34904", "127.0.0.1:0")
         .replace("\"10\"", &format!("\"{ETCD_TIMEOUT}\""));
     let config: Value = serde_json::from_str(&text).unwrap();
-    Layotto::start(&config, &[], 1)
+    Layotto::start(&config)
 }
 
 fn start_in_memory() -> Layotto {
     let components = json!({"config_store": {STORE: {"type": "in-memory"}}});
-    Layotto::start(&grpc_config(components, json!({})), &[], 1)
+    Layotto::start(&grpc_config(components, json!({})))
 }
 
 fn tags(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -608,13 +608,22 @@ async fn etcd_subscribers_share_one_watch_and_see_changes_from_anywhere() {
     }
     assert_eq!(get(address, "g", "l", &[]).await, vec![b_tagged]);
 
-    // A subscriber that goes away releases the watch once it was the last one.
+    // A subscriber that goes away releases the watch once it was the last one. Its connection
+    // closing (leaving the second subscriber's and `client`'s) says layotto-rs has seen it go.
     drop(first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    layotto.wait_metric(r#"layotto_listener_open_connections{listener="grpc"}"#, 2.0);
     assert_eq!(
         etcd.metric(WATCHERS),
         1.0,
         "the second subscriber still follows"
+    );
+    client
+        .save_configuration(save_request(vec![item("g", "l", "c", "after one left")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_items(&mut second).await,
+        vec![item("g", "l", "c", "after one left")]
     );
     drop(second);
     etcd.wait_metric(WATCHERS, 0.0);
@@ -754,8 +763,8 @@ async fn a_frozen_etcd_times_out_without_blocking_other_calls() {
             (answer, started.elapsed())
         })
     };
-    // Meanwhile the shards keep answering what does not need etcd.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile (once the call waits on etcd) the shards keep answering what does not need it.
+    layotto.wait_metric("layotto_backend_calls_in_flight", 1.0);
     let started = Instant::now();
     client
         .say_hello(SayHelloRequest {
@@ -789,7 +798,7 @@ async fn a_frozen_etcd_times_out_without_blocking_other_calls() {
 
 #[test]
 fn etcd_down_at_start_fails_fast_naming_the_component_and_address() {
-    let dead = common::etcd::free_address().to_string();
+    let dead = dead_address().to_string();
     let text = std::fs::read_to_string("configs/config_etcd.json")
         .unwrap()
         .replace("127.0.0.1:2379", &dead)

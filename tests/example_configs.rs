@@ -1,5 +1,7 @@
 //! The example configurations in `configs/` start and serve what they describe. Each is run as
-//! written, with only its fixed ports moved to free ones (and etcd and upstreams to the test's).
+//! written, with only its fixed ports moved to free ones (and etcd and upstreams to the test's):
+//! in the test process, and `config_tcp_proxy.json` by the real binary (its dumps go under
+//! `$HOME`, which only a process of its own can be given).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -49,7 +51,7 @@ async fn say_hello(address: SocketAddr, component: &str) -> Result<String, tonic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_serves_grpc_actuator_and_metrics() {
-    let layotto = Layotto::start(&example("config_standalone.json", &free_ports()), &[], 3);
+    let layotto = Layotto::start(&example("config_standalone.json", &free_ports()));
     assert_eq!(
         say_hello(layotto.address("grpc"), "quick_start_demo")
             .await
@@ -93,7 +95,7 @@ async fn runtime_config_limits_say_hello_and_serves_etcd_configuration() {
         ("0.0.0.0:34904", "127.0.0.1:0".to_owned()),
         ("127.0.0.1:2379", etcd.endpoint()),
     ];
-    let layotto = Layotto::start(&example("runtime_config.json", &replacements), &[], 1);
+    let layotto = Layotto::start(&example("runtime_config.json", &replacements));
     let address = layotto.address("grpc");
     // 5 per second: of 20 quick calls (spanning at most two windows) at most 10 pass.
     let mut passed = 0;
@@ -155,7 +157,7 @@ fn tcp_proxy_example_proxies_copies_and_reports() {
     let mut command = Command::new(binary());
     // tcpcopy dumps under $HOME/logs/mosn by default: keep that in the test's own directory.
     command.env("HOME", home.path());
-    let layotto = Layotto::start_with(command, &config, &[], 2);
+    let layotto = LayottoBinary::start_with(command, &config, &[], 2);
     let data = pattern(100_000, 3);
     for _ in 0..4 {
         assert_eq!(round_trip(layotto.address("tcp_proxy"), &data), data);
@@ -186,7 +188,7 @@ async fn redis_example_serves_state_pubsub_locks_and_sequences() {
             ("127.0.0.1:6379", redis.endpoint()),
         ],
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = Layotto::start(&config);
     let mut client = runtime_client(layotto.address("grpc")).await;
     let lock = TryLockRequest {
         store_name: "lock_demo".into(),

@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     process::Command,
-    thread,
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -22,32 +22,38 @@ use serde_json::json;
 
 #[test]
 fn sigterm_stops_accepting_and_lets_an_inflight_transfer_finish() {
-    // The upstream takes a while to answer, so the transfer is in flight when SIGTERM arrives.
-    let slow = server(|mut stream| {
+    // The upstream tells when the request has reached it, and answers only when told: the
+    // transfer is in flight through the proxy when SIGTERM arrives, and still after it.
+    let (reached, request_reached) = mpsc::channel();
+    let (answer_now, may_answer) = mpsc::channel::<()>();
+    let may_answer = std::sync::Mutex::new(may_answer);
+    let slow = server(move |mut stream| {
         let mut request = [0; 5];
         stream.read_exact(&mut request).unwrap();
-        thread::sleep(Duration::from_millis(1500));
+        reached.send(()).unwrap();
+        may_answer.lock().unwrap().recv().unwrap();
         stream.write_all(&pattern(1024 * 1024, 3)).unwrap();
     });
-    let mut layotto = Layotto::start(
+    let mut layotto = LayottoBinary::start(
         &proxy_config(&[("proxy", &[slow], json!({}))], json!({})),
-        &[],
+        &["--shards", "2"],
         1,
     );
     let proxy = layotto.address("proxy");
     let mut client = TcpStream::connect(proxy).unwrap();
     client.set_read_timeout(Some(WAIT)).unwrap();
     client.write_all(b"hello").unwrap();
-    thread::sleep(Duration::from_millis(300));
+    request_reached.recv_timeout(WAIT).unwrap();
 
     layotto.terminate();
-    layotto.wait_for_line("stopped accepting");
-    // New connections are refused while the old one drains.
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(proxy).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        thread::sleep(Duration::from_millis(20));
-    }
+    // Each shard closes its socket, then says so; once both have, connections are refused
+    // while the old one drains.
+    layotto.wait_for_lines("stopped accepting", 2);
+    assert!(
+        TcpStream::connect(proxy).is_err(),
+        "still accepting after SIGTERM"
+    );
+    answer_now.send(()).unwrap();
     let mut answer = Vec::new();
     client.read_to_end(&mut answer).unwrap();
     assert!(
@@ -71,7 +77,7 @@ fn drain_timeout_closes_what_is_left_and_exits_0() {
         &[("proxy", &[echo], json!({}))],
         json!({"graceful_timeout": "500ms"}),
     );
-    let mut layotto = Layotto::start(&config, &[], 1);
+    let mut layotto = LayottoBinary::start(&config, &[], 1);
     let mut idle = TcpStream::connect(layotto.address("proxy")).unwrap();
     idle.set_read_timeout(Some(WAIT)).unwrap();
     idle.write_all(b"x").unwrap();
@@ -113,7 +119,7 @@ fn runs_unprivileged_under_an_8_mib_memlock_limit() {
     ]);
     command.arg(binary());
     let config = proxy_config(&[("proxy", &[echo], json!({}))], json!({}));
-    let mut layotto = Layotto::start_with(command, &config, &["--shards", "2"], 1);
+    let mut layotto = LayottoBinary::start_with(command, &config, &["--shards", "2"], 1);
     let status = std::fs::read_to_string(format!("/proc/{}/status", layotto.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
@@ -126,7 +132,7 @@ fn runs_unprivileged_under_an_8_mib_memlock_limit() {
         b"unprivileged"
     );
     let summary = layotto.stop_and_summary("proxy");
-    assert_eq!(counter(&summary, "connections"), 1);
+    assert_eq!(logged_counter(&summary, "connections"), 1, "{summary}");
     let output = layotto.output();
     assert!(!output.to_lowercase().contains("enomem"), "{output}");
 }

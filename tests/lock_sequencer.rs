@@ -1,5 +1,5 @@
 //! End-to-end tests of the lock and sequencer building blocks on every store: `in-memory`, and
-//! real `redis` and `etcd` servers started here. The real binary, called by tonic.
+//! real `redis` and `etcd` servers started here. layotto-rs in the test process, called by tonic.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -154,7 +154,7 @@ async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
     use unlock_response::Status as Unlocked;
     for backend in Backend::all() {
         let store = backend.name();
-        let layotto = Layotto::start(&backend.config(), &["--shards", "2"], 1);
+        let layotto = Layotto::with_shards(&backend.config(), 2);
         let address = layotto.address("grpc");
         let (mut a, mut b) = (runtime_client(address).await, runtime_client(address).await);
 
@@ -201,6 +201,7 @@ async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
                 taken.elapsed() < Duration::from_secs(10),
                 "{store}: never expired"
             );
+            // Waiting for the hold to expire is the thing tested.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(
@@ -211,6 +212,7 @@ async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
         // A hold kept alive outlives its first expiry.
         assert!(try_lock(&mut a, "kept", "alice", 2).await, "{store}");
         for _ in 0..4 {
+            // Time passing beyond the first expiry is the thing tested.
             tokio::time::sleep(Duration::from_secs(1)).await;
             assert_eq!(
                 keep_alive(&mut a, "kept", "alice", 2).await,
@@ -234,7 +236,7 @@ async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
 async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
     for backend in Backend::all() {
         let store = backend.name();
-        let mut layotto = Layotto::start(&backend.config(), &[], 1);
+        let mut layotto = Layotto::start(&backend.config());
         let mut client = runtime_client(layotto.address("grpc")).await;
         let first = next_id(
             &mut client,
@@ -269,12 +271,11 @@ async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
             .await,
             1
         );
-        layotto.terminate();
-        assert!(layotto.wait_exit().success());
+        layotto.stop();
         if matches!(backend, Backend::InMemory) {
             continue; // in-memory ids start over with the process
         }
-        let layotto = Layotto::start(&backend.config(), &[], 1);
+        let layotto = Layotto::start(&backend.config());
         let mut client = runtime_client(layotto.address("grpc")).await;
         let after = next_id(
             &mut client,
@@ -298,7 +299,7 @@ async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lock_and_sequencer_requests_are_invalid_arguments() {
-    let layotto = Layotto::start(&Backend::InMemory.config(), &[], 1);
+    let layotto = Layotto::start(&Backend::InMemory.config());
     let mut client = runtime_client(layotto.address("grpc")).await;
     let cases = [
         TryLockRequest {
@@ -343,15 +344,14 @@ async fn bad_lock_and_sequencer_requests_are_invalid_arguments() {
 
 #[test]
 fn an_unreachable_lock_store_stops_start_up_naming_it() {
-    let dead = etcd::free_address().to_string();
+    let dead = dead_address().to_string();
     let config = grpc_config(
         json!({"lock": {"lock_demo": {"type": "redis", "metadata": {"redisHost": dead}}}}),
         json!({}),
     );
-    let (code, stderr) = run_to_exit(&config.to_string());
-    assert_eq!(code, Some(1), "{stderr}");
+    let err = start_error(&config).to_string();
     assert!(
-        stderr.contains("lock \"lock_demo\"") && stderr.contains(&dead),
-        "{stderr}"
+        err.contains("lock \"lock_demo\"") && err.contains(&dead),
+        "{err}"
     );
 }

@@ -15,7 +15,6 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    time::Duration,
 };
 
 use common::{etcd::EtcdServer, *};
@@ -26,8 +25,8 @@ use tonic::Code;
 const SAY_HELLO: &str = "/spec.proto.runtime.v1.Runtime/SayHello";
 
 /// A grpc listener (hello, config store on `etcd`), LayOtto's actuator listener and a
-/// Prometheus sink on a free port.
-fn config(etcd: &EtcdServer, metrics_port: u16) -> Value {
+/// Prometheus sink on a free port (port 0: the kernel picks it).
+fn config(etcd: &EtcdServer) -> Value {
     let mut config = grpc_config(
         json!({
             "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
@@ -46,31 +45,20 @@ fn config(etcd: &EtcdServer, metrics_port: u16) -> Value {
             "router_config_name": "actuator_dont_need_router"}}]}],
         "stream_filters": [{"type": "actuator_filter"}]
     }));
-    config["metrics"] =
-        json!({"sinks": [{"type": "prometheus", "config": {"port": metrics_port}}]});
+    config["metrics"] = json!({"sinks": [{"type": "prometheus", "config": {"port": 0}}]});
     config
-}
-
-/// The value of the sample line starting with `series` (name and labels).
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_calls_per_rpc_and_status_across_shards() {
     let etcd = EtcdServer::start();
-    let metrics_port = etcd::free_address().port();
-    let layotto = Layotto::start(&config(&etcd, metrics_port), &["--shards", "2"], 3);
+    let layotto = Layotto::with_shards(&config(&etcd), 2);
     let prometheus = layotto.address("prometheus");
     assert_eq!(
         prometheus.ip().to_string(),
         "127.0.0.1",
         "admin ports bind to loopback"
     );
-    assert_eq!(prometheus.port(), metrics_port);
     let grpc = layotto.address("grpc");
 
     // Calls over several connections, so both shards serve some.
@@ -182,7 +170,7 @@ async fn metrics_count_calls_per_rpc_and_status_across_shards() {
 #[test]
 fn actuator_reports_liveness_info_and_readiness_of_components() {
     let mut etcd = EtcdServer::start();
-    let layotto = Layotto::start(&config(&etcd, etcd::free_address().port()), &[], 3);
+    let layotto = Layotto::start(&config(&etcd));
     let actuator = layotto.address("actuator");
 
     // LayOtto's shapes: the runtime_startup indicator, the `app` info contributor.
@@ -233,11 +221,7 @@ fn actuator_reports_liveness_info_and_readiness_of_components() {
     );
 
     etcd.restart();
-    let deadline = std::time::Instant::now() + WAIT;
-    while readiness().0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("readiness after etcd is back", || readiness().0 == 200);
 }
 
 /// One request on a kept-alive connection: the status and the body.
@@ -307,7 +291,7 @@ fn hello_and_actuator() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actuator_logger_changes_a_component_log_level_at_run_time() {
-    let layotto = Layotto::start(&hello_and_actuator(), &[], 2);
+    let layotto = LayottoBinary::start(&hello_and_actuator(), &[], 2);
     let mut actuator = keep_alive(layotto.address("actuator"));
     let mut client = runtime_client(layotto.address("grpc")).await;
     // A failed call is logged at DEBUG by the gRPC server, which runs at INFO.
@@ -374,7 +358,7 @@ async fn actuator_logger_changes_a_component_log_level_at_run_time() {
 
 #[test]
 fn runtime_startup_goes_down_once_the_process_is_stopping() {
-    let mut layotto = Layotto::start(&hello_and_actuator(), &[], 2);
+    let mut layotto = LayottoBinary::start(&hello_and_actuator(), &[], 2);
     let mut actuator = keep_alive(layotto.address("actuator"));
     let (status, _) = exchange(&mut actuator, "GET", "/actuator/health/readiness", "");
     assert_eq!(status, 200);

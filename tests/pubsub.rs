@@ -1,8 +1,9 @@
-//! End-to-end tests of pub/sub on `in-memory` and a real `redis` (streams): the real binary,
-//! events published with `PublishEvent` and received both by a `SubscribeTopicEvents` stream and
-//! by a real `AppCallback` gRPC server of the test's, with SUCCESS / RETRY / DROP honoured; redis
-//! entries in Dapr's layout both ways, and every event delivered at least once through cut
-//! connections, a redis restart and subscriber restarts.
+//! End-to-end tests of pub/sub on `in-memory` and a real `redis` (streams): layotto-rs in the
+//! test process (the binary where a subscriber is killed and restarted), events published with
+//! `PublishEvent` and received both by a `SubscribeTopicEvents` stream and by a real
+//! `AppCallback` gRPC server of the test's, with SUCCESS / RETRY / DROP honoured; redis entries
+//! in Dapr's layout both ways, and every event delivered at least once through cut connections,
+//! a redis restart and subscriber restarts.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -124,7 +125,7 @@ async fn a_stream_subscriber_gets_cloud_events_and_retries_are_redelivered() {
             json!({"pub_subs": {PUBSUB: broker}, "app": {"app_id": "app1"}}),
             json!({}),
         );
-        let layotto = Layotto::start(&config, &["--shards", "2"], 1);
+        let layotto = Layotto::with_shards(&config, 2);
         let address = layotto.address("grpc");
         let (answers, mut events) = subscribe_stream(address, "orders").await;
         let mut next = async || {
@@ -188,18 +189,20 @@ async fn a_stream_subscriber_gets_cloud_events_and_retries_are_redelivered() {
         answers
             .send(processed(&third.id, TopicEventResponseStatus::Drop))
             .unwrap();
-        // Nothing else arrives: "other-topic" is not followed, dropped events are not resent.
-        let more = tokio::time::timeout(Duration::from_millis(500), events.message()).await;
-        assert!(more.is_err(), "{kind}: unexpected {more:?}");
+        // Nothing else comes before the next event of `orders`: "other-topic" is not followed,
+        // dropped events are not resent.
+        publish(&mut publisher, "orders", "last").await;
+        assert_eq!(&event(next().await).data[..], b"last", "{kind}");
     }
 }
 
 /// The app's AppCallback server: subscribes to `orders`, answers RETRY to the first attempt of
-/// each event, SUCCESS to the second, and DROP to events whose data is `poison`.
-#[derive(Clone, Default)]
+/// each event, SUCCESS to the second, and DROP to events whose data is `poison`. Every delivery
+/// is also handed to the test.
+#[derive(Clone)]
 struct App {
     seen: Arc<Mutex<Vec<TopicEventRequest>>>,
-    listed: Arc<Mutex<bool>>,
+    deliveries: mpsc::UnboundedSender<TopicEventRequest>,
 }
 
 #[tonic::async_trait]
@@ -208,7 +211,6 @@ impl AppCallback for App {
         &self,
         _: tonic::Request<()>,
     ) -> Result<tonic::Response<ListTopicSubscriptionsResponse>, tonic::Status> {
-        *self.listed.lock().unwrap() = true;
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
             subscriptions: vec![TopicSubscription {
                 pubsub_name: PUBSUB.into(),
@@ -232,31 +234,75 @@ impl AppCallback for App {
         } else {
             TopicEventResponseStatus::Success
         };
-        seen.push(event);
+        seen.push(event.clone());
+        let _ = self.deliveries.send(event);
         Ok(tonic::Response::new(TopicEventResponse {
             status: status as i32,
         }))
     }
 }
 
-async fn start_app() -> (SocketAddr, App) {
+/// Starts the app's server; answers its address and the deliveries it gets, in order.
+async fn start_app() -> (SocketAddr, mpsc::UnboundedReceiver<TopicEventRequest>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let app = App::default();
-    let service = AppCallbackServer::new(app.clone());
+    let (deliveries, delivered) = mpsc::unbounded_channel();
+    let app = App {
+        seen: Arc::default(),
+        deliveries,
+    };
+    let service = AppCallbackServer::new(app);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    (address, app)
+    (address, delivered)
+}
+
+/// Waits until events published now reach the app: publishes `probe` events (to `orders`) until
+/// one is delivered. Probes are delivered, in order, before anything published afterwards.
+async fn wait_until_the_app_is_subscribed(
+    publisher: &mut RuntimeClient<Channel>,
+    delivered: &mut mpsc::UnboundedReceiver<TopicEventRequest>,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publish(publisher, "orders", "probe").await;
+        // Bounded polling: an event published before the subscription is in place is not
+        // delivered, so another one is published after a while.
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(100), delivered.recv()).await
+        {
+            assert_eq!(&event.unwrap().data[..], b"probe");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event reached the app"
+        );
+    }
+}
+
+/// The next delivery to the app that is not a probe.
+async fn next_delivery(
+    delivered: &mut mpsc::UnboundedReceiver<TopicEventRequest>,
+) -> TopicEventRequest {
+    loop {
+        let event = tokio::time::timeout(WAIT, delivered.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the app is running");
+        if &event.data[..] != b"probe" {
+            return event;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_callback_gets_every_event_with_retry_and_drop_honoured() {
     for (broker, _redis) in brokers() {
         let kind = broker["type"].as_str().unwrap().to_owned();
-        let (app_address, app) = start_app().await;
+        let (app_address, mut delivered) = start_app().await;
         let config = grpc_config(
             json!({
                 "pub_subs": {PUBSUB: broker},
@@ -264,41 +310,32 @@ async fn the_apps_callback_gets_every_event_with_retry_and_drop_honoured() {
             }),
             json!({}),
         );
-        let layotto = Layotto::start(&config, &[], 1);
-        layotto.wait_for_line("delivering to the app");
-        assert!(
-            *app.listed.lock().unwrap(),
-            "{kind}: ListTopicSubscriptions asked"
-        );
+        let layotto = Layotto::start(&config);
         let mut publisher = runtime_client(layotto.address("grpc")).await;
+        wait_until_the_app_is_subscribed(&mut publisher, &mut delivered).await;
         publish(&mut publisher, "orders", "poison").await;
         publish(&mut publisher, "orders", "good").await;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let seen = app.seen.lock().unwrap().clone();
-            let good: Vec<_> = seen.iter().filter(|e| &e.data[..] == b"good").collect();
-            if good.len() >= 2 {
-                assert_eq!(
-                    good[0].id, good[1].id,
-                    "{kind}: the RETRY was answered by redelivery"
-                );
-                let poison = seen.iter().filter(|e| &e.data[..] == b"poison").count();
-                assert_eq!(poison, 1, "{kind}: DROP is not redelivered");
-                assert_eq!(good[0].source, "app1");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{kind}: saw {seen:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let good = app
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| &e.data[..] == b"good")
-            .count();
-        assert_eq!(good, 2, "{kind}: SUCCESS ends the deliveries");
+        let poison = next_delivery(&mut delivered).await;
+        assert_eq!(&poison.data[..], b"poison", "{kind}");
+        let good = next_delivery(&mut delivered).await;
+        assert_eq!(
+            (&good.data[..], good.source.as_str()),
+            (&b"good"[..], "app1"),
+            "{kind}: DROP is not redelivered"
+        );
+        let again = next_delivery(&mut delivered).await;
+        assert_eq!(
+            again.id, good.id,
+            "{kind}: the RETRY was answered by redelivery"
+        );
+        // Deliveries are in order: the next event comes only once `good` is finished.
+        publish(&mut publisher, "orders", "marker").await;
+        let next = next_delivery(&mut delivered).await;
+        assert_eq!(
+            &next.data[..],
+            b"marker",
+            "{kind}: SUCCESS ends the deliveries"
+        );
     }
 }
 
@@ -320,7 +357,7 @@ async fn redis_entries_are_in_daprs_layout_both_ways() {
         json!({"pub_subs": {PUBSUB: broker}, "app": {"app_id": "app1"}}),
         json!({}),
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = LayottoBinary::start(&config, &[], 1);
     let (answers, mut events) = subscribe_stream(layotto.address("grpc"), "orders").await;
     assert!(matches!(
         events
@@ -561,7 +598,7 @@ async fn redis_delivers_every_event_through_cut_connections_and_restarts() {
         json!({}),
     );
     let start_subscriber = || {
-        let subscriber = Layotto::start(&subscriber_config, &["--shards", "1"], 1);
+        let subscriber = LayottoBinary::start(&subscriber_config, &["--shards", "1"], 1);
         subscriber.wait_for_line("delivering to the app");
         subscriber
     };
@@ -570,7 +607,7 @@ async fn redis_delivers_every_event_through_cut_connections_and_restarts() {
         json!({"pub_subs": {PUBSUB: broker(&redis)}, "app": {"app_id": "publisher"}}),
         json!({}),
     );
-    let publisher_sidecar = Layotto::start(&publisher_config, &["--shards", "1"], 1);
+    let publisher_sidecar = LayottoBinary::start(&publisher_config, &["--shards", "1"], 1);
     let publisher = runtime_client(publisher_sidecar.address("grpc")).await;
 
     let cut_connections = |redis: &RedisServer| {

@@ -49,7 +49,7 @@ async fn a_stalled_redis_fails_calls_after_the_configured_timeout_and_not_before
         }}}}),
         json!({}),
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = LayottoBinary::start(&config, &[], 1);
     let mut client = runtime_client(layotto.address("grpc")).await;
     client
         .save_state(SaveStateRequest {
@@ -101,7 +101,7 @@ async fn pub_sub_rides_out_a_stall_without_reconnecting() {
         }}}, "app": {"app_id": "app1"}}),
         json!({}),
     );
-    let layotto = Layotto::start(&config, &[], 1);
+    let layotto = LayottoBinary::start(&config, &[], 1);
     let mut subscriber = runtime_client(layotto.address("grpc")).await;
     let (requests, request_stream) = mpsc::unbounded_channel();
     requests

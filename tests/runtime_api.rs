@@ -1,5 +1,6 @@
-//! End-to-end tests of the gRPC runtime API: the real binary, called by tonic (an independent
-//! gRPC implementation generated from our protos) and, for framing edge cases, by a raw h2 client.
+//! End-to-end tests of the gRPC runtime API: layotto-rs in the test process (and the real binary
+//! on its embedded default), called by tonic (an independent gRPC implementation generated from
+//! our protos) and, for framing edge cases, by a raw h2 client.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -22,8 +23,8 @@ use prost::Message;
 use serde_json::json;
 use tonic::Code;
 
-fn start(extra: serde_json::Value, args: &[&str]) -> Layotto {
-    Layotto::start(&grpc_config(hello_and_state(), extra), args, 1)
+fn start(extra: serde_json::Value) -> Layotto {
+    Layotto::start(&grpc_config(hello_and_state(), extra))
 }
 
 fn save(items: Vec<StateItem>) -> SaveStateRequest {
@@ -43,7 +44,7 @@ fn get(key: &str) -> GetStateRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn say_hello_answers_with_the_configured_greeting() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let data = prost_types::Any {
         type_url: "type.googleapis.com/x".into(),
@@ -64,7 +65,7 @@ async fn say_hello_answers_with_the_configured_greeting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_serves_hello_and_state_on_34904() {
-    let mut layotto = Layotto::start_default();
+    let mut layotto = LayottoBinary::start_default();
     assert_eq!(layotto.address("grpc"), "127.0.0.1:34904".parse().unwrap());
     let mut client = runtime_client(layotto.address("grpc")).await;
     let hello = SayHelloRequest {
@@ -95,7 +96,7 @@ async fn the_embedded_default_serves_hello_and_state_on_34904() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_component_is_invalid_argument_and_serving_goes_on() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let err = client
         .say_hello(SayHelloRequest {
@@ -136,7 +137,7 @@ async fn unknown_component_is_invalid_argument_and_serving_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_round_trip_with_etags() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let missing = client.get_state(get("k")).await.unwrap().into_inner();
     assert!(missing.data.is_empty() && missing.etag.is_empty());
@@ -198,7 +199,7 @@ async fn state_round_trip_with_etags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_write_and_last_write_concurrency() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let first_write =
         |value| with_concurrency(item("fw", value), StateConcurrency::ConcurrencyFirstWrite);
@@ -230,7 +231,7 @@ async fn first_write_and_last_write_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_get_and_bulk_delete() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let items: Vec<_> = (0..20)
         .map(|i| item(&format!("b{i}"), &format!("v{i}")))
@@ -299,7 +300,7 @@ async fn bulk_get_and_bulk_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_all_or_nothing() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     client
         .save_state(save(vec![item("acct", "100")]))
@@ -389,7 +390,7 @@ async fn transactions_are_all_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_in_seconds_expires_entries() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let mut expiring = item("ttl", "short-lived");
     expiring.metadata.insert("ttlInSeconds".into(), "1".into());
@@ -403,7 +404,7 @@ async fn ttl_in_seconds_expires_entries() {
             .data,
         "short-lived"
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await; // the TTL passing is the thing tested
     assert!(
         client
             .get_state(get("ttl"))
@@ -423,7 +424,7 @@ async fn ttl_in_seconds_expires_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_are_unimplemented() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let reply = raw_call(
         layotto.address("grpc"),
         "/no.Such/Method",
@@ -441,7 +442,7 @@ async fn unknown_methods_are_unimplemented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_resource_exhausted_with_a_configurable_limit() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let mut client = runtime_client(layotto.address("grpc")).await;
     let big = "x".repeat(5 * 1024 * 1024);
     let err = client
@@ -465,7 +466,7 @@ async fn oversize_messages_are_resource_exhausted_with_a_configurable_limit() {
         fits.len()
     );
 
-    let small = start(json!({"max_message_size": 1024}), &[]);
+    let small = start(json!({"max_message_size": 1024}));
     let mut client = runtime_client(small.address("grpc")).await;
     let err = client
         .save_state(save(vec![item("k", &"y".repeat(2000))]))
@@ -498,7 +499,7 @@ async fn oversize_messages_are_resource_exhausted_with_a_configurable_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framing_errors_get_statuses_and_the_server_keeps_serving() {
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let address = layotto.address("grpc");
     let say_hello = "/spec.proto.runtime.v1.Runtime/SayHello";
     let hello = SayHelloRequest {
@@ -564,7 +565,7 @@ async fn framing_errors_get_statuses_and_the_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_on_the_port_do_not_hurt_other_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let layotto = start(json!({}), &[]);
+    let layotto = start(json!({}));
     let address = layotto.address("grpc");
     let mut healthy = runtime_client(address).await;
     for garbage in [
@@ -597,7 +598,7 @@ async fn garbage_bytes_on_the_port_do_not_hurt_other_clients() {
 async fn many_concurrent_calls_across_shards_share_one_view() {
     const CONNECTIONS: usize = 32;
     const CALLS: usize = 50;
-    let mut layotto = start(json!({}), &["--shards", "2"]);
+    let mut layotto = Layotto::with_shards(&grpc_config(hello_and_state(), json!({})), 2);
     let address = layotto.address("grpc");
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -643,15 +644,15 @@ async fn many_concurrent_calls_across_shards_share_one_view() {
     }
     drop(clients);
     let summary = layotto.stop_and_summary("grpc");
-    let per_shard = accepted_per_shard(&summary);
+    let per_shard = &summary.accepted_per_shard;
     assert_eq!(
         per_shard.iter().sum::<u64>(),
         CONNECTIONS as u64,
-        "{summary}"
+        "{summary:?}"
     );
     assert!(
         per_shard.iter().all(|&n| n > 0),
-        "connections did not spread: {summary}"
+        "connections did not spread: {summary:?}"
     );
 }
 

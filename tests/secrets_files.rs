@@ -1,5 +1,7 @@
-//! End-to-end tests of the secrets (`local.file`, `local.env`) and file (`local`) building blocks:
-//! the real binary, called by tonic, reading and writing real files.
+//! End-to-end tests of the secrets (`local.file`, `local.env`) and file (`local`) building blocks,
+//! called by tonic, reading and writing real files: the secrets on the real binary (`local.env`
+//! reads the environment of the layotto-rs process, which only a process of its own can be
+//! given), the files in the test process.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -20,14 +22,15 @@ use layotto_proto::runtime::{
 use serde_json::json;
 use tonic::{Code, transport::Channel};
 
-/// layotto-rs with a file secret store, an env secret store and a local file store under `dir`.
-fn start(dir: &std::path::Path) -> Layotto {
+/// A config with a file secret store (written here), an env secret store and a local file store,
+/// all under `dir`.
+fn config(dir: &std::path::Path) -> serde_json::Value {
     std::fs::write(
         dir.join("secrets.json"),
         r#"{"db": {"user": "admin", "port": 5432}, "token": "s3cr3t"}"#,
     )
     .unwrap();
-    let config = grpc_config(
+    grpc_config(
         json!({
             "secret_store": {
                 "secret_demo": {"type": "local.file", "metadata": {"secretsFile": dir.join("secrets.json")}},
@@ -36,10 +39,7 @@ fn start(dir: &std::path::Path) -> Layotto {
             "file": {"file_demo": {"type": "local", "metadata": {"rootPath": dir.join("files")}}}
         }),
         json!({}),
-    );
-    let mut command = Command::new(binary());
-    command.env("LAYOTTO_TEST_SECRET", "from the environment");
-    Layotto::start_with(command, &config, &[], 1)
+    )
 }
 
 fn file(name: &str) -> FileRequest {
@@ -86,7 +86,9 @@ async fn get(client: &mut RuntimeClient<Channel>, name: &str) -> Result<Vec<u8>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_come_from_the_file_flattened_and_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let layotto = start(dir.path());
+    let mut command = Command::new(binary());
+    command.env("LAYOTTO_TEST_SECRET", "from the environment");
+    let layotto = LayottoBinary::start_with(command, &config(dir.path()), &[], 1);
     let mut client = runtime_client(layotto.address("grpc")).await;
     let get = |store: &str, key: &str| GetSecretRequest {
         store_name: store.into(),
@@ -138,7 +140,7 @@ async fn secrets_come_from_the_file_flattened_and_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_stream_in_and_out_list_by_page_and_stay_inside_the_root() {
     let dir = tempfile::tempdir().unwrap();
-    let layotto = start(dir.path());
+    let layotto = Layotto::start(&config(dir.path()));
     let mut client = runtime_client(layotto.address("grpc")).await;
 
     let big = pattern(3 * 1024 * 1024 + 17, 9);
@@ -225,7 +227,7 @@ async fn files_stream_in_and_out_list_by_page_and_stay_inside_the_root() {
 async fn file_meta_carries_layottos_file_mode_and_is_dir() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let layotto = start(dir.path());
+    let layotto = Layotto::start(&config(dir.path()));
     let mut client = runtime_client(layotto.address("grpc")).await;
     put(&mut client, "docs/note.txt", b"hello").await.unwrap();
     let on_disk = dir.path().join("files/docs");

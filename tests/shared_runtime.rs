@@ -47,7 +47,7 @@ async fn two_grpc_listeners_serve_the_same_components() {
         }),
         json!({"hellos": {"hi": {"type": "helloworld", "hello": "hello"}}}),
     );
-    let layotto = Layotto::start(&config, &["--shards", "2"], 2);
+    let layotto = Layotto::with_shards(&config, 2);
     let mut first = runtime_client(layotto.address("first")).await;
     let second = runtime_client(layotto.address("second")).await;
     for store in ["mem", "red"] {
@@ -99,14 +99,13 @@ fn component_names_clash_across_grpc_filters() {
         json!({"state": {"demo": {"type": "in-memory"}}}),
         json!({"state": {"demo": {"type": "in-memory"}}}),
     );
-    let (code, output) = run_to_exit(&serde_json::to_string(&config).unwrap());
-    assert_eq!(code, Some(2), "{output}");
+    let problems = config_problems(&config).join("\n");
     assert!(
-        output.contains(
+        problems.contains(
             "servers[0].listeners[1].filter_chains[0].filters[0].config.grpc_config.state.demo: \
              state component \"demo\" is declared twice: also at \
              servers[0].listeners[0].filter_chains[0].filters[0].config.grpc_config.state.demo"
         ),
-        "{output}"
+        "{problems}"
     );
 }

@@ -152,6 +152,7 @@ async fn semantics(client: &mut RuntimeClient<Channel>, store: &str) {
             saved.elapsed() < Duration::from_secs(10),
             "{store}: never expired"
         );
+        // Waiting for the TTL to pass is the thing tested.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -168,7 +169,7 @@ async fn state_semantics_hold_on_every_store() {
     for store in stores {
         let kind = store["type"].as_str().unwrap().to_owned();
         let config = grpc_config(json!({"state": {STORE: store}}), json!({}));
-        let layotto = Layotto::start(&config, &["--shards", "2"], 1);
+        let layotto = Layotto::with_shards(&config, 2);
         let mut client = runtime_client(layotto.address("grpc")).await;
         semantics(&mut client, &kind).await;
     }

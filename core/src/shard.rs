@@ -182,8 +182,15 @@ pub struct ServeReport {
     pub connections_cut: usize,
 }
 
+impl ServeReport {
+    /// The totals of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerReport> {
+        self.listeners.iter().find(|listener| listener.name == name)
+    }
+}
+
 /// One listener's totals.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ListenerReport {
     /// Listener name.
     pub name: String,
@@ -191,6 +198,15 @@ pub struct ListenerReport {
     pub accepted_per_shard: Vec<u64>,
     /// The handler's own counters.
     pub counters: Vec<(&'static str, u64)>,
+}
+
+impl ListenerReport {
+    /// The handler's counter `name`, if it has one.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find_map(|(counter, value)| (*counter == name).then_some(*value))
+    }
 }
 
 impl RunningShards {
@@ -259,6 +275,7 @@ fn run_shard(
         let accept_loops: Vec<_> = listeners
             .into_iter()
             .map(|listener| {
+                let closer = listener.socket.try_clone().ok();
                 let socket = adopt_listening_socket(listener.socket);
                 glommio::spawn_local(accept_loop(
                     AcceptContext {
@@ -268,6 +285,7 @@ fn run_shard(
                         stats: listener.stats,
                         gate: gate.clone(),
                         open: open.clone(),
+                        closer,
                     },
                     socket,
                     shutdown.clone(),
@@ -299,6 +317,8 @@ struct AcceptContext {
     stats: Arc<ListenerStats>,
     gate: Rc<Gate>,
     open: Rc<Cell<usize>>,
+    /// A second handle to the listening socket, to stop it at once (see [`accept_loop`]).
+    closer: Option<socket2::Socket>,
 }
 
 /// Hands a bound, listening socket to glommio, which accepts on it with io_uring. glommio takes
@@ -313,8 +333,10 @@ fn adopt_listening_socket(socket: socket2::Socket) -> TcpListener {
     unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
 }
 
-/// Accepts until shutdown, serving each connection inside the shard's drain gate. Dropping the
-/// socket on return stops accepting at once.
+/// Accepts until shutdown, serving each connection inside the shard's drain gate. On shutdown
+/// the socket is shut down before it is dropped: an io_uring request still in flight on it
+/// would keep a merely closed socket listening for a while, but a shut-down one refuses new
+/// connections at once.
 async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: ShutdownSignal) {
     loop {
         let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -354,6 +376,11 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
             Err(_) => break, // the gate closed: we are draining
         };
     }
+    if let Some(closer) = ctx.closer {
+        // Leaves the listening state (and the port's SO_REUSEPORT group) now.
+        let _ = closer.shutdown(std::net::Shutdown::Read);
+    }
+    drop(listener);
     info!(listener = %ctx.name, shard = ctx.shard, "stopped accepting");
 }
 

@@ -7,7 +7,7 @@
 //! level, see [`log_levels`]). Also the Prometheus endpoint's routes. Built on the main thread;
 //! requests are answered on the shard that accepted them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use std::time::SystemTime;
 
@@ -186,11 +186,15 @@ fn change_log_level(request: &AdminRequest) -> AdminResponse {
     }
 }
 
-/// The Prometheus endpoint at `endpoint` over `metrics`.
-pub fn metrics_routes(metrics: Arc<MetricsRegistry>, endpoint: String) -> AdminRoutes {
+/// The Prometheus endpoint at `endpoint` over `metrics`, held weakly: the registry holds the
+/// listener serving these routes, so a strong handle would keep both alive for ever.
+pub fn metrics_routes(metrics: Weak<MetricsRegistry>, endpoint: String) -> AdminRoutes {
     Arc::new(move |request: AdminRequest| {
         (request.path == endpoint).then(|| {
-            let body = metrics.render();
+            let body = metrics
+                .upgrade()
+                .map(|metrics| metrics.render())
+                .unwrap_or_default();
             Box::pin(async move {
                 AdminResponse {
                     status: 200,

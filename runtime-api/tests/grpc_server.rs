@@ -1,7 +1,8 @@
 //! The gRPC server layer on its own, over real sockets: a test router (echo, collect, flood, slow,
 //! hang) served by `GrpcServerFactory` on a glommio executor, called by tonic. Covers the four
 //! call shapes, flow-control backpressure both ways, deadlines, cancellation, many streams on one
-//! connection and GOAWAY on drain.
+//! connection and GOAWAY on drain. Handlers tell the tests where they are through a shared
+//! [`Probe`]; the only sleeps are the observation windows of the backpressure tests.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -24,7 +25,7 @@ use futures_util::StreamExt;
 use http::uri::PathAndQuery;
 use layotto_core::{
     handler::ConnectionInfo,
-    shutdown::{self, ShutdownTrigger},
+    shutdown::{self, ShutdownSignal, ShutdownTrigger},
 };
 use layotto_filters::chain::{Observers, TerminalFactory};
 use layotto_proto::runtime::{GetFileResponse, SayHelloRequest, SayHelloResponse};
@@ -34,16 +35,28 @@ use layotto_runtime_api::grpc::{
     server::{GrpcServerFactory, GrpcSettings},
     status::Status,
 };
+use tokio::sync::Notify;
 use tonic::{Code, client::Grpc, transport::Channel};
 use tonic_prost::ProstCodec;
 
 const CHUNK: usize = 64 * 1024;
+/// How long any single wait for a handler may take before the test fails.
+const WAIT: Duration = Duration::from_secs(20);
 
-/// What the test handlers record, read by the tests from the client side.
-#[derive(Default)]
+/// What the test handlers record and wait for, shared with the tests on the client side.
 struct Probe {
     flood_sent: AtomicUsize,
     hang_dropped: AtomicBool,
+    /// Told when `Hang`'s handler is dropped.
+    hang_dropped_now: Notify,
+    /// Told by `Collect` once it has read its first message and stopped reading.
+    collect_paused: Notify,
+    /// Tells `Collect` to read on.
+    collect_resume: Notify,
+    /// Told by `UntilDrain` once its call has arrived.
+    drain_call_arrived: Notify,
+    /// The server's drain signal, which `UntilDrain` waits for.
+    drain: ShutdownSignal,
 }
 
 struct TestService {
@@ -67,10 +80,12 @@ impl TestService {
         Ok(())
     }
 
-    /// Reads one message, pauses (not reading), then reads the rest; answers with the count.
+    /// Reads one message, pauses (not reading) until the test resumes it, then reads the rest;
+    /// answers with the count.
     async fn collect(self: Rc<Self>, mut requests: Requests) -> Result<SayHelloResponse, Status> {
         let mut count = usize::from(requests.next_raw().await?.is_some());
-        glommio::timer::sleep(Duration::from_millis(600)).await;
+        self.probe.collect_paused.notify_one();
+        self.probe.collect_resume.notified().await;
         while requests.next_raw().await?.is_some() {
             count += 1;
         }
@@ -97,9 +112,20 @@ impl TestService {
         Ok(())
     }
 
+    /// Answers after `name` milliseconds: a handler that takes that long (for deadlines).
     async fn slow(self: Rc<Self>, request: SayHelloRequest) -> Result<SayHelloResponse, Status> {
         let millis: u64 = request.name.parse().unwrap();
         glommio::timer::sleep(Duration::from_millis(millis)).await;
+        Ok(SayHelloResponse {
+            hello: "done".into(),
+            data: None,
+        })
+    }
+
+    /// Answers only once the server drains: in flight when the drain starts, by construction.
+    async fn until_drain(self: Rc<Self>, _: SayHelloRequest) -> Result<SayHelloResponse, Status> {
+        self.probe.drain_call_arrived.notify_one();
+        self.probe.drain.clone().wait().await;
         Ok(SayHelloResponse {
             hello: "done".into(),
             data: None,
@@ -116,6 +142,7 @@ impl TestService {
         impl Drop for OnDrop {
             fn drop(&mut self) {
                 self.0.hang_dropped.store(true, Ordering::SeqCst);
+                self.0.hang_dropped_now.notify_one();
             }
         }
         let _guard = OnDrop(self.probe.clone());
@@ -137,8 +164,16 @@ struct TestServer {
 }
 
 fn start_server() -> TestServer {
-    let probe = Arc::new(Probe::default());
     let (shutdown, signal) = shutdown::channel();
+    let probe = Arc::new(Probe {
+        flood_sent: AtomicUsize::new(0),
+        hang_dropped: AtomicBool::new(false),
+        hang_dropped_now: Notify::new(),
+        collect_paused: Notify::new(),
+        collect_resume: Notify::new(),
+        drain_call_arrived: Notify::new(),
+        drain: signal.clone(),
+    });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shard_probe = probe.clone();
     std::thread::spawn(move || {
@@ -163,6 +198,10 @@ fn start_server() -> TestServer {
                 .add(
                     "/test.Stream/Slow",
                     unary(service.clone(), TestService::slow),
+                )
+                .add(
+                    "/test.Stream/UntilDrain",
+                    unary(service.clone(), TestService::until_drain),
                 )
                 .add(
                     "/test.Stream/Hang",
@@ -259,6 +298,7 @@ async fn a_slow_reader_holds_back_a_server_stream() {
         .unwrap()
         .into_inner();
     assert_eq!(stream.message().await.unwrap().unwrap().data.len(), CHUNK);
+    // The thing tested: in this while, a server that ignored the window would send it all.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = server.probe.flood_sent.load(Ordering::SeqCst);
     assert!(
@@ -293,12 +333,17 @@ async fn a_slow_handler_holds_back_a_client_stream() {
         )
         .await
     });
+    tokio::time::timeout(WAIT, server.probe.collect_paused.notified())
+        .await
+        .expect("the handler read the first message");
+    // The thing tested: in this while, a server that ignored the window would take it all.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let taken = produced.load(Ordering::SeqCst);
     assert!(
         taken < 200,
         "the client pushed {taken} messages into a handler that read one"
     );
+    server.probe.collect_resume.notify_one();
     let reply = call.await.unwrap().unwrap().into_inner();
     assert_eq!(reply.hello, MESSAGES.to_string());
 }
@@ -372,14 +417,9 @@ async fn a_cancelled_call_stops_its_handler() {
     assert_eq!(stream.message().await.unwrap().unwrap().hello, "first");
     assert!(!server.probe.hang_dropped.load(Ordering::SeqCst));
     drop(stream); // tonic resets the stream
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.probe.hang_dropped.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the handler of a cancelled call kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(WAIT, server.probe.hang_dropped_now.notified())
+        .await
+        .expect("the handler of a cancelled call kept running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,14 +458,16 @@ async fn drain_lets_inflight_calls_finish() {
     grpc.ready().await.unwrap();
     let inflight = tokio::spawn(async move {
         grpc.unary::<_, SayHelloResponse, _>(
-            tonic::Request::new(hello("500")),
-            PathAndQuery::from_static("/test.Stream/Slow"),
+            tonic::Request::new(hello("")),
+            PathAndQuery::from_static("/test.Stream/UntilDrain"),
             ProstCodec::default(),
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    server.shutdown.trigger(); // the server sends GOAWAY
+    tokio::time::timeout(WAIT, server.probe.drain_call_arrived.notified())
+        .await
+        .expect("the call reached its handler");
+    server.shutdown.trigger(); // the server sends GOAWAY; the handler answers only now
     let reply = inflight.await.unwrap().unwrap().into_inner();
     assert_eq!(reply.hello, "done");
 }

@@ -1,6 +1,10 @@
 //! A real etcd server for the tests (Debian's `etcd-server`, installed by `scripts/test.sh`): on
 //! free loopback ports with a temp data dir, stopped and restarted on the same ports and data,
 //! paused with SIGSTOP, and read through its own `/health` and `/metrics` endpoints.
+//!
+//! Ports: etcd cannot be given port 0, so it gets ports found free just before. Another test (or
+//! another process) may take one in between; etcd then exits, which [`EtcdServer::start`] sees
+//! (the process is gone, or not the one listening there) and tries again on new ports.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -9,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{WAIT, http_get};
+use super::{WAIT, http_get, listens_on, start_on_free_ports};
 
 /// A running (or stopped) single-member etcd cluster; killed on drop.
 pub struct EtcdServer {
@@ -22,14 +26,15 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts etcd and waits until it reports healthy.
     pub fn start() -> Self {
-        let mut server = Self {
-            child: None,
-            client: free_address(),
-            peer: free_address(),
-            data: tempfile::tempdir().unwrap(),
-        };
-        server.restart();
-        server
+        start_on_free_ports("etcd", || {
+            let mut server = Self {
+                child: None,
+                client: free_address(),
+                peer: free_address(),
+                data: tempfile::tempdir().unwrap(),
+            };
+            server.launch().map(|()| server)
+        })
     }
 
     /// `host:port` for clients.
@@ -40,6 +45,14 @@ impl EtcdServer {
     /// Starts etcd again on the same ports and data (after [`EtcdServer::stop`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
+        if let Err(complaint) = self.launch() {
+            panic!("etcd did not restart on its ports: {complaint}");
+        }
+    }
+
+    /// Runs etcd on this server's ports and data and waits until it listens on both and reports
+    /// healthy; `Err` with its log if it exited (a port was taken).
+    fn launch(&mut self) -> Result<(), String> {
         let client_url = format!("http://{}", self.client);
         let peer_url = format!("http://{}", self.peer);
         let child = Command::new("etcd")
@@ -61,9 +74,22 @@ impl EtcdServer {
             .unwrap_or_else(|err| {
                 panic!("cannot run etcd ({err}); scripts/test.sh installs Debian's etcd-server")
             });
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while http_get(self.client, "/health").is_none_or(|(_, body)| !body.contains("\"true\"")) {
+        // Bounded polling of the external server's readiness.
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("etcd exited ({status}): {}", self.log()));
+            }
+            let ours = listens_on(pid, self.client.port()) && listens_on(pid, self.peer.port());
+            if ours
+                && http_get(self.client, "/health")
+                    .is_some_and(|(_, body)| body.contains("\"true\""))
+            {
+                return Ok(());
+            }
             assert!(
                 Instant::now() < deadline,
                 "etcd did not become healthy: {}",
@@ -99,7 +125,7 @@ impl EtcdServer {
             .unwrap_or_else(|| panic!("etcd has no metric {name}"))
     }
 
-    /// Waits until gauge `name` equals `value`.
+    /// Waits until gauge `name` equals `value` (bounded polling of etcd's own metrics).
     pub fn wait_metric(&self, name: &str, value: f64) {
         let deadline = Instant::now() + WAIT;
         loop {

@@ -1,6 +1,7 @@
-//! Test harness shared by the end-to-end tests: starts the real `layotto` binary on a config
-//! written to a temp dir, reads its log for the bound addresses, and provides small real TCP
-//! servers to proxy to. Every wait is bounded.
+//! Test harness shared by the end-to-end tests: starts layotto-rs in the test's own process
+//! ([`Layotto`], through the library's `layotto::start`, reading addresses and counters from it)
+//! or as the real binary ([`LayottoBinary`], for the command line, signals, exit codes and logs,
+//! read from its output), and provides small real TCP servers to proxy to. Every wait is bounded.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 #![allow(
     unreachable_pub,
@@ -18,38 +19,207 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
+use layotto::{ListenerReport, Options, Running, ServeReport, StartError};
 use serde_json::{Value, json};
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// layotto-rs running in the test process on a config value; stopped (without waiting for the
+/// drain) when dropped.
+pub struct Layotto {
+    running: Option<Running>,
+}
+
+impl Layotto {
+    /// Starts `config` on one shard per CPU, as the binary does by default.
+    pub fn start(config: &Value) -> Self {
+        Self::start_with_options(config, Options::default())
+    }
+
+    /// Starts `config` on `shards` shards.
+    pub fn with_shards(config: &Value, shards: usize) -> Self {
+        Self::start_with_options(
+            config,
+            Options {
+                shards: Some(shards),
+            },
+        )
+    }
+
+    fn start_with_options(config: &Value, options: Options) -> Self {
+        match layotto::start(&config.to_string(), options) {
+            Ok(running) => Self {
+                running: Some(running),
+            },
+            Err(err) => panic!("layotto did not start: {err:?}"),
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("layotto is running")
+    }
+
+    /// The address listener `name` is bound to.
+    pub fn address(&self, name: &str) -> SocketAddr {
+        self.running()
+            .address(name)
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.running().addresses()))
+    }
+
+    /// The metrics as a Prometheus scrape gets them.
+    pub fn metrics(&self) -> String {
+        self.running().metrics()
+    }
+
+    /// Waits until the sample `series` (name and labels) of [`Layotto::metrics`] equals `value`.
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} == {value}"), || {
+            sample(&self.metrics(), series) == value
+        });
+    }
+
+    /// Stops (the drain SIGTERM starts) and returns the report once it is over.
+    pub fn stop(&mut self) -> ServeReport {
+        let running = self.running.take().expect("layotto is running");
+        running.stop();
+        running.join().expect("layotto stopped cleanly")
+    }
+
+    /// Stops and returns the report of listener `name`.
+    pub fn stop_and_summary(&mut self, name: &str) -> ListenerReport {
+        let report = self.stop();
+        report
+            .listener(name)
+            .unwrap_or_else(|| panic!("no listener {name} in {report:?}"))
+            .clone()
+    }
+}
+
+/// Why `config` does not start in-process (it must not).
+pub fn start_error(config: &Value) -> StartError {
+    match layotto::start(&config.to_string(), Options::default()) {
+        Ok(_) => panic!("layotto started on a config that must not start"),
+        Err(err) => err,
+    }
+}
+
+/// The problems of a configuration rejected in-process, one `path: message` line each.
+pub fn config_problems(config: &Value) -> Vec<String> {
+    match start_error(config) {
+        StartError::InvalidConfig(problems) => problems.iter().map(|p| p.to_string()).collect(),
+        other => panic!("expected an invalid configuration, got {other:?}"),
+    }
+}
+
+/// The value of counter `name` in a listener's report.
+pub fn counter(report: &ListenerReport, name: &str) -> u64 {
+    report
+        .counter(name)
+        .unwrap_or_else(|| panic!("no {name} in {report:?}"))
+}
+
+/// The value of the sample line starting with `series` (name and labels) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+}
+
+/// Polls `condition` (every 10 ms, at most [`WAIT`]) until it holds, for state that changes
+/// without telling anyone (a counter, a gauge); fails naming `what`.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// Path of the binary under test.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_layotto"))
 }
 
-/// A running `layotto start`, killed on drop.
-pub struct Layotto {
+/// A running `layotto start` (the real binary), killed on drop.
+pub struct LayottoBinary {
     child: Child,
-    output: Arc<Mutex<Vec<String>>>,
+    output: Arc<Output>,
     listeners: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
-impl Layotto {
+/// What the process printed, line by line; readers of its two pipes tell waiters of each line
+/// and of each pipe's end.
+#[derive(Default)]
+struct Output {
+    printed: Mutex<Printed>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Printed {
+    lines: Vec<String>,
+    pipes_closed: usize,
+}
+
+impl Output {
+    /// Starts a thread appending the lines of `pipe`.
+    fn collect(self: &Arc<Self>, pipe: impl Read + Send + 'static) {
+        let output = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                output.printed.lock().unwrap().lines.push(line);
+                output.changed.notify_all();
+            }
+            output.printed.lock().unwrap().pipes_closed += 1;
+            output.changed.notify_all();
+        });
+    }
+
+    /// Waits (at most [`WAIT`]) until `done` says it has what it needs (`Some`) or both pipes
+    /// closed (the process is gone): `None` then.
+    fn wait_for<T>(&self, mut done: impl FnMut(&[String]) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + WAIT;
+        let mut printed = self.printed.lock().unwrap();
+        loop {
+            if let Some(found) = done(&printed.lines) {
+                return Some(found);
+            }
+            if printed.pipes_closed == 2 {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out; output:\n{}",
+                printed.lines.join("\n")
+            );
+            printed = self.changed.wait_timeout(printed, left).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.printed.lock().unwrap().lines.join("\n")
+    }
+}
+
+impl LayottoBinary {
     /// Starts layotto on `config` with `args` and waits until `expected_listeners` listeners
     /// report their addresses.
     pub fn start(config: &Value, args: &[&str], expected_listeners: usize) -> Self {
         Self::start_with(Command::new(binary()), config, args, expected_listeners)
     }
 
-    /// Like [`Layotto::start`], with a prepared command (e.g. one that drops privileges) whose
-    /// arguments are followed by `start -c <config> <args>`.
+    /// Like [`LayottoBinary::start`], with a prepared command (e.g. one that drops privileges)
+    /// whose arguments are followed by `start -c <config> <args>`.
     pub fn start_with(
         mut command: Command,
         config: &Value,
@@ -79,34 +249,24 @@ impl Layotto {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start layotto");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect_lines(child.stdout.take().unwrap(), output.clone());
-        collect_lines(child.stderr.take().unwrap(), output.clone());
-        let mut layotto = Self {
+        let output = Arc::new(Output::default());
+        output.collect(child.stdout.take().unwrap());
+        output.collect(child.stderr.take().unwrap());
+        let listeners = output.wait_for(|lines| {
+            let listening: HashMap<_, _> =
+                lines.iter().filter_map(|l| parse_listening(l)).collect();
+            (listening.len() >= expected_listeners).then_some(listening)
+        });
+        let Some(listeners) = listeners else {
+            let status = child.wait().unwrap();
+            panic!("layotto exited early ({status}):\n{}", output.text());
+        };
+        Self {
             child,
             output,
-            listeners: HashMap::new(),
+            listeners,
             _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        while layotto.listeners.len() < expected_listeners {
-            assert!(
-                Instant::now() < deadline,
-                "layotto did not report {expected_listeners} listeners:\n{}",
-                layotto.output()
-            );
-            if let Ok(Some(status)) = layotto.child.try_wait() {
-                thread::sleep(Duration::from_millis(100));
-                panic!("layotto exited early ({status}):\n{}", layotto.output());
-            }
-            for line in layotto.output.lock().unwrap().iter() {
-                if let Some((name, address)) = parse_listening(line) {
-                    layotto.listeners.insert(name, address);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
         }
-        layotto
     }
 
     /// The process id (of the command started, e.g. the binary after `exec`).
@@ -121,29 +281,30 @@ impl Layotto {
 
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.output.text()
     }
 
     /// Waits until a printed line contains `needle`, returning that line.
     pub fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self
-                .output
-                .lock()
-                .unwrap()
+        self.wait_for_lines(needle, 1).remove(0)
+    }
+
+    /// Waits until `count` printed lines contain `needle`, returning them.
+    pub fn wait_for_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let found = self.output.wait_for(|lines| {
+            let found: Vec<String> = lines
                 .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line containing {needle:?} in:\n{}",
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            (found.len() >= count).then_some(found)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "fewer than {count} lines containing {needle:?} in:\n{}",
                 self.output()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// Sends SIGTERM.
@@ -155,21 +316,11 @@ impl Layotto {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit (at most [`WAIT`]).
+    /// Waits (at most [`WAIT`]) for the process to exit, with everything it printed read.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100)); // let the readers drain the pipes
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "layotto did not exit:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        // Both pipes end when the process does.
+        self.output.wait_for(|_| None::<()>);
+        self.child.wait().unwrap()
     }
 
     /// SIGTERM, then the exit summary line of listener `name` (after checking exit code 0).
@@ -181,20 +332,11 @@ impl Layotto {
     }
 }
 
-impl Drop for Layotto {
+impl Drop for LayottoBinary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn collect_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap().push(line);
-        }
-    });
 }
 
 fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
@@ -204,8 +346,8 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     Some((name.to_owned(), address.parse().ok()?))
 }
 
-/// The value of counter `name` in a summary line (`... name=value ...`).
-pub fn counter(summary: &str, name: &str) -> u64 {
+/// The value of counter `name` in a logged summary line (`... name=value ...`).
+pub fn logged_counter(summary: &str, name: &str) -> u64 {
     let prefix = format!("{name}=");
     summary
         .split_whitespace()
@@ -213,16 +355,6 @@ pub fn counter(summary: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {summary}"))
         .parse()
         .unwrap()
-}
-
-/// The per-shard accepted counts in a summary line.
-pub fn accepted_per_shard(summary: &str) -> Vec<u64> {
-    let list = summary
-        .split("accepted per shard [")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or_else(|| panic!("no per-shard counts in {summary}"));
-    list.split(", ").map(|n| n.parse().unwrap()).collect()
 }
 
 /// A config with one `tcp_proxy` listener per `(name, hosts, extra proxy config)` entry, each
@@ -291,12 +423,18 @@ pub fn echo_server() -> SocketAddr {
     })
 }
 
-/// A loopback address nothing listens on.
+/// A loopback address that refuses connections for the rest of the test process: a socket is
+/// bound there and never listens, so no parallel test can take the port (as it could take one
+/// found free and released).
 pub fn dead_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
+    address
 }
 
 /// Deterministic, non-repeating-looking test bytes.
@@ -428,4 +566,55 @@ pub fn with_concurrency(
         consistency: 0,
     });
     item
+}
+
+/// Whether process `pid` has a TCP socket listening on `port` (from `/proc`). An external server
+/// is started on a port found free a moment before, which someone else may take meanwhile: then
+/// the server fails to bind and exits, and whatever answers on the port is not it. This tells
+/// the two apart.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .into_iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    // sl local_address rem_address st ... uid timeout inode
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let is_port = u16::from_str_radix(local_port, 16).ok()? == port;
+                    let is_listening = *fields.get(3)? == "0A";
+                    if !(is_port && is_listening) {
+                        return None;
+                    }
+                    Some(format!("socket:[{}]", fields.get(9)?))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| {
+            listening
+                .iter()
+                .any(|socket| target.as_os_str() == socket.as_str())
+        })
+}
+
+/// Starts an external server by `launch` on fresh free ports until one attempt binds them
+/// (`launch` answers `Err` with the server's complaint when it exited having lost a port).
+pub fn start_on_free_ports<T>(what: &str, mut launch: impl FnMut() -> Result<T, String>) -> T {
+    const ATTEMPTS: usize = 5;
+    let mut complaints = Vec::new();
+    for _ in 0..ATTEMPTS {
+        match launch() {
+            Ok(server) => return server,
+            Err(complaint) => complaints.push(complaint),
+        }
+    }
+    panic!("{what} did not start in {ATTEMPTS} attempts: {complaints:#?}")
 }

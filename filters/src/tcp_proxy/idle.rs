@@ -1,7 +1,9 @@
 //! The idle timeout of proxied connections, kept off the connections' hot path: the pump only
 //! counts its reads, and one sweeper task per shard and listener looks at every connection's
 //! count each quarter of the timeout. A connection's own task thus reads no clock and arms no
-//! timer when it wakes, and holds no timer of its own. Runs on the connections' shard.
+//! timer when it wakes, and holds no timer of its own. The time logic is given the time
+//! ([`Activity::look`], [`IdleSweeper::sweep_once`]), so the tests drive it with a fake clock;
+//! only [`IdleSweeper::sweep`] reads the real one. Runs on the connections' shard.
 
 use std::{
     cell::{Cell, RefCell},
@@ -24,12 +26,12 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    /// Activity of a connection starting now.
-    pub(super) fn new() -> Self {
+    /// Activity of a connection starting at `now`.
+    pub(super) fn new(now: Instant) -> Self {
         Self {
             reads: Cell::new(0),
             reads_seen: Cell::new(0),
-            quiet_since: Cell::new(Instant::now()),
+            quiet_since: Cell::new(now),
             expired: Cell::new(false),
             connection: RefCell::new(None),
         }
@@ -104,21 +106,25 @@ impl IdleSweeper {
     async fn sweep(self: Rc<Self>) {
         loop {
             glommio::timer::sleep(self.idle / 4).await;
-            let now = Instant::now();
-            self.watched
-                .borrow_mut()
-                .retain(|watched| match watched.upgrade() {
-                    Some(activity) => {
-                        activity.look(now, self.idle);
-                        !activity.expired.get()
-                    }
-                    None => false,
-                });
-            if self.watched.borrow().is_empty() {
+            if !self.sweep_once(Instant::now()) {
                 self.sweeping.set(false);
                 return;
             }
         }
+    }
+
+    /// One look at every watched connection at `now`: expires (and wakes) those quiet for the
+    /// timeout and forgets them and the ended ones. Answers whether any is still watched.
+    fn sweep_once(&self, now: Instant) -> bool {
+        let mut watched = self.watched.borrow_mut();
+        watched.retain(|watched| match watched.upgrade() {
+            Some(activity) => {
+                activity.look(now, self.idle);
+                !activity.expired.get()
+            }
+            None => false,
+        });
+        !watched.is_empty()
     }
 }
 
@@ -130,8 +136,8 @@ mod tests {
 
     #[test]
     fn expires_a_full_timeout_after_the_look_that_saw_the_last_read() {
-        let activity = Activity::new();
-        let start = activity.quiet_since.get();
+        let start = Instant::now();
+        let activity = Activity::new(start);
         let at = |secs| start + Duration::from_secs(secs);
         activity.reads.set(1);
         activity.look(at(1), IDLE); // the read is seen here
@@ -143,8 +149,8 @@ mod tests {
 
     #[test]
     fn each_new_read_restarts_the_quiet_time() {
-        let activity = Activity::new();
-        let start = activity.quiet_since.get();
+        let start = Instant::now();
+        let activity = Activity::new(start);
         for secs in 1..20 {
             activity.reads.set(secs);
             activity.look(start + Duration::from_secs(secs), IDLE);
@@ -154,5 +160,54 @@ mod tests {
         assert!(!activity.expired.get());
         activity.look(start + Duration::from_secs(23), IDLE);
         assert!(activity.expired.get());
+    }
+
+    /// Counts the wake-ups of the connection task it stands for.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_sweep_wakes_and_forgets_the_expired_and_forgets_the_ended() {
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let sweeper = IdleSweeper::new(IDLE);
+        let (quiet, busy, ended) = (
+            Rc::new(Activity::new(start)),
+            Rc::new(Activity::new(start)),
+            Rc::new(Activity::new(start)),
+        );
+        for activity in [&quiet, &busy, &ended] {
+            sweeper.watched.borrow_mut().push(Rc::downgrade(activity));
+        }
+        let woken = std::sync::Arc::new(CountingWaker(Default::default()));
+        *quiet.connection.borrow_mut() = Some(Waker::from(woken.clone()));
+        drop(ended);
+
+        busy.reads.set(1);
+        assert!(sweeper.sweep_once(at(3)));
+        assert_eq!(
+            sweeper.watched.borrow().len(),
+            2,
+            "the ended one is forgotten"
+        );
+        busy.reads.set(2);
+        assert!(sweeper.sweep_once(at(4)), "the busy one is still watched");
+        assert!(quiet.expired.get() && !busy.expired.get());
+        assert_eq!(woken.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            sweeper.watched.borrow().len(),
+            1,
+            "the expired one is forgotten"
+        );
+        assert!(
+            !sweeper.sweep_once(at(8)),
+            "the busy one expires too: none left"
+        );
+        assert!(busy.expired.get());
     }
 }

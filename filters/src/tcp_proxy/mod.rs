@@ -223,7 +223,7 @@ impl TcpProxy {
         // Both sides forward what they read at once: no Nagle delay on either.
         let _ = upstream.set_nodelay(true);
         let _ = downstream.set_nodelay(true);
-        let activity = Rc::new(idle::Activity::new());
+        let activity = Rc::new(idle::Activity::new(std::time::Instant::now()));
         let hooks = pump::PumpHooks {
             observers: &mut observers,
             activity: activity.reads(),
