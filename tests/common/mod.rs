@@ -9,6 +9,7 @@
 
 pub mod etcd;
 pub mod redis;
+pub mod zookeeper;
 
 use std::{
     collections::HashMap,
@@ -23,7 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use layotto_proto::runtime::{
+    GetNextIdRequest, LockKeepAliveRequest, SequencerOptions, TryLockRequest, UnlockRequest,
+    lock_keep_alive_response, runtime_client::RuntimeClient, sequencer_options::AutoIncrement,
+    unlock_response,
+};
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -428,4 +435,84 @@ pub fn with_concurrency(
         consistency: 0,
     });
     item
+}
+
+/// `TryLock` on component `lock_demo`: whether it was taken.
+pub async fn try_lock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> bool {
+    client
+        .try_lock(TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .success
+}
+
+/// `Unlock` on component `lock_demo`.
+pub async fn unlock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+) -> unlock_response::Status {
+    client
+        .unlock(UnlockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// `LockKeepAlive` on component `lock_demo`.
+pub async fn keep_alive(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> lock_keep_alive_response::Status {
+    client
+        .lock_keep_alive(LockKeepAliveRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// `GetNextId` of `key` on sequencer `store`.
+pub async fn next_id(
+    client: &mut RuntimeClient<Channel>,
+    store: &str,
+    key: &str,
+    increment: AutoIncrement,
+) -> i64 {
+    client
+        .get_next_id(GetNextIdRequest {
+            store_name: store.into(),
+            key: key.into(),
+            options: Some(SequencerOptions {
+                increment: increment as i32,
+            }),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_id
 }

@@ -5,6 +5,7 @@
 mod etcd;
 mod memory;
 mod redis;
+mod zookeeper;
 
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ const BACKENDS: Registry<dyn LockStore> = Registry {
         ("in-memory", memory::build),
         ("redis", redis::build),
         ("etcd", etcd::build),
+        ("zookeeper", zookeeper::build),
     ],
 };
 

@@ -7,6 +7,7 @@
 mod etcd;
 mod memory;
 mod redis;
+mod zookeeper;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -107,6 +108,7 @@ const BACKENDS: Registry<dyn IdStore> = Registry {
         ("in-memory", memory::build),
         ("redis", redis::build),
         ("etcd", etcd::build),
+        ("zookeeper", zookeeper::build),
     ],
 };
 
