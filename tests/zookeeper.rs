@@ -1,7 +1,8 @@
 //! The zookeeper lock, sequencer and state stores against a real zookeeper started here, beyond
 //! the semantics every store shares (`tests/lock_sequencer.rs`, `tests/state_backends.rs`): what
-//! they keep in zookeeper is LayOtto's layout (read and written here with a zookeeper client, as
-//! a LayOtto sidecar would), a lock ends with the session of the layotto-rs that took it, calls
+//! they keep in zookeeper is the layout of LayOtto's zookeeper components and Dapr's
+//! `state.zookeeper` for the ids they are given (read and written here with a zookeeper client,
+//! as such a sidecar would), a lock ends with the session of the layotto-rs that took it, calls
 //! fail UNAVAILABLE while zookeeper is down and recover by themselves once it is back, and an
 //! unreachable zookeeper stops start-up naming it.
 #![allow(
@@ -86,7 +87,7 @@ async fn zookeeper_client(zookeeper: &ZookeeperServer) -> Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn znodes_are_laid_out_as_layotto_does() {
+async fn znodes_are_laid_out_as_layottos_components_do() {
     let zookeeper = ZookeeperServer::shared();
     let layotto = Layotto::start(&config(zookeeper, json!({})), &[], 1);
     let mut client = runtime_client(layotto.address("grpc")).await;
