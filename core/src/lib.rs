@@ -6,6 +6,7 @@
 //! [`shard`] runs on the pinned shard threads.
 
 pub mod backend;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod handler;

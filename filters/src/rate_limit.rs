@@ -16,39 +16,10 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-/// Where limiters get the time: a monotonic offset from a fixed start shared by all shards.
-pub trait Clock: Send + Sync {
-    /// Time since the clock's start.
-    fn now(&self) -> Duration;
-}
-
-/// The real clock: wall-clock time at creation (since the Unix epoch), advanced monotonically
-/// from there. Windows therefore start on wall-clock boundaries (a 1 s window on each second),
-/// as Sentinel's do, and never run backwards when the system clock is set.
-pub struct MonotonicClock {
-    start: Instant,
-    start_since_epoch: Duration,
-}
-
-impl Default for MonotonicClock {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            start_since_epoch: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        }
-    }
-}
-
-impl Clock for MonotonicClock {
-    fn now(&self) -> Duration {
-        self.start_since_epoch + self.start.elapsed()
-    }
-}
+pub use layotto_core::clock::{Clock, MonotonicClock};
 
 /// N tokens per window for the whole process.
 #[derive(Debug)]
@@ -162,20 +133,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A clock the test moves by hand.
-    #[derive(Default)]
-    pub(crate) struct FakeClock(AtomicU64);
-
-    impl FakeClock {
-        pub(crate) fn set(&self, now: Duration) {
-            self.0.store(now.as_nanos() as u64, Ordering::SeqCst);
-        }
-    }
-
-    impl Clock for FakeClock {
-        fn now(&self) -> Duration {
-            Duration::from_nanos(self.0.load(Ordering::SeqCst))
-        }
-    }
+    pub(crate) type FakeClock = layotto_core::clock::ManualClock;
 
     fn buckets(limit: u32, window: Duration, shards: usize) -> Vec<ShardBucket> {
         let budget = Arc::new(WindowBudget::new(limit, window, shards));

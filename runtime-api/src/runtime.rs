@@ -10,6 +10,7 @@ use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
     CoreError,
     backend::BackendHandle,
+    clock::{Clock, MonotonicClock},
     config::{Config, Findings, join},
     health::{HealthCheck, HealthRegistry},
 };
@@ -105,6 +106,7 @@ impl Runtime {
 /// Collects the `grpc_config` blocks of a process into one [`Runtime`].
 pub struct RuntimeBuilder<'a> {
     backend: &'a BackendHandle,
+    clock: Arc<dyn Clock>,
     components: Components,
     app: Option<(AppSettings, String)>,
 }
@@ -114,9 +116,16 @@ impl<'a> RuntimeBuilder<'a> {
     pub fn new(backend: &'a BackendHandle) -> Self {
         Self {
             backend,
+            clock: Arc::new(MonotonicClock::default()),
             components: Components::default(),
             app: None,
         }
+    }
+
+    /// Time-dependent components (TTLs, lock expiry) built after this run on `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Adds the building blocks of one `grpc_config` (found at `path`). Component names must
@@ -138,6 +147,7 @@ impl<'a> RuntimeBuilder<'a> {
             }
             let mut cx = BuildCx {
                 backend: self.backend,
+                clock: &self.clock,
                 findings,
             };
             if self

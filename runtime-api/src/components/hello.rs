@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     component::Component,
-    registry::{BuildCx, Entry, Registry},
+    registry::{Entry, Registry},
 };
 
 /// A greeting component.
@@ -18,23 +18,13 @@ pub trait Hello: Component {
 }
 
 /// The backend types of `hellos`.
-const BACKENDS: Registry<dyn Hello> = Registry {
+pub(crate) const BACKENDS: Registry<dyn Hello> = Registry {
     label: "hellos",
     kind: "hello component",
     default_type: Some("helloworld"),
     fields: &["hello"],
     backends: &[("helloworld", HelloWorld::build)],
 };
-
-/// Builds one `hellos` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn Hello>> {
-    BACKENDS.build(name, config, path, cx)
-}
 
 /// LayOtto's `helloworld`: a fixed greeting.
 #[derive(Debug, Clone)]

@@ -118,8 +118,8 @@ impl std::fmt::Display for Label {
     }
 }
 
-/// Declares the block table: `field: Type = module, "label", ["config key", ...];` per block.
-/// It makes [`Components`] (one [`Block`] field per row), the list of config keys, the
+/// Declares the block table: `field: Type = module, "label", ["config key", ...];` per block,
+/// where `module::BACKENDS` is the block's [`registry::Registry`]. It makes [`Components`] (one [`Block`] field per row), the list of config keys, the
 /// dispatch from a key to the module's `build`, and the walk over every component.
 macro_rules! blocks {
     ($( $(#[$doc:meta])* $field:ident: $ty:ty = $module:ident, $label:literal, [$($key:literal),+]; )+) => {
@@ -151,7 +151,7 @@ macro_rules! blocks {
                         $($key)|+ => {
                             for (name, config) in named(entries, path, cx.findings) {
                                 let entry_path = join(path, name);
-                                if let Some(built) = $module::build(name, config, &entry_path, cx) {
+                                if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
                                     self.$field.insert(name, entry_path, built, cx);
                                 }
                             }

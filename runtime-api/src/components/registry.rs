@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use layotto_core::{
     backend::BackendHandle,
+    clock::Clock,
     config::{Findings, join, loose_number},
 };
 use serde_json::{Map, Value};
@@ -16,6 +17,8 @@ use serde_json::{Map, Value};
 pub struct BuildCx<'a> {
     /// The backend pool remote components submit their calls to.
     pub backend: &'a BackendHandle,
+    /// The clock time-dependent components (TTLs, lock expiry) run on.
+    pub clock: &'a Arc<dyn Clock>,
     /// Problems and ignored settings, with JSON paths.
     pub findings: &'a mut Findings,
 }
@@ -100,6 +103,7 @@ impl<T: ?Sized + 'static> Registry<T> {
             fields: Map::new(),
             metadata: HashMap::new(),
             backend: cx.backend.clone(),
+            clock: cx.clock.clone(),
             findings: cx.findings,
         };
         let before = entry.findings.errors.len();
@@ -153,6 +157,7 @@ pub struct Entry<'f> {
     fields: Map<String, Value>,
     metadata: HashMap<String, String>,
     backend: BackendHandle,
+    clock: Arc<dyn Clock>,
     findings: &'f mut Findings,
 }
 
@@ -170,6 +175,11 @@ impl Entry<'_> {
     /// The backend pool.
     pub fn backend(&self) -> &BackendHandle {
         &self.backend
+    }
+
+    /// The clock for TTLs and expiry.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// The JSON path of metadata key `key`.

@@ -450,6 +450,12 @@ impl Reactor {
         self.multishot_polls.set(false);
     }
 
+    /// Whether read readiness polls are still multishot (no refusal seen).
+    #[cfg(test)]
+    pub(crate) fn multishot_polls(&self) -> bool {
+        self.multishot_polls.get()
+    }
+
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

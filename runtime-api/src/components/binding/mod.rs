@@ -4,17 +4,13 @@
 
 mod http;
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::{
-    components::{
-        component::Component,
-        registry::{BuildCx, Registry},
-    },
+    components::{component::Component, registry::Registry},
     error::ApiError,
 };
 
@@ -40,20 +36,10 @@ pub trait OutputBinding: Component {
 }
 
 /// The backend types of `bindings`.
-const BACKENDS: Registry<dyn OutputBinding> = Registry {
+pub(crate) const BACKENDS: Registry<dyn OutputBinding> = Registry {
     label: "binding",
     kind: "binding",
     default_type: None,
     fields: &[],
     backends: &[("http", http::build)],
 };
-
-/// Builds one `bindings` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn OutputBinding>> {
-    BACKENDS.build(name, config, path, cx)
-}

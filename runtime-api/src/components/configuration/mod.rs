@@ -21,7 +21,7 @@ use crate::{
     components::{
         component::Component,
         etcd::{EtcdConnection, EtcdSettings},
-        registry::{BuildCx, Entry, Registry, is_endpoint, seconds},
+        registry::{Entry, Registry, is_endpoint, seconds},
     },
     error::ApiError,
 };
@@ -231,7 +231,7 @@ pub fn check_items(items: &[ConfigurationItem]) -> Result<(), ApiError> {
 
 /// The backend types of `config_store`. LayOtto gives etcd's settings at the top level of the
 /// entry (`address`, `timeout`), not in `metadata`.
-const BACKENDS: Registry<dyn ConfigStore> = Registry {
+pub(crate) const BACKENDS: Registry<dyn ConfigStore> = Registry {
     label: "config store",
     kind: "config store",
     default_type: None,
@@ -241,16 +241,6 @@ const BACKENDS: Registry<dyn ConfigStore> = Registry {
 
 /// An etcd config store's `timeout` when the config gives none.
 const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Builds one `config_store` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn ConfigStore>> {
-    BACKENDS.build(name, config, path, cx)
-}
 
 fn in_memory(entry: &mut Entry<'_>) -> Option<Arc<dyn ConfigStore>> {
     if entry.field("address").is_some() || entry.field("timeout").is_some() {

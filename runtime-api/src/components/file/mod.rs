@@ -4,17 +4,13 @@
 
 mod local;
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::{
-    components::{
-        component::Component,
-        registry::{BuildCx, Registry},
-    },
+    components::{component::Component, registry::Registry},
     error::ApiError,
 };
 
@@ -78,20 +74,10 @@ pub trait FileStore: Component {
 }
 
 /// The backend types of `file`.
-const BACKENDS: Registry<dyn FileStore> = Registry {
+pub(crate) const BACKENDS: Registry<dyn FileStore> = Registry {
     label: "file",
     kind: "file store",
     default_type: None,
     fields: &[],
     backends: &[("local", local::build)],
 };
-
-/// Builds one `file` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn FileStore>> {
-    BACKENDS.build(name, config, path, cx)
-}

@@ -4,17 +4,11 @@
 
 mod http;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::{
-    components::{
-        component::Component,
-        registry::{BuildCx, Registry},
-    },
+    components::{component::Component, registry::Registry},
     error::ApiError,
 };
 
@@ -44,20 +38,10 @@ pub trait Invoker: Component {
 }
 
 /// The backend types of `rpcs`.
-const BACKENDS: Registry<dyn Invoker> = Registry {
+pub(crate) const BACKENDS: Registry<dyn Invoker> = Registry {
     label: "rpcs",
     kind: "rpcs",
     default_type: None,
     fields: &[],
     backends: &[("http", http::build)],
 };
-
-/// Builds one `rpcs` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn Invoker>> {
-    BACKENDS.build(name, config, path, cx)
-}

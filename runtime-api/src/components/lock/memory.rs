@@ -1,46 +1,56 @@
 //! The `in-memory` lock store: one map of holders and expiry times shared by all shards behind
 //! a short lock; expired holds count as free.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 
 use super::{LockStatus, LockStore};
 use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
+use layotto_core::clock::Clock;
 use std::sync::Arc;
 
+/// Holders and when their holds expire (on the store's clock), by resource.
+type Holds = HashMap<String, (String, Duration)>;
+
 /// An in-memory lock store.
-#[derive(Default)]
 #[expect(
     clippy::disallowed_types,
     reason = "a lock must be one for every shard; held for one map operation, never across an await"
 )]
 pub struct InMemoryLockStore {
-    holds: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+    holds: std::sync::Mutex<Holds>,
+    clock: Arc<dyn Clock>,
 }
 
 impl InMemoryLockStore {
+    /// An empty store whose holds expire on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            holds: Default::default(),
+            clock,
+        }
+    }
+
     /// Applies `change` to `owner`'s live hold on `resource`, if it is theirs.
     fn with_hold(
         &self,
         resource: &str,
         owner: &str,
-        change: impl FnOnce(&mut HashMap<String, (String, Instant)>),
+        change: impl FnOnce(&mut Holds, Duration),
     ) -> LockStatus {
-        let mut holds = self.holds.lock().expect("lock store poisoned");
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
         match holds.get(resource) {
-            Some((_, expires)) if *expires <= Instant::now() => {
+            Some((_, expires)) if *expires <= now => {
                 holds.remove(resource);
                 LockStatus::Unexist
             }
             None => LockStatus::Unexist,
             Some((holder, _)) if holder != owner => LockStatus::BelongsToOthers,
             Some(_) => {
-                change(&mut holds);
+                change(&mut holds, now);
                 LockStatus::Success
             }
         }
@@ -57,8 +67,8 @@ impl LockStore for InMemoryLockStore {
         owner: &str,
         expire: Duration,
     ) -> Result<bool, ApiError> {
-        let mut holds = self.holds.lock().expect("lock store poisoned");
-        let now = Instant::now();
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
         if holds
             .get(resource)
             .is_some_and(|(_, expires)| *expires > now)
@@ -70,7 +80,7 @@ impl LockStore for InMemoryLockStore {
     }
 
     async fn unlock(&self, resource: &str, owner: &str) -> Result<LockStatus, ApiError> {
-        Ok(self.with_hold(resource, owner, |holds| {
+        Ok(self.with_hold(resource, owner, |holds, _| {
             holds.remove(resource);
         }))
     }
@@ -81,31 +91,29 @@ impl LockStore for InMemoryLockStore {
         owner: &str,
         expire: Duration,
     ) -> Result<LockStatus, ApiError> {
-        Ok(self.with_hold(resource, owner, |holds| {
+        Ok(self.with_hold(resource, owner, |holds, now| {
             if let Some(hold) = holds.get_mut(resource) {
-                hold.1 = Instant::now() + expire;
+                hold.1 = now + expire;
             }
         }))
     }
 }
 
-/// Builds one from its entry (in-memory: no settings).
+/// Builds one from its entry (in-memory: no settings; TTLs on the runtime's clock).
 pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn LockStore>> {
-    let _ = entry;
-    Some(Arc::new(InMemoryLockStore::default()))
+    Some(Arc::new(InMemoryLockStore::new(entry.clock())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use layotto_core::clock::ManualClock;
+
     #[test]
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "a test thread, not a shard: waits out a real hold (the store reads the clock)"
-    )]
     fn only_the_owner_unlocks_and_holds_expire() {
-        let store = InMemoryLockStore::default();
+        let clock = Arc::new(ManualClock::default());
+        let store = InMemoryLockStore::new(clock.clone());
         futures_lite::future::block_on(async {
             let long = Duration::from_secs(60);
             assert!(store.try_lock("r", "a", long).await.unwrap());
@@ -131,7 +139,9 @@ mod tests {
                     .await
                     .unwrap()
             );
-            std::thread::sleep(Duration::from_millis(30));
+            clock.advance(Duration::from_millis(19));
+            assert!(!store.try_lock("s", "b", long).await.unwrap());
+            clock.advance(Duration::from_millis(1));
             assert_eq!(store.unlock("s", "a").await.unwrap(), LockStatus::Unexist);
             assert!(store.try_lock("s", "b", long).await.unwrap());
         });

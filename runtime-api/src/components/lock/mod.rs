@@ -16,14 +16,8 @@ pub use memory::InMemoryLockStore;
 pub use redis::RedisLockStore;
 
 use crate::error::ApiError;
-use std::sync::Arc;
 
-use serde_json::Value;
-
-use crate::components::{
-    component::Component,
-    registry::{BuildCx, Registry},
-};
+use crate::components::{component::Component, registry::Registry};
 
 /// What an unlock or keep-alive found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +52,7 @@ pub trait LockStore: Component {
 }
 
 /// The backend types of `lock`.
-const BACKENDS: Registry<dyn LockStore> = Registry {
+pub(crate) const BACKENDS: Registry<dyn LockStore> = Registry {
     label: "lock",
     kind: "lock",
     default_type: None,
@@ -70,13 +64,3 @@ const BACKENDS: Registry<dyn LockStore> = Registry {
         ("zookeeper", zookeeper::build),
     ],
 };
-
-/// Builds one `lock` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn LockStore>> {
-    BACKENDS.build(name, config, path, cx)
-}

@@ -55,7 +55,6 @@ impl PubSub for InMemoryPubSub {
 }
 
 /// Builds one from its entry (in-memory: no settings).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn PubSub>> {
-    let _ = entry;
+pub(super) fn build(_entry: &mut Entry<'_>) -> Option<Arc<dyn PubSub>> {
     Some(Arc::new(InMemoryPubSub::default()))
 }

@@ -11,7 +11,6 @@ mod redis;
 use std::{
     collections::HashMap,
     future::Future,
-    sync::Arc,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -25,12 +24,8 @@ pub use memory::InMemoryPubSub;
 pub use redis::RedisPubSub;
 
 use crate::error::ApiError;
-use serde_json::Value;
 
-use crate::components::{
-    component::Component,
-    registry::{BuildCx, Registry},
-};
+use crate::components::{component::Component, registry::Registry};
 
 /// Attempts to deliver one event before it is dropped (RETRY answers or failures).
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -150,23 +145,13 @@ impl Retries {
 }
 
 /// The backend types of `pub_subs`.
-const BACKENDS: Registry<dyn PubSub> = Registry {
+pub(crate) const BACKENDS: Registry<dyn PubSub> = Registry {
     label: "pub_subs",
     kind: "pub/sub",
     default_type: None,
     fields: &[],
     backends: &[("in-memory", memory::build), ("redis", redis::build)],
 };
-
-/// Builds one `pub_subs` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn PubSub>> {
-    BACKENDS.build(name, config, path, cx)
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,15 +6,10 @@
 mod local_env;
 mod local_file;
 
-use std::{collections::HashMap, sync::Arc};
-
-use serde_json::Value;
+use std::collections::HashMap;
 
 use crate::{
-    components::{
-        component::Component,
-        registry::{BuildCx, Registry},
-    },
+    components::{component::Component, registry::Registry},
     error::ApiError,
 };
 
@@ -27,7 +22,7 @@ pub trait SecretStore: Component {
 }
 
 /// The backend types of `secret_store`.
-const BACKENDS: Registry<dyn SecretStore> = Registry {
+pub(crate) const BACKENDS: Registry<dyn SecretStore> = Registry {
     label: "secret_store",
     kind: "secret store",
     default_type: None,
@@ -37,16 +32,6 @@ const BACKENDS: Registry<dyn SecretStore> = Registry {
         ("local.env", local_env::build),
     ],
 };
-
-/// Builds one `secret_store` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn SecretStore>> {
-    BACKENDS.build(name, config, path, cx)
-}
 
 /// `key` and `value` as the one-entry map the API answers per secret.
 fn one(key: String, value: String) -> HashMap<String, String> {

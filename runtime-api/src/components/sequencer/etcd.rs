@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::IdStore;
+use super::{IdStore, Sequencer};
 use crate::components::{component::Component, registry::Entry};
 use crate::{components::etcd::EtcdConnection, error::ApiError};
 use std::sync::Arc;
@@ -79,7 +79,7 @@ impl IdStore for EtcdIdStore {
 }
 
 /// Builds one from its entry (LayOtto's etcd keys, under `/sequencer` unless `keyPrefixPath` says).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<Sequencer>> {
     let (etcd, prefix) = EtcdConnection::from_entry(entry, "/sequencer")?;
-    Some(Arc::new(EtcdIdStore::new(etcd, prefix)))
+    Sequencer::over(entry, Arc::new(EtcdIdStore::new(etcd, prefix)))
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use super::IdStore;
+use super::{IdStore, Sequencer};
 use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
 use std::sync::Arc;
@@ -32,7 +32,6 @@ impl IdStore for InMemoryIdStore {
 }
 
 /// Builds one from its entry (in-memory: no settings).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
-    let _ = entry;
-    Some(Arc::new(InMemoryIdStore::default()))
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<Sequencer>> {
+    Sequencer::over(entry, Arc::new(InMemoryIdStore::default()))
 }

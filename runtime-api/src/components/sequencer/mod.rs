@@ -18,11 +18,10 @@ pub use memory::InMemoryIdStore;
 pub use redis::RedisIdStore;
 
 use crate::error::ApiError;
-use serde_json::Value;
 
 use crate::components::{
     component::Component,
-    registry::{BuildCx, Registry},
+    registry::{Entry, Registry},
 };
 
 /// Where ids come from.
@@ -99,7 +98,7 @@ impl Sequencer {
 }
 
 /// The backend types of `sequencer`.
-const BACKENDS: Registry<dyn IdStore> = Registry {
+pub(crate) const BACKENDS: Registry<Sequencer> = Registry {
     label: "sequencer",
     kind: "sequencer",
     default_type: None,
@@ -112,36 +111,29 @@ const BACKENDS: Registry<dyn IdStore> = Registry {
     ],
 };
 
-/// Builds one `sequencer` entry: LayOtto's `segmentCacheEnable` and `segmentStep` (default 50)
-/// for `WEAK` ids, then the backend's own keys.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<Sequencer>> {
-    let mut entry = BACKENDS.entry(name, config, path, cx)?;
-    let caching = entry
-        .take("segmentCacheEnable")
-        .is_some_and(|v| v == "true");
-    let step = entry.take("segmentStep");
-    let segment = match (caching, step) {
-        (false, _) => Some(1),
-        (true, None) => Some(50),
-        (true, Some(step)) => match step.parse::<u32>() {
-            Ok(step) if step > 0 => Some(step),
-            _ => {
-                entry.metadata_error(
-                    "segmentStep",
-                    format!("invalid \"{step}\": expected a positive whole number"),
-                );
-                None
-            }
-        },
-    };
-    let store = BACKENDS.construct(&mut entry);
-    entry.finish();
-    Some(Arc::new(Sequencer::new(store?, segment?)))
+impl Sequencer {
+    /// A sequencer over `store` with LayOtto's `WEAK` segment settings from the entry:
+    /// `segmentCacheEnable` and `segmentStep` (default 50). Each backend's `build` ends here.
+    pub(super) fn over(entry: &mut Entry<'_>, store: Arc<dyn IdStore>) -> Option<Arc<Self>> {
+        let caching = entry
+            .take("segmentCacheEnable")
+            .is_some_and(|v| v == "true");
+        let segment = match (caching, entry.take("segmentStep")) {
+            (false, _) => 1,
+            (true, None) => 50,
+            (true, Some(step)) => match step.parse::<u32>() {
+                Ok(step) if step > 0 => step,
+                _ => {
+                    entry.metadata_error(
+                        "segmentStep",
+                        format!("invalid \"{step}\": expected a positive whole number"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Arc::new(Self::new(store, segment)))
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::IdStore;
+use super::{IdStore, Sequencer};
 use crate::components::{component::Component, registry::Entry};
 use crate::{components::redis::RedisConnection, error::ApiError};
 use std::sync::Arc;
@@ -52,8 +52,7 @@ impl IdStore for RedisIdStore {
 }
 
 /// Builds one from its entry (LayOtto's redis keys).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
-    Some(Arc::new(RedisIdStore::new(RedisConnection::from_entry(
-        entry,
-    )?)))
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<Sequencer>> {
+    let redis = RedisConnection::from_entry(entry)?;
+    Sequencer::over(entry, Arc::new(RedisIdStore::new(redis)))
 }

@@ -3,7 +3,7 @@
 //! checked against a staged view and committed only if every operation passes. Entries with a TTL
 //! expire lazily.
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,17 +11,19 @@ use bytes::Bytes;
 use super::{StateEntry, StateOperation, StateStore, check_write};
 use crate::components::{component::Component, registry::Entry as ConfigEntry};
 use crate::error::ApiError;
+use layotto_core::clock::Clock;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 struct Entry {
     value: Bytes,
     etag: u64,
-    expires: Option<Instant>,
+    /// When it expires, on the store's clock.
+    expires: Option<Duration>,
 }
 
 impl Entry {
-    fn live(&self, now: Instant) -> bool {
+    fn live(&self, now: Duration) -> bool {
         self.expires.is_none_or(|at| at > now)
     }
 }
@@ -33,19 +35,22 @@ struct Inner {
 }
 
 /// An in-process state store.
-#[derive(Debug, Default)]
 #[expect(
     clippy::disallowed_types,
     reason = "one view of the data for every shard; held for a few map operations, never across an await"
 )]
 pub struct InMemoryStateStore {
     inner: std::sync::Mutex<Inner>,
+    clock: Arc<dyn Clock>,
 }
 
 impl InMemoryStateStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty store whose TTLs run on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Default::default(),
+            clock,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -60,7 +65,7 @@ impl Component for InMemoryStateStore {}
 #[async_trait(?Send)]
 impl StateStore for InMemoryStateStore {
     async fn get(&self, key: &str) -> Result<Option<StateEntry>, ApiError> {
-        let now = Instant::now();
+        let now = self.clock.now();
         Ok(self
             .lock()
             .entries
@@ -73,7 +78,7 @@ impl StateStore for InMemoryStateStore {
     }
 
     async fn apply(&self, operations: Vec<StateOperation>) -> Result<(), ApiError> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut inner = self.lock();
         let mut last_etag = inner.last_etag;
         // The outcome of each touched key so far, checked against before the store is changed.
@@ -124,10 +129,9 @@ impl StateStore for InMemoryStateStore {
     }
 }
 
-/// Builds one from its entry (in-memory: no settings).
+/// Builds one from its entry (in-memory: no settings; TTLs on the runtime's clock).
 pub(super) fn build(entry: &mut ConfigEntry<'_>) -> Option<Arc<dyn StateStore>> {
-    let _ = entry;
-    Some(Arc::new(InMemoryStateStore::new()))
+    Some(Arc::new(InMemoryStateStore::new(entry.clock())))
 }
 
 #[cfg(test)]
@@ -135,6 +139,8 @@ mod tests {
     use std::time::Duration;
 
     use futures_lite::future::block_on;
+
+    use layotto_core::clock::ManualClock;
 
     use super::*;
     use crate::components::state::Concurrency;
@@ -151,7 +157,7 @@ mod tests {
 
     #[test]
     fn etags_change_on_every_write() {
-        let store = InMemoryStateStore::new();
+        let store = InMemoryStateStore::new(Arc::new(ManualClock::default()));
         block_on(store.apply(vec![upsert("k", "a", None)])).unwrap();
         let first = block_on(store.get("k")).unwrap().unwrap();
         block_on(store.apply(vec![upsert("k", "b", Some(&first.etag))])).unwrap();
@@ -165,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_failing_operation_rolls_back_the_whole_batch() {
-        let store = InMemoryStateStore::new();
+        let store = InMemoryStateStore::new(Arc::new(ManualClock::default()));
         block_on(store.apply(vec![upsert("a", "1", None)])).unwrap();
         let batch = vec![
             upsert("b", "2", None),
@@ -183,7 +189,7 @@ mod tests {
 
     #[test]
     fn later_operations_see_earlier_ones_in_the_same_batch() {
-        let store = InMemoryStateStore::new();
+        let store = InMemoryStateStore::new(Arc::new(ManualClock::default()));
         let first_write = StateOperation::Upsert {
             key: "k".into(),
             value: Bytes::from_static(b"x"),
@@ -197,12 +203,9 @@ mod tests {
     }
 
     #[test]
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "a test thread, not a shard: waits out a real TTL (the store reads the clock)"
-    )]
     fn entries_expire_after_their_ttl() {
-        let store = InMemoryStateStore::new();
+        let clock = Arc::new(ManualClock::default());
+        let store = InMemoryStateStore::new(clock.clone());
         let with_ttl = StateOperation::Upsert {
             key: "k".into(),
             value: Bytes::from_static(b"x"),
@@ -211,8 +214,9 @@ mod tests {
             ttl: Some(Duration::from_millis(50)),
         };
         block_on(store.apply(vec![with_ttl])).unwrap();
+        clock.advance(Duration::from_millis(49));
         assert!(block_on(store.get("k")).unwrap().is_some());
-        std::thread::sleep(Duration::from_millis(80));
+        clock.advance(Duration::from_millis(1));
         assert!(block_on(store.get("k")).unwrap().is_none());
     }
 }

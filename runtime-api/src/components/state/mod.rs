@@ -18,14 +18,8 @@ pub use memory::InMemoryStateStore;
 pub use redis::RedisStateStore;
 
 use crate::error::ApiError;
-use std::sync::Arc;
 
-use serde_json::Value;
-
-use crate::components::{
-    component::Component,
-    registry::{BuildCx, Registry},
-};
+use crate::components::{component::Component, registry::Registry};
 
 /// A stored value and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +130,7 @@ pub async fn get_bulk(
 }
 
 /// The backend types of `state`.
-const BACKENDS: Registry<dyn StateStore> = Registry {
+pub(crate) const BACKENDS: Registry<dyn StateStore> = Registry {
     label: "state",
     kind: "state store",
     default_type: None,
@@ -148,16 +142,6 @@ const BACKENDS: Registry<dyn StateStore> = Registry {
         ("zookeeper", zookeeper::build),
     ],
 };
-
-/// Builds one `state` entry.
-pub fn build(
-    name: &str,
-    config: &Value,
-    path: &str,
-    cx: &mut BuildCx<'_>,
-) -> Option<Arc<dyn StateStore>> {
-    BACKENDS.build(name, config, path, cx)
-}
 
 #[cfg(test)]
 mod tests {

@@ -1214,6 +1214,51 @@ mod tests {
         });
     }
 
+    /// Echo round trips over loopback, each read waiting for its readiness poll, with multishot
+    /// polls refused (as kernels before 5.13 do) or not; returns whether the reactor still used
+    /// multishot polls afterwards.
+    fn echo_round_trips(refuse_multishot: bool) -> bool {
+        crate::sys::REFUSE_MULTISHOT_POLLS.with(|refuse| refuse.set(refuse_multishot));
+        let local_ex = LocalExecutorBuilder::default().make().unwrap();
+        local_ex.run(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let echo = crate::spawn_local(async move {
+                let mut stream = listener.accept().await.unwrap();
+                let mut buf = [0u8; 16];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    stream.write_all(&buf[..n]).await.unwrap();
+                }
+            });
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            for round in 0..5u8 {
+                client.write_all(&[round; 3]).await.unwrap();
+                let mut reply = [0u8; 3];
+                client.read_exact(&mut reply).await.unwrap();
+                assert_eq!(reply, [round; 3]);
+            }
+            client.shutdown(Shutdown::Write).await.unwrap();
+            echo.await;
+            let mut end = [0u8; 1];
+            assert_eq!(client.read(&mut end).await.unwrap(), 0);
+            crate::executor().reactor().multishot_polls()
+        })
+    }
+
+    #[test]
+    fn read_readiness_falls_back_to_one_shot_polls_when_multishot_is_refused() {
+        assert!(!echo_round_trips(true), "the refusal did not switch to one-shot polls");
+    }
+
+    #[test]
+    fn read_readiness_stays_multishot_when_the_kernel_has_it() {
+        assert!(echo_round_trips(false), "multishot polls were refused by this kernel");
+    }
+
     #[test]
     fn tcp_read_timeout() {
         test_executor!(async move {

@@ -262,6 +262,16 @@ static GLOMMIO_URING_OPS: &[IoRingOp] = &[
 /// `IORING_POLL_ADD_MULTI`: the poll stays armed after each completion (Linux 5.13).
 const IORING_POLL_ADD_MULTI: u32 = 1;
 
+#[cfg(test)]
+thread_local! {
+    /// Test switch (layotto-rs): multishot polls also carry a poll flag no kernel knows, so the
+    /// kernel refuses them with `EINVAL` as kernels before 5.13 do, and the one-shot fallback runs
+    /// on any kernel. Starts on when `GLOMMIO_TEST_REFUSE_MULTISHOT` is set, so a whole test run
+    /// can take the fallback; tests may set it for their own thread.
+    pub(crate) static REFUSE_MULTISHOT_POLLS: Cell<bool> =
+        Cell::new(std::env::var_os("GLOMMIO_TEST_REFUSE_MULTISHOT").is_some());
+}
+
 lazy_static! {
     static ref IO_URING_RECENT_ENOUGH: bool = check_supported_operations(GLOMMIO_URING_OPS);
 }
@@ -283,7 +293,13 @@ fn fill_sqe<F>(
             UringOpDescriptor::PollAddMulti(events) => {
                 sqe.prep_poll_add(op.fd, events);
                 // For poll requests, `len` carries the poll flags.
-                sqe.raw_mut().len = IORING_POLL_ADD_MULTI;
+                #[allow(unused_mut)]
+                let mut poll_flags = IORING_POLL_ADD_MULTI;
+                #[cfg(test)]
+                if REFUSE_MULTISHOT_POLLS.with(Cell::get) {
+                    poll_flags |= 1 << 31;
+                }
+                sqe.raw_mut().len = poll_flags;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
