@@ -1,6 +1,7 @@
 //! The lock building block: the [`LockStore`] contract (TryLock, Unlock, LockKeepAlive with
-//! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks) and
-//! `etcd` (keys bound to leases). Stores are shared by all shards.
+//! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks),
+//! `etcd` (keys bound to leases) and `zookeeper` (ephemeral znodes, a session per lock). Stores
+//! are shared by all shards.
 
 mod etcd;
 mod memory;

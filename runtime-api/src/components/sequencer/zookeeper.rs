@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiWriteResult};
 
-use super::IdStore;
+use super::{IdStore, Sequencer};
 use crate::components::{
     component::Component,
     registry::Entry,
@@ -93,7 +93,7 @@ impl IdStore for ZookeeperIdStore {
 
 /// Builds one from its entry (LayOtto's keys: `zookeeperHosts`, `sessionTimeout`; counters at
 /// the root unless `keyPrefixPath` says).
-pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn IdStore>> {
+pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<Sequencer>> {
     let (zk, paths) = ZookeeperConnection::from_entry(entry, "zookeeperHosts")?;
-    Some(Arc::new(ZookeeperIdStore { zk, paths }))
+    Sequencer::over(entry, Arc::new(ZookeeperIdStore { zk, paths }))
 }
