@@ -1,7 +1,7 @@
 //! The example configurations in `configs/` start and serve what they describe. Each is run as
-//! written, with only its fixed ports moved to free ones (and etcd and upstreams to the test's):
-//! in the test process, and `config_tcp_proxy.json` by the real binary (its dumps go under
-//! `$HOME`, which only a process of its own can be given).
+//! written, with only its fixed ports moved to free ones (and etcd, redis, zookeeper and
+//! upstreams to the test's): in the test process, and `config_tcp_proxy.json` by the real binary
+//! (its dumps go under `$HOME`, which only a process of its own can be given).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -13,8 +13,11 @@ mod common;
 
 use std::{net::SocketAddr, process::Command};
 
-use common::{etcd::EtcdServer, redis::RedisServer, *};
-use layotto_proto::runtime::{GetNextIdRequest, SayHelloRequest, TryLockRequest};
+use common::{etcd::EtcdServer, redis::RedisServer, zookeeper::ZookeeperServer, *};
+use layotto_proto::runtime::{
+    GetNextIdRequest, GetStateRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest,
+    TryLockRequest, sequencer_options::AutoIncrement,
+};
 use serde_json::Value;
 use tonic::Code;
 
@@ -218,4 +221,172 @@ async fn redis_example_serves_state_pubsub_locks_and_sequences() {
         .next_id;
     let second = client.get_next_id(next).await.unwrap().into_inner().next_id;
     assert!(second > first);
+}
+
+/// LayOtto's fixed listener ports (`grpc`, `actuator`) moved to free ones, and the app's
+/// callback port to one nothing listens on.
+fn layotto_ports() -> Vec<(&'static str, String)> {
+    vec![
+        ("127.0.0.1:34904", "127.0.0.1:0".into()),
+        ("127.0.0.1:34999", "127.0.0.1:0".into()),
+        (
+            "\"grpc_callback_port\": 9999",
+            format!("\"grpc_callback_port\": {}", dead_address().port()),
+        ),
+    ]
+}
+
+/// The actuator's readiness: 200, every component up.
+fn assert_ready(layotto: &Layotto) {
+    let (status, body) =
+        http_get(layotto.address("actuator"), "/actuator/health/readiness").unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_example_serves_locks_and_sequences() {
+    let zookeeper = ZookeeperServer::shared();
+    let mut replacements = layotto_ports();
+    replacements.push((
+        "\"zookeeperHosts\": \"127.0.0.1\"",
+        format!("\"zookeeperHosts\": \"{}\"", zookeeper.endpoint()),
+    ));
+    let layotto = Layotto::start(&example("config_zookeeper.json", &replacements));
+    assert_eq!(
+        say_hello(layotto.address("grpc"), "helloworld")
+            .await
+            .unwrap(),
+        "greeting, example"
+    );
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    assert!(try_lock(&mut client, "zookeeper-example", "me", 10).await);
+    assert!(!try_lock(&mut client, "zookeeper-example", "you", 10).await);
+    let first = next_id(
+        &mut client,
+        "sequencer_demo",
+        "zookeeper-example",
+        AutoIncrement::Strong,
+    )
+    .await;
+    let second = next_id(
+        &mut client,
+        "sequencer_demo",
+        "zookeeper-example",
+        AutoIncrement::Strong,
+    )
+    .await;
+    assert_eq!(second, first + 1);
+    assert_ready(&layotto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrate_test_example_serves_every_component_it_declares() {
+    let (redis, etcd, zookeeper) = (
+        RedisServer::start(),
+        EtcdServer::start(),
+        ZookeeperServer::shared(),
+    );
+    let mut replacements = layotto_ports();
+    replacements.extend([
+        ("127.0.0.1:2379", etcd.endpoint()),
+        ("localhost:2379", etcd.endpoint()),
+        ("localhost:6380", redis.endpoint()),
+        ("127.0.0.1:6380", redis.endpoint()),
+        (
+            "\"zookeeperHosts\": \"127.0.0.1\"",
+            format!("\"zookeeperHosts\": \"{}\"", zookeeper.endpoint()),
+        ),
+        (
+            "\"servers\": \"127.0.0.1\"",
+            format!("\"servers\": \"{}\"", zookeeper.endpoint()),
+        ),
+    ]);
+    let layotto = Layotto::start(&example("config_integrate_test.json", &replacements));
+    let address = layotto.address("grpc");
+    assert_eq!(
+        say_hello(address, "quick_start_demo").await.unwrap(),
+        "greeting, example"
+    );
+    let mut client = runtime_client(address).await;
+    let items = client
+        .get_configuration(layotto_proto::runtime::GetConfigurationRequest {
+            store_name: "etcd_config_demo".into(),
+            app_id: "app1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(items.is_empty());
+    for store in ["redis_state_demo", "zookeeper_state_demo"] {
+        client
+            .save_state(SaveStateRequest {
+                store_name: store.into(),
+                states: vec![item("integrate", store)],
+            })
+            .await
+            .unwrap();
+        let got = client
+            .get_state(GetStateRequest {
+                store_name: store.into(),
+                key: "integrate".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.data, store.as_bytes(), "{store}");
+    }
+    for store in ["redis_lock_demo", "etcd_lock_demo", "zookeeper_lock_demo"] {
+        let lock = TryLockRequest {
+            store_name: store.into(),
+            resource_id: "integrate-lock".into(),
+            lock_owner: "me".into(),
+            expire: 10,
+        };
+        assert!(
+            client
+                .try_lock(lock.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .success,
+            "{store}"
+        );
+        assert!(
+            !client.try_lock(lock).await.unwrap().into_inner().success,
+            "{store}"
+        );
+    }
+    for store in [
+        "redis_sequencer_demo",
+        "etcd_sequencer_demo",
+        "zookeeper_sequencer_demo",
+    ] {
+        let first = next_id(&mut client, store, "integrate-ids", AutoIncrement::Strong).await;
+        let second = next_id(&mut client, store, "integrate-ids", AutoIncrement::Strong).await;
+        assert_eq!(second, first + 1, "{store}");
+    }
+    client
+        .publish_event(PublishEventRequest {
+            pubsub_name: "redis_pub_subs_demo".into(),
+            topic: "integrate-events".into(),
+            data: b"event".to_vec().into(),
+            data_content_type: "text/plain".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    let secret = client
+        .get_secret(layotto_proto::runtime::GetSecretRequest {
+            store_name: "local_file_secret_demo".into(),
+            key: "db-user-pass:username".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["db-user-pass:username"], "admin");
+    assert_ready(&layotto);
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of the lock and sequencer building blocks on every store: `in-memory`, and
-//! real `redis` and `etcd` servers started here. layotto-rs in the test process, called by tonic.
+//! real `redis`, `etcd` and `zookeeper` servers started here. layotto-rs in the test process,
+//! called by tonic.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -11,20 +12,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{etcd::EtcdServer, redis::RedisServer, *};
+use common::{etcd::EtcdServer, redis::RedisServer, zookeeper::ZookeeperServer, *};
 use layotto_proto::runtime::{
-    GetNextIdRequest, LockKeepAliveRequest, SequencerOptions, TryLockRequest, UnlockRequest,
-    lock_keep_alive_response, runtime_client::RuntimeClient, sequencer_options::AutoIncrement,
+    GetNextIdRequest, TryLockRequest, lock_keep_alive_response, sequencer_options::AutoIncrement,
     unlock_response,
 };
 use serde_json::{Value, json};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 /// The servers a store type needs, kept alive for the test.
 enum Backend {
     InMemory,
     Redis(RedisServer),
     Etcd(EtcdServer),
+    Zookeeper(&'static ZookeeperServer),
 }
 
 impl Backend {
@@ -33,6 +34,7 @@ impl Backend {
             Backend::InMemory,
             Backend::Redis(RedisServer::start()),
             Backend::Etcd(EtcdServer::start()),
+            Backend::Zookeeper(ZookeeperServer::shared()),
         ]
     }
 
@@ -42,6 +44,12 @@ impl Backend {
             Backend::InMemory => json!({}),
             Backend::Redis(redis) => json!({"redisHost": redis.endpoint(), "redisPassword": ""}),
             Backend::Etcd(etcd) => json!({"endpoints": etcd.endpoint(), "dialTimeout": "5"}),
+            Backend::Zookeeper(zookeeper) => json!({
+                "zookeeperHosts": zookeeper.endpoint(),
+                "zookeeperPassword": "",
+                "sessionTimeout": "3",
+                "logInfo": "false"
+            }),
         };
         metadata
             .as_object_mut()
@@ -55,6 +63,7 @@ impl Backend {
             Backend::InMemory => "in-memory",
             Backend::Redis(_) => "redis",
             Backend::Etcd(_) => "etcd",
+            Backend::Zookeeper(_) => "zookeeper",
         }
     }
 
@@ -70,82 +79,6 @@ impl Backend {
             json!({}),
         )
     }
-}
-
-async fn try_lock(
-    client: &mut RuntimeClient<Channel>,
-    resource: &str,
-    owner: &str,
-    expire: i32,
-) -> bool {
-    client
-        .try_lock(TryLockRequest {
-            store_name: "lock_demo".into(),
-            resource_id: resource.into(),
-            lock_owner: owner.into(),
-            expire,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .success
-}
-
-async fn unlock(
-    client: &mut RuntimeClient<Channel>,
-    resource: &str,
-    owner: &str,
-) -> unlock_response::Status {
-    client
-        .unlock(UnlockRequest {
-            store_name: "lock_demo".into(),
-            resource_id: resource.into(),
-            lock_owner: owner.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
-async fn keep_alive(
-    client: &mut RuntimeClient<Channel>,
-    resource: &str,
-    owner: &str,
-    expire: i32,
-) -> lock_keep_alive_response::Status {
-    client
-        .lock_keep_alive(LockKeepAliveRequest {
-            store_name: "lock_demo".into(),
-            resource_id: resource.into(),
-            lock_owner: owner.into(),
-            expire,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
-async fn next_id(
-    client: &mut RuntimeClient<Channel>,
-    store: &str,
-    key: &str,
-    increment: AutoIncrement,
-) -> i64 {
-    client
-        .get_next_id(GetNextIdRequest {
-            store_name: store.into(),
-            key: key.into(),
-            options: Some(SequencerOptions {
-                increment: increment as i32,
-            }),
-            metadata: Default::default(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .next_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! The state API's semantics on every store — `in-memory`, and real `redis` and `etcd` servers
-//! started here: etags, first- and last-write, bulk reads and deletes, atomic transactions, TTL.
+//! The state API's semantics on every store — `in-memory`, and real `redis`, `etcd` and
+//! `zookeeper` servers started here: etags, first- and last-write, bulk reads and deletes,
+//! atomic transactions, TTL (refused by zookeeper, which keeps no expiry).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -11,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{etcd::EtcdServer, redis::RedisServer, *};
+use common::{etcd::EtcdServer, redis::RedisServer, zookeeper::ZookeeperServer, *};
 use layotto_proto::runtime::{
     DeleteBulkStateRequest, ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest,
     SaveStateRequest, StateItem, TransactionalStateOperation, runtime_client::RuntimeClient,
@@ -144,6 +145,16 @@ async fn semantics(client: &mut RuntimeClient<Channel>, store: &str) {
     assert_eq!(get(client, "a").await.0, "", "{store}");
     let mut expiring = item("ttl", "soon gone");
     expiring.metadata.insert("ttlInSeconds".into(), "1".into());
+    if store == "zookeeper" {
+        let refused = save(client, vec![expiring]).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{store}: {refused:?}"
+        );
+        assert_eq!(get(client, "ttl").await.0, "", "{store}: nothing saved");
+        return;
+    }
     save(client, vec![expiring]).await.unwrap();
     assert_eq!(get(client, "ttl").await.0, "soon gone", "{store}");
     let saved = Instant::now();
@@ -161,10 +172,17 @@ async fn semantics(client: &mut RuntimeClient<Channel>, store: &str) {
 async fn state_semantics_hold_on_every_store() {
     let redis = RedisServer::start();
     let etcd = EtcdServer::start();
+    let zookeeper = ZookeeperServer::start();
     let stores = [
         json!({"type": "in-memory"}),
         json!({"type": "redis", "metadata": {"redisHost": redis.endpoint()}}),
         json!({"type": "etcd", "metadata": {"endpoints": etcd.endpoint()}}),
+        // Dapr's keys; the prefix znode is created at start-up.
+        json!({"type": "zookeeper", "metadata": {
+            "servers": zookeeper.endpoint(),
+            "sessionTimeout": "3s",
+            "keyPrefixPath": "/layotto/state"
+        }}),
     ];
     for store in stores {
         let kind = store["type"].as_str().unwrap().to_owned();

@@ -354,7 +354,7 @@ mod tests {
             &errors(&findings),
             &[
                 "cfg0.lock.no_host.metadata.redisHost: redis needs",
-                "cfg0.lock.zk.type: lock type \"zookeeper\" is not supported",
+                "cfg0.lock.zk.metadata.zookeeperHosts: zookeeper needs its servers",
                 "cfg0.sequencer.bad_step.metadata.segmentStep: invalid \"x\"",
                 "cfg0.sequencer.bad_timeout.metadata.dialTimeout: invalid \"soon\"",
             ],

@@ -10,6 +10,7 @@
 
 pub mod etcd;
 pub mod redis;
+pub mod zookeeper;
 
 use std::{
     collections::HashMap,
@@ -25,7 +26,13 @@ use std::{
 };
 
 use layotto::{ListenerReport, Options, Running, ServeReport, StartError};
+use layotto_proto::runtime::{
+    GetNextIdRequest, LockKeepAliveRequest, SequencerOptions, TryLockRequest, UnlockRequest,
+    lock_keep_alive_response, runtime_client::RuntimeClient, sequencer_options::AutoIncrement,
+    unlock_response,
+};
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -617,4 +624,84 @@ pub fn start_on_free_ports<T>(what: &str, mut launch: impl FnMut() -> Result<T, 
         }
     }
     panic!("{what} did not start in {ATTEMPTS} attempts: {complaints:#?}")
+}
+
+/// `TryLock` on component `lock_demo`: whether it was taken.
+pub async fn try_lock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> bool {
+    client
+        .try_lock(TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .success
+}
+
+/// `Unlock` on component `lock_demo`.
+pub async fn unlock(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+) -> unlock_response::Status {
+    client
+        .unlock(UnlockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// `LockKeepAlive` on component `lock_demo`.
+pub async fn keep_alive(
+    client: &mut RuntimeClient<Channel>,
+    resource: &str,
+    owner: &str,
+    expire: i32,
+) -> lock_keep_alive_response::Status {
+    client
+        .lock_keep_alive(LockKeepAliveRequest {
+            store_name: "lock_demo".into(),
+            resource_id: resource.into(),
+            lock_owner: owner.into(),
+            expire,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// `GetNextId` of `key` on sequencer `store`.
+pub async fn next_id(
+    client: &mut RuntimeClient<Channel>,
+    store: &str,
+    key: &str,
+    increment: AutoIncrement,
+) -> i64 {
+    client
+        .get_next_id(GetNextIdRequest {
+            store_name: store.into(),
+            key: key.into(),
+            options: Some(SequencerOptions {
+                increment: increment as i32,
+            }),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_id
 }

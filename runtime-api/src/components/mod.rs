@@ -21,6 +21,7 @@ pub mod registry;
 pub mod secret;
 pub mod sequencer;
 pub mod state;
+pub mod zookeeper;
 
 use std::{collections::BTreeMap, sync::Arc};
 

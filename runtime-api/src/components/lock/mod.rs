@@ -1,10 +1,12 @@
 //! The lock building block: the [`LockStore`] contract (TryLock, Unlock, LockKeepAlive with
-//! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks) and
-//! `etcd` (keys bound to leases). Stores are shared by all shards.
+//! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks),
+//! `etcd` (keys bound to leases) and `zookeeper` (ephemeral znodes, a session per lock). Stores
+//! are shared by all shards.
 
 mod etcd;
 mod memory;
 mod redis;
+mod zookeeper;
 
 use std::time::Duration;
 
@@ -60,5 +62,6 @@ pub(crate) const BACKENDS: Registry<dyn LockStore> = Registry {
         ("in-memory", memory::build),
         ("redis", redis::build),
         ("etcd", etcd::build),
+        ("zookeeper", zookeeper::build),
     ],
 };

@@ -2,11 +2,13 @@
 //! ([`IdStore::reserve`]); `STRONG` takes one id at a time (each exactly one more than the last),
 //! `WEAK` may take a segment of `segmentStep` ids at once and hand them out from memory
 //! ([`Sequencer`]), skipping what a restart leaves unused. Stores: `in-memory`, `redis`
-//! (`INCRBY`), `etcd` (compare-and-swap on a counter key). Shared by all shards.
+//! (`INCRBY`), `etcd` (compare-and-swap on a counter key), `zookeeper` (znode data versions).
+//! Shared by all shards.
 
 mod etcd;
 mod memory;
 mod redis;
+mod zookeeper;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -106,6 +108,7 @@ pub(crate) const BACKENDS: Registry<Sequencer> = Registry {
         ("in-memory", memory::build),
         ("redis", redis::build),
         ("etcd", etcd::build),
+        ("zookeeper", zookeeper::build),
     ],
 };
 

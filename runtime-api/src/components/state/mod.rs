@@ -5,6 +5,7 @@
 mod etcd;
 mod memory;
 mod redis;
+mod zookeeper;
 
 use std::time::Duration;
 
@@ -138,6 +139,7 @@ pub(crate) const BACKENDS: Registry<dyn StateStore> = Registry {
         ("in-memory", memory::build),
         ("redis", redis::build),
         ("etcd", etcd::build),
+        ("zookeeper", zookeeper::build),
     ],
 };
 
