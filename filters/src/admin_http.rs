@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 server for admin endpoints — Prometheus scrapes and the actuator — run as a
 //! terminal on the shards like any listener. GET, HEAD and POST (a `Content-Length` body of up
-//! to 64 KiB), keep-alive, request heads up to 8 KiB parsed with `httparse`; a route answers a
-//! complete response (no streaming).
+//! to 64 KiB), keep-alive, request heads up to 8 KiB parsed with `httparse` (never more
+//! buffered); a route answers a complete response (no streaming).
 
 use std::{rc::Rc, sync::Arc};
 
@@ -138,6 +138,56 @@ fn parse_head(buffer: &[u8]) -> Result<Option<Request>, String> {
     }))
 }
 
+/// The request heads of one connection from the bytes read so far (sans-IO). It never holds
+/// more than [`MAX_HEAD`] bytes: a head not complete by then is refused.
+#[derive(Debug)]
+struct HeadReader {
+    buffer: Vec<u8>,
+}
+
+impl HeadReader {
+    fn new() -> Self {
+        Self {
+            buffer: Vec::with_capacity(1024),
+        }
+    }
+
+    /// How many bytes may be read next; at least one whenever [`Self::next_request`] has just
+    /// asked for more.
+    fn room(&self) -> usize {
+        MAX_HEAD.saturating_sub(self.buffer.len())
+    }
+
+    /// Adds bytes read (at most [`Self::room`]; any beyond it are dropped).
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.room();
+        self.buffer
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Takes up to `len` bytes already read past the last head (the start of its body).
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let len = len.min(self.buffer.len());
+        self.buffer.drain(..len).collect()
+    }
+
+    /// The next request head (its bytes consumed), `Ok(None)` when more are needed, or the
+    /// response that refuses it (the connection then closes).
+    fn next_request(&mut self) -> Result<Option<Request>, AdminResponse> {
+        match parse_head(&self.buffer) {
+            Ok(Some(request)) => {
+                self.buffer.drain(..request.head_len);
+                Ok(Some(request))
+            }
+            Ok(None) if self.room() == 0 => {
+                Err(AdminResponse::text(431, "request head too large\n"))
+            }
+            Ok(None) => Ok(None),
+            Err(err) => Err(AdminResponse::text(400, &format!("{err}\n"))),
+        }
+    }
+}
+
 fn encode(response: &AdminResponse, keep_alive: bool, with_body: bool) -> Vec<u8> {
     let reason = match response.status {
         200 => "OK",
@@ -185,45 +235,39 @@ impl AdminHttp {
         mut stream: TcpStream,
         conn: &ConnectionInfo,
     ) -> std::io::Result<()> {
-        let mut buffer = Vec::with_capacity(1024);
+        let mut heads = HeadReader::new();
         let mut chunk = [0u8; 2048];
         loop {
             let request = loop {
-                match parse_head(&buffer) {
-                    Ok(Some(request)) => break Ok(request),
-                    Ok(None) if buffer.len() >= MAX_HEAD => {
-                        break Err(AdminResponse::text(431, "request head too large\n"));
-                    }
+                match heads.next_request() {
+                    Ok(Some(request)) => break request,
                     Ok(None) => {}
-                    Err(err) => break Err(AdminResponse::text(400, &format!("{err}\n"))),
+                    Err(response) => {
+                        stream.write_all(&encode(&response, false, true)).await?;
+                        return Ok(());
+                    }
                 }
-                let n = stream.read(&mut chunk).await?;
+                let room = heads.room().min(chunk.len());
+                let n = stream.read(&mut chunk[..room]).await?;
                 if n == 0 {
                     return Ok(());
                 }
-                buffer.extend_from_slice(&chunk[..n]);
+                heads.push(&chunk[..n]);
             };
-            let request = match request {
-                Ok(request) => request,
-                Err(response) => {
-                    stream.write_all(&encode(&response, false, true)).await?;
-                    return Ok(());
-                }
-            };
-            buffer.drain(..request.head_len);
             if request.body_len > MAX_BODY {
                 let response = AdminResponse::text(413, "request body too large\n");
                 stream.write_all(&encode(&response, false, true)).await?;
                 return Ok(());
             }
-            while buffer.len() < request.body_len {
-                let n = stream.read(&mut chunk).await?;
+            let mut body = heads.take(request.body_len);
+            while body.len() < request.body_len {
+                let want = (request.body_len - body.len()).min(chunk.len());
+                let n = stream.read(&mut chunk[..want]).await?;
                 if n == 0 {
                     return Ok(());
                 }
-                buffer.extend_from_slice(&chunk[..n]);
+                body.extend_from_slice(&chunk[..n]);
             }
-            let body: Vec<u8> = buffer.drain(..request.body_len).collect();
             let head_only = request.method == "HEAD";
             let response = if !matches!(request.method.as_str(), "GET" | "HEAD" | "POST") {
                 AdminResponse::text(405, "only GET, HEAD and POST\n")
@@ -251,6 +295,8 @@ impl AdminHttp {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -287,5 +333,107 @@ mod tests {
         );
         let head = String::from_utf8(encode(&response, true, false)).unwrap();
         assert!(head.ends_with("Connection: keep-alive\r\n\r\n"));
+    }
+
+    /// Feeds `stream` to a reader in chunks of the given sizes (cycled, each cut to the room
+    /// left, as the server reads), checking it never holds more than [`MAX_HEAD`]; answers the
+    /// requests read and the refusal that ended the connection, if any.
+    fn read_all(stream: &[u8], chunk_sizes: &[usize]) -> (Vec<Request>, Option<u16>) {
+        let mut heads = HeadReader::new();
+        let mut requests = Vec::new();
+        let mut rest = stream;
+        let mut sizes = chunk_sizes.iter().cycle();
+        loop {
+            match heads.next_request() {
+                Ok(Some(request)) => {
+                    requests.push(request);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(response) => return (requests, Some(response.status)),
+            }
+            let room = heads.room();
+            assert!(room > 0, "asked for more with no room");
+            let size = (*sizes.next().unwrap()).min(room).min(rest.len());
+            if size == 0 {
+                return (requests, None);
+            }
+            heads.push(&rest[..size]);
+            rest = &rest[size..];
+            assert!(heads.buffer.len() <= MAX_HEAD);
+        }
+    }
+
+    fn request_line() -> impl Strategy<Value = (String, String, bool)> {
+        (
+            prop_oneof![Just("GET"), Just("HEAD"), Just("POST")],
+            "/[a-z0-9/_.-]{0,40}",
+            any::<bool>(),
+        )
+            .prop_map(|(method, path, close)| (method.to_owned(), path, close))
+    }
+
+    proptest! {
+        /// Any bytes: parsing never panics, and a complete head lies within the bytes given.
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some(request)) = parse_head(&bytes) {
+                prop_assert!(request.head_len <= bytes.len());
+                prop_assert!(!request.path.contains('?'));
+            }
+        }
+
+        /// Any byte stream in any chunks: the reader never holds more than MAX_HEAD, always
+        /// makes progress, and what it reads as heads were bytes it was given.
+        #[test]
+        fn any_stream_is_read_within_the_head_limit(
+            stream in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..20_000),
+                // Mostly header-shaped text, so that complete heads and large partial ones occur.
+                "(GET / HTTP/1.1\r\n|[a-zA-Z-]{1,20}: [ -~]{0,3000}\r\n|\r\n){0,12}".prop_map(String::into_bytes),
+            ],
+            // Small splits are the pipelined test's; here heads are large (re-parsing per chunk).
+            chunk_sizes in prop::collection::vec(32usize..3000, 1..6),
+        ) {
+            let (requests, _) = read_all(&stream, &chunk_sizes);
+            let consumed: usize = requests.iter().map(|r| r.head_len).sum();
+            prop_assert!(consumed <= stream.len());
+        }
+
+        /// Well-formed pipelined requests, split anywhere: each comes out, in order.
+        #[test]
+        fn pipelined_requests_split_anywhere_come_out_in_order(
+            lines in prop::collection::vec(request_line(), 1..6),
+            chunk_sizes in prop::collection::vec(1usize..64, 1..6),
+        ) {
+            let stream: String = lines
+                .iter()
+                .map(|(method, path, close)| {
+                    let connection = if *close { "close" } else { "keep-alive" };
+                    format!("{method} {path}?q=1 HTTP/1.1\r\nHost: a\r\nConnection: {connection}\r\n\r\n")
+                })
+                .collect();
+            let (requests, refused) = read_all(stream.as_bytes(), &chunk_sizes);
+            prop_assert_eq!(refused, None);
+            let got: Vec<_> = requests.iter().map(|r| (r.method.clone(), r.path.clone(), !r.keep_alive)).collect();
+            prop_assert_eq!(got, lines);
+        }
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_once_the_limit_is_held() {
+        let mut stream = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        stream.resize(MAX_HEAD * 3, b'a');
+        for chunk in [7, 2047, 2048, MAX_HEAD * 3] {
+            let (requests, refused) = read_all(&stream, &[chunk]);
+            assert!(requests.is_empty());
+            assert_eq!(refused, Some(431), "chunks of {chunk}");
+        }
+        // A head of exactly the limit is served.
+        let mut exact = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        exact.resize(MAX_HEAD - 4, b'a');
+        exact.extend_from_slice(b"\r\n\r\n");
+        let (requests, refused) = read_all(&exact, &[MAX_HEAD]);
+        assert_eq!((requests.len(), refused), (1, None));
     }
 }

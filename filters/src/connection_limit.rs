@@ -14,7 +14,6 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use layotto_core::{
@@ -27,7 +26,7 @@ use tracing::debug;
 
 use crate::{
     chain::{Admission, NetworkFilter, NetworkFilterFactory},
-    rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget},
+    rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget, window_of},
     registry::BuildContext,
 };
 
@@ -75,20 +74,19 @@ pub fn build(
         findings.error(&path, "give max_connections, rate or both");
         return None;
     }
-    if let Some(rate) = &config.rate
-        && rate.grade == 0
-    {
-        findings.error(
-            join(&path, "rate.grade"),
-            "the window must be at least 1 second",
-        );
-        return None;
-    }
+    let rate = match &config.rate {
+        None => None,
+        Some(rate) => match window_of(rate.grade) {
+            Ok(window) => Some(WindowBudget::new(rate.threshold, window, ctx.shards)),
+            Err(err) => {
+                findings.error(join(&path, "rate.grade"), err);
+                return None;
+            }
+        },
+    };
     Some(Arc::new(ConnectionLimitFactory::new(
         config.max_connections,
-        config
-            .rate
-            .map(|r| WindowBudget::new(r.threshold, Duration::from_secs(r.grade), ctx.shards)),
+        rate,
         Arc::new(MonotonicClock::default()),
         ctx.shards,
     )))

@@ -4,14 +4,14 @@
 //! refused call is answered with the filter's `action` (MOSN's default: status 509, body
 //! `current request is limited`). Built on the main thread; instances run on their shard.
 
-use std::{collections::HashMap, rc::Rc, sync::Arc, time::Duration};
+use std::{collections::HashMap, rc::Rc, sync::Arc};
 
 use layotto_core::config::{FilterConfig, Findings, join};
 use serde::Deserialize;
 use tracing::debug;
 
 use crate::{
-    rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget},
+    rate_limit::{Clock, MonotonicClock, ShardBucket, WindowBudget, window_of},
     registry::BuildContext,
     stream::{CallRejection, StreamFilter, StreamFilterFactory},
 };
@@ -125,14 +125,14 @@ pub fn build(
                 ),
             );
         }
-        if rule.grade == 0 {
-            findings.error(
-                join(&rule_path, "grade"),
-                "the window must be at least 1 second",
-            );
-            continue;
-        }
-        let budget = WindowBudget::new(rule.threshold, Duration::from_secs(rule.grade), ctx.shards);
+        let window = match window_of(rule.grade) {
+            Ok(window) => window,
+            Err(err) => {
+                findings.error(join(&rule_path, "grade"), err);
+                continue;
+            }
+        };
+        let budget = WindowBudget::new(rule.threshold, window, ctx.shards);
         if budgets
             .insert(rule.resource.clone(), Arc::new(budget))
             .is_some()
@@ -200,6 +200,8 @@ impl StreamFilter for FlowControl {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::rate_limit::tests::FakeClock;
 

@@ -20,6 +20,19 @@ use std::{
 };
 
 pub use layotto_core::clock::{Clock, MonotonicClock};
+use layotto_core::config::MAX_DURATION;
+
+/// A config's window of `grade` seconds (LayOtto's name): from 1 second to a day.
+pub fn window_of(grade: u64) -> Result<Duration, String> {
+    if (1..=MAX_DURATION.as_secs()).contains(&grade) {
+        Ok(Duration::from_secs(grade))
+    } else {
+        Err(format!(
+            "{grade}: the window must be from 1 to {} seconds",
+            MAX_DURATION.as_secs()
+        ))
+    }
+}
 
 /// N tokens per window for the whole process.
 #[derive(Debug)]
@@ -140,6 +153,15 @@ pub(crate) mod tests {
         (0..shards)
             .map(|_| ShardBucket::new(budget.clone()))
             .collect()
+    }
+
+    #[test]
+    fn config_windows_run_from_a_second_to_a_day() {
+        assert_eq!(window_of(1), Ok(Duration::from_secs(1)));
+        assert_eq!(window_of(86_400), Ok(Duration::from_secs(86_400)));
+        for grade in [0, 86_401, u64::MAX] {
+            assert!(window_of(grade).is_err(), "{grade}");
+        }
     }
 
     #[test]

@@ -55,8 +55,14 @@ fn build(
     let config: GrpcFilterConfig = findings.decode(&own, &path, &[])?;
     let mut settings = GrpcSettings::default();
     if let Some(size) = config.max_message_size {
-        if size == 0 {
-            findings.error(join(&path, "max_message_size"), "must be greater than zero");
+        if size == 0 || u32::try_from(size).is_err() {
+            findings.error(
+                join(&path, "max_message_size"),
+                format!(
+                    "must be from 1 to {} (a message length is 32 bits)",
+                    u32::MAX
+                ),
+            );
         }
         settings.max_message_size = size;
     }

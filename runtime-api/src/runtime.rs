@@ -187,10 +187,11 @@ impl<'a> RuntimeBuilder<'a> {
 
     /// The runtime, with every component's readiness check registered in `health`.
     pub fn finish(self, health: &HealthRegistry, findings: &mut Findings) -> Arc<Runtime> {
-        if self.components.rpcs.len() > 1 {
-            let names: Vec<&str> = self.components.rpcs.iter().map(|(n, _)| n).collect();
+        let rpcs = &self.components.rpcs;
+        if let Some((second, _)) = rpcs.iter().nth(1) {
+            let names: Vec<&str> = rpcs.iter().map(|(n, _)| n).collect();
             findings.error(
-                "rpcs",
+                rpcs.declared_at(second).unwrap_or_default(),
                 format!("one rpcs component serves InvokeService; configured: {names:?}"),
             );
         }
@@ -393,5 +394,15 @@ mod tests {
         assert_eq!(runtime.app_id(), "app1");
         let labels: Vec<String> = components.all().iter().map(|(l, _)| l.dotted()).collect();
         assert_eq!(labels, vec!["state.a", "state.b", "lock.a"]);
+    }
+
+    #[test]
+    fn a_second_rpcs_component_is_reported_at_its_path() {
+        let rpc = json!({"type": "http", "metadata": {"targets": "app2=127.0.0.1:8080"}});
+        let (_, findings) = build(&[json!({"rpcs": {"a": rpc.clone(), "b": rpc}})]);
+        assert_eq!(
+            errors(&findings),
+            vec![r#"cfg0.rpcs.b: one rpcs component serves InvokeService; configured: ["a", "b"]"#]
+        );
     }
 }

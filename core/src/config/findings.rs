@@ -6,22 +6,33 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The path of the document itself (a top-level `null`, text that is not JSON).
+pub const ROOT: &str = "(top level)";
+
 /// One problem in a configuration, located by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
-    /// Where in the JSON document, e.g. `servers[0].listeners[1].address`.
+    /// Where in the JSON document, e.g. `servers[0].listeners[1].address`; [`ROOT`] for the
+    /// document itself, never empty.
     pub path: String,
     /// What is wrong there.
     pub message: String,
 }
 
+impl ConfigIssue {
+    fn new(path: String, message: String) -> Self {
+        let path = if path.is_empty() {
+            ROOT.to_owned()
+        } else {
+            path
+        };
+        Self { path, message }
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        write!(f, "{}: {}", self.path, self.message)
     }
 }
 
@@ -36,20 +47,16 @@ pub struct Findings {
 }
 
 impl Findings {
-    /// Records an error at `path`.
+    /// Records an error at `path` (the empty path is the document itself, [`ROOT`]).
     pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.errors
+            .push(ConfigIssue::new(path.into(), message.into()));
     }
 
     /// Records that what stands at `path` is recognised but not used.
     pub fn ignore(&mut self, path: impl Into<String>, note: impl Into<String>) {
-        self.ignored.push(ConfigIssue {
-            path: path.into(),
-            message: note.into(),
-        });
+        self.ignored
+            .push(ConfigIssue::new(path.into(), note.into()));
     }
 
     /// Decodes `value` (found at `path`) into `T`. Keys `T` does not know are errors, except those
@@ -182,6 +189,20 @@ mod tests {
                 .is_none()
         );
         assert_eq!(findings.errors[0].to_string(), "x: missing field `name`");
+    }
+
+    #[test]
+    fn a_document_of_the_wrong_shape_is_located_at_the_top_level() {
+        for document in [serde_json::json!(null), serde_json::json!([])] {
+            let mut findings = Findings::default();
+            assert!(findings.decode::<Outer>(&document, "", &[]).is_none());
+            assert_eq!(findings.errors[0].path, ROOT);
+            assert!(
+                findings.errors[0].to_string().starts_with("(top level): "),
+                "{}",
+                findings.errors[0]
+            );
+        }
     }
 
     #[test]

@@ -1,21 +1,30 @@
-//! LayOtto's (MOSN-shaped) JSON configuration as typed structs. Loading is sans-IO: text in, a
-//! [`Config`] out, with every problem recorded in [`Findings`] by its JSON path so that all of them
-//! can be reported at once. Filter-specific `config` blocks are kept as JSON and validated by the
-//! crate that owns the filter. Runs on the main thread before shards start.
+//! LayOtto's (MOSN-shaped) JSON configuration as typed structs. Loading is text in, a [`Config`]
+//! out, with every problem recorded in [`Findings`] by its JSON path so that all of them can be
+//! reported at once; its only I/O is checking that a log file can be opened (never creating it).
+//! Filter-specific `config` blocks are kept as JSON and validated by the crate that owns the
+//! filter. Runs on the main thread before shards start.
 
 mod findings;
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use findings::{ConfigIssue, Findings, index, join};
+pub use findings::{ConfigIssue, Findings, ROOT, index, join};
 
 /// How long open connections may finish after a stop signal unless `graceful_timeout` says.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a connection to an upstream host may take unless the cluster's `connect_timeout` says.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest duration a config may give (timeouts, windows): a day. Longer is surely a
+/// mistake, and far longer would overflow a deadline (`Instant + Duration` panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 /// Top-level keys that only tune MOSN internals (or features not served yet): logged as ignored.
 const IGNORED_TOP_LEVEL: &[&str] = &[
@@ -392,7 +401,12 @@ fn read_server(value: &Value, config: &mut Config, findings: &mut Findings) {
     config.log_path = match server.default_log_path.as_deref() {
         None | Some("") | Some("stdout") => LogPath::Stdout,
         Some("stderr") => LogPath::Stderr,
-        Some(file) => LogPath::File(file.into()),
+        Some(file) => {
+            if let Err(err) = check_log_file(Path::new(file)) {
+                findings.error(join(&path, "default_log_path"), err);
+            }
+            LogPath::File(file.into())
+        }
     };
     if let Some(level) = &server.default_log_level {
         match LogLevel::parse(level) {
@@ -603,10 +617,51 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid socket address \"{text}\" (expected ip:port)"))
 }
 
-/// Parses a duration such as `"15s"`, `"500ms"` or `"1m30s"`.
+/// Parses a duration such as `"15s"`, `"500ms"` or `"1m30s"`, at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("invalid duration \"{text}\": {err} (expected e.g. \"15s\")"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("invalid duration \"{text}\": {err} (expected e.g. \"15s\")"))?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration \"{text}\" is too long (at most {})",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+/// Checks that the log can be appended to `path`, without creating it: an existing regular file
+/// must open for appending; a new one needs an existing directory. (Devices and pipes are taken
+/// as they are: opening a pipe could block.)
+fn check_log_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(format!("{shown} is a directory, not a log file")),
+        Ok(meta) if meta.is_file() => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|err| format!("cannot open log file {shown} for appending: {err}")),
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(format!(
+                    "cannot create log file {shown}: {} is not a directory",
+                    dir.display()
+                )),
+                Err(err) => Err(format!(
+                    "cannot create log file {shown}: directory {}: {err}",
+                    dir.display()
+                )),
+            }
+        }
+        Err(err) => Err(format!("cannot open log file {shown}: {err}")),
+    }
 }
 
 #[cfg(test)]

@@ -95,7 +95,10 @@ fn embedded_default_loads() {
 fn invalid_json_is_reported_with_position() {
     let errors = errors("{\"servers\": [");
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].starts_with("not valid JSON"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("(top level): not valid JSON"),
+        "{errors:?}"
+    );
     assert!(errors[0].contains("line 1"), "{errors:?}");
 }
 
@@ -154,7 +157,7 @@ fn mosn_internal_blocks_are_ignored_not_rejected() {
 
 #[test]
 fn missing_servers_and_listeners_are_errors() {
-    assert_eq!(errors("{}"), vec!["missing field `servers`"]);
+    assert_eq!(errors("{}"), vec!["(top level): missing field `servers`"]);
     assert_eq!(
         errors(r#"{"servers": []}"#),
         vec!["servers: at least one server is required"]
@@ -183,4 +186,72 @@ fn log_path_and_levels() {
     assert_eq!(config.log_path, LogPath::File("/tmp/l.log".into()));
     assert_eq!(config.log_level, Some(LogLevel::Error));
     assert_eq!(config.listeners[0].name, "[::1]:0");
+}
+
+#[test]
+fn a_document_that_is_not_an_object_is_located_at_the_top_level() {
+    for text in ["null", "[]", "7", "\"servers\""] {
+        let errors = errors(text);
+        assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+        assert!(
+            errors[0].starts_with("(top level): invalid "),
+            "{text}: {errors:?}"
+        );
+    }
+}
+
+fn with_log_path(log_path: &str) -> String {
+    serde_json::json!({"servers": [{"default_log_path": log_path,
+        "listeners": [{"address": "127.0.0.1:0", "filter_chains": [{"filters": [{"type": "x"}]}]}]}]})
+    .to_string()
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_rejected_at_its_path() {
+    let dir = std::env::temp_dir().join(format!("layotto-log-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let long = "x".repeat(10_000);
+    let cases = [
+        (dir.join("no-such-dir/layotto.log"), "no-such-dir"),
+        (dir.clone(), "is a directory"),
+        (file.join("under-a-file.log"), "a-file"),
+        (long.clone().into(), "cannot open log file"),
+    ];
+    for (path, says) in cases {
+        let errors = errors(&with_log_path(path.to_str().unwrap()));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("servers[0].default_log_path: ") && errors[0].contains(says),
+            "{errors:?}"
+        );
+    }
+    // A file that exists, and one that does not yet in an existing directory (not created).
+    for path in [file.clone(), dir.join("new.log")] {
+        let (config, findings) = parse(&with_log_path(path.to_str().unwrap()));
+        assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+        assert_eq!(config.log_path, LogPath::File(path));
+    }
+    assert!(!dir.join("new.log").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn durations_are_bounded_to_a_day() {
+    assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+    for text in ["25h", "1000000000000y", "18446744073709551615s"] {
+        let err = parse_duration(text).unwrap_err();
+        assert!(
+            err.contains("too long") || err.contains("too large"),
+            "{text}: {err}"
+        );
+    }
+    let text = r#"{"servers": [{"graceful_timeout": "100000000y",
+        "listeners": [{"address": "127.0.0.1:0", "filter_chains": [{"filters": [{"type": "x"}]}]}]}],
+        "cluster_manager": {"clusters": [{"name": "c", "connect_timeout": "2d", "hosts": [{"address": "127.0.0.1:1"}]}]}}"#;
+    let errors = errors(text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("servers[0].graceful_timeout: duration"));
+    assert!(errors[1].starts_with("cluster_manager.clusters[0].connect_timeout: duration"));
 }

@@ -116,8 +116,18 @@ pub fn build(
     );
     let files = DumpFiles {
         dir: config.dump_dir.unwrap_or_else(default_dump_dir),
-        max_file_size: config.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
-        max_files: config.max_files.unwrap_or(DEFAULT_MAX_FILES),
+        max_file_size: positive(
+            config.max_file_size,
+            DEFAULT_MAX_FILE_SIZE,
+            &join(&path, "max_file_size"),
+            findings,
+        ),
+        max_files: positive(
+            config.max_files,
+            DEFAULT_MAX_FILES,
+            &join(&path, "max_files"),
+            findings,
+        ),
     };
     let plan = DumpPlan {
         enabled: enabled?,
@@ -136,6 +146,23 @@ pub fn build(
             findings.error(path, format!("cannot start the dump threads: {err}"));
             None
         }
+    }
+}
+
+/// A size setting (at `path`): `default` when absent; zero is an error.
+fn positive<T: Default + PartialEq>(
+    value: Option<T>,
+    default: T,
+    path: &str,
+    findings: &mut Findings,
+) -> T {
+    match value {
+        Some(value) if value == T::default() => {
+            findings.error(path, "must be greater than zero");
+            default
+        }
+        Some(value) => value,
+        None => default,
     }
 }
 

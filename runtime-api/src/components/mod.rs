@@ -70,6 +70,11 @@ impl<T: ?Sized> Block<T> {
             .map(|(name, (_, component))| (name.as_str(), component))
     }
 
+    /// The JSON path that declared the component called `name`.
+    pub fn declared_at(&self, name: &str) -> Option<&str> {
+        self.by_name.get(name).map(|(path, _)| path.as_str())
+    }
+
     /// How many are configured.
     pub fn len(&self) -> usize {
         self.by_name.len()

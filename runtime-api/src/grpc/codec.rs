@@ -1,6 +1,7 @@
 //! gRPC message framing: each message is a 1-byte compressed flag, a 4-byte big-endian length and
 //! the protobuf bytes. Sans-IO: bytes in, whole messages out, with the size limit and the
-//! compression rules enforced as statuses.
+//! compression rules enforced as statuses. The decoder holds only bytes that have arrived: a
+//! declared length over the limit is refused from the header, and none is reserved ahead.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -80,8 +81,9 @@ impl Decoder {
                 ),
             ));
         }
+        // No room is reserved for the rest ahead of its arrival: a header alone must not make
+        // the decoder hold `len` bytes.
         if self.buf.len() < HEADER_LEN + len {
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
@@ -106,6 +108,8 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn frame(flag: u8, body: &[u8]) -> Vec<u8> {
@@ -184,5 +188,104 @@ mod tests {
             encode(&message, 1).unwrap_err().code,
             Code::ResourceExhausted
         );
+    }
+
+    /// `wire` cut into chunks of the given sizes (cycled), each pushed and then drained; the
+    /// messages until the first error, and that error. Checks after every push that the memory
+    /// held follows the bytes pushed, and after every drain that what stays buffered is less than
+    /// one whole frame of the limit: a part of the next message only.
+    fn feed(wire: &[u8], chunk_sizes: &[usize], max_len: usize) -> (Vec<Bytes>, Option<Status>) {
+        let mut decoder = Decoder::new(max_len);
+        let mut messages = Vec::new();
+        let mut rest = wire;
+        let mut pushed = 0;
+        for &size in chunk_sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, after) = rest.split_at(size.min(rest.len()));
+            rest = after;
+            decoder.push(chunk);
+            pushed += chunk.len();
+            // Memory follows what arrived (growth by doubling), never a declared length.
+            assert!(
+                decoder.buf.capacity() <= 2 * pushed + 64,
+                "capacity {} after {pushed} bytes",
+                decoder.buf.capacity()
+            );
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(message)) => {
+                        assert!(message.len() <= max_len, "{} > {max_len}", message.len());
+                        messages.push(message);
+                    }
+                    Ok(None) => break,
+                    Err(status) => return (messages, Some(status)),
+                }
+            }
+            assert!(
+                decoder.buf.len() < HEADER_LEN.saturating_add(max_len),
+                "{} bytes buffered with a limit of {max_len}",
+                decoder.buf.len()
+            );
+        }
+        let ended = decoder.finish().err();
+        (messages, ended)
+    }
+
+    /// A frame's compressed flag: mostly 0, sometimes 1 (compressed) or any other byte.
+    fn flag() -> impl Strategy<Value = u8> {
+        prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => any::<u8>()]
+    }
+
+    proptest! {
+        /// Frames of any flags and sizes, split anywhere: every message up to the first bad frame
+        /// comes out whole and in order, and the first bad one gives its status.
+        #[test]
+        fn frames_split_anywhere_decode_up_to_the_first_bad_one(
+            frames in prop::collection::vec((flag(), prop::collection::vec(any::<u8>(), 0..80)), 0..8),
+            chunk_sizes in prop::collection::vec(1usize..40, 1..8),
+            max_len in 0usize..100,
+        ) {
+            let wire: Vec<u8> = frames.iter().flat_map(|(f, body)| frame(*f, body)).collect();
+            let (messages, error) = feed(&wire, &chunk_sizes, max_len);
+            let good = frames
+                .iter()
+                .take_while(|(f, body)| *f == 0 && body.len() <= max_len)
+                .count();
+            let expected: Vec<&[u8]> = frames[..good].iter().map(|(_, b)| b.as_slice()).collect();
+            prop_assert_eq!(messages.iter().map(|m| &m[..]).collect::<Vec<_>>(), expected);
+            let expected_code = frames.get(good).map(|(f, _)| match f {
+                0 => Code::ResourceExhausted,
+                1 => Code::Unimplemented,
+                _ => Code::Internal,
+            });
+            prop_assert_eq!(error.map(|status| status.code), expected_code);
+        }
+
+        /// Any bytes at all, any limit (up to the largest a frame can declare), split anywhere:
+        /// no panic, no message over the limit, nothing buffered beyond one frame of the limit.
+        #[test]
+        fn any_bytes_never_panic_or_overbuffer(
+            wire in prop::collection::vec(any::<u8>(), 0..600),
+            chunk_sizes in prop::collection::vec(1usize..200, 1..8),
+            max_len in prop_oneof![0usize..64, Just(u32::MAX as usize), any::<usize>()],
+        ) {
+            let (messages, _) = feed(&wire, &chunk_sizes, max_len);
+            let consumed: usize = messages.iter().map(|m| HEADER_LEN + m.len()).sum();
+            prop_assert!(consumed <= wire.len());
+        }
+
+        /// A declared length over the limit is refused from the header alone, whatever follows.
+        #[test]
+        fn oversize_is_refused_from_the_header(max_len in 0usize..1_000_000, over in 1u32..1_000, tail in prop::collection::vec(any::<u8>(), 0..16)) {
+            let declared = u32::try_from(max_len).unwrap() + over;
+            let mut wire = vec![0u8];
+            wire.extend_from_slice(&declared.to_be_bytes());
+            wire.extend_from_slice(&tail);
+            let (messages, error) = feed(&wire, &[wire.len()], max_len);
+            prop_assert!(messages.is_empty());
+            prop_assert_eq!(error.map(|s| s.code), Some(Code::ResourceExhausted));
+        }
     }
 }
