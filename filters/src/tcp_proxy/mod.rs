@@ -235,9 +235,23 @@ impl TcpProxy {
         let pumping =
             pump::Pumping::new(&mut downstream, &mut upstream, &self.buffers, pipes, hooks);
         let transfer = async { pumping.await.map_err(FilterError::from) };
-        match &self.idle {
+        let outcome = match &self.idle {
             None => transfer.await,
             Some(sweeper) => sweeper.until_idle(&activity, transfer).await,
+        };
+        if let Err(FilterError::Transfer(_)) = &outcome {
+            // A reset (or any failure) on one side is passed on as a reset on the other, not
+            // as a clean end of stream: both are closed with SO_LINGER 0 when dropped.
+            abort_on_close(&downstream);
+            abort_on_close(&upstream);
         }
+        outcome
+    }
+}
+
+/// Makes closing `stream` send a reset (SO_LINGER 0) and free its socket at once.
+fn abort_on_close(stream: &TcpStream) {
+    if let Err(err) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        debug!(error = %err, "cannot set SO_LINGER 0; the socket closes with a FIN");
     }
 }
