@@ -311,3 +311,45 @@ fn a_client_reset_reaches_the_upstream_as_a_reset_and_frees_both_sockets() {
     }
     assert_eq!(wait_for_fds(layotto.pid(), idle_fds), idle_fds);
 }
+
+#[test]
+fn a_refusing_host_is_retried_past_then_ejected_and_taken_back_when_it_returns() {
+    let alive = echo_server();
+    let refusing = dead_address();
+    let mut config = proxy_config(&[("proxy", &[alive, refusing], json!({}))], json!({}));
+    config["cluster_manager"]["clusters"][0]["outlier_detection"] =
+        json!({"consecutive_5xx": 2, "base_ejection_time": "1s"});
+    let mut layotto = Layotto::start(&config, &["--shards", "1"], 1);
+    let proxy = layotto.address("proxy");
+    for i in 0..10u64 {
+        let data = pattern(100, i);
+        assert_eq!(round_trip(proxy, &data), data, "connection {i}");
+    }
+    layotto.wait_for_line("upstream host ejected");
+    // Back on the same port: once the ejection time is over, connections reach it again.
+    let returned = std::net::TcpListener::bind(refusing).unwrap();
+    let started = Instant::now();
+    let accepted = thread::spawn(move || returned.accept().map(|_| ()));
+    while !accepted.is_finished() {
+        assert!(started.elapsed() < WAIT, "the host was never taken back");
+        let _ = TcpStream::connect(proxy);
+        thread::sleep(Duration::from_millis(50));
+    }
+    accepted.join().unwrap().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let summary = layotto.stop_and_summary("proxy");
+    assert_eq!(
+        counter(&summary, "upstream_connect_failures"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(counter(&summary, "upstream_host_ejections"), 1, "{summary}");
+    assert!(
+        counter(&summary, "upstream_connect_retries") >= 2,
+        "{summary}"
+    );
+}

@@ -236,7 +236,7 @@ fn cluster_health_keys_are_read_with_defaults() {
 
 #[test]
 fn bad_cluster_health_values_are_reported_at_their_paths() {
-    let errors = errors(&cluster_with(
+    let found = errors(&cluster_with(
         r#", "health_check": {"protocol": "http", "timeout": "0s", "interval": "often",
               "healthy_threshold": 0, "unhealthy_threshold": -1},
            "outlier_detection": {"consecutive_5xx": 0, "base_ejection_time": "1m",
@@ -249,15 +249,15 @@ fn bad_cluster_health_values_are_reported_at_their_paths() {
         format!("{at}.outlier_detection.max_ejection_time: must not be shorter than"),
         format!("{at}.outlier_detection.max_ejection_percent: 101 is not a percentage"),
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
-    for (error, expected) in errors.iter().zip(&expected) {
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (error, expected) in found.iter().zip(&expected) {
         assert!(
             error.starts_with(expected.as_str()),
             "{error:?} should start with {expected:?}"
         );
     }
     // With a decodable block every bad value is named.
-    let errors = errors(&cluster_with(
+    let found = errors(&cluster_with(
         r#", "health_check": {"protocol": "http", "timeout": "0s", "interval": "often",
               "healthy_threshold": 0}"#,
     ));
@@ -267,8 +267,8 @@ fn bad_cluster_health_values_are_reported_at_their_paths() {
         format!("{at}.health_check.interval: invalid duration \"often\""),
         format!("{at}.health_check.healthy_threshold: must be at least 1"),
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
-    for (error, expected) in errors.iter().zip(&expected) {
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (error, expected) in found.iter().zip(&expected) {
         assert!(
             error.starts_with(expected.as_str()),
             "{error:?} should start with {expected:?}"
