@@ -267,6 +267,7 @@ fn an_upstream_reset_reaches_the_client_as_a_reset_and_frees_both_sockets() {
         1,
     );
     let idle_fds = open_fds(layotto.pid());
+    let mut kept_open = Vec::new();
     for _ in 0..3 {
         let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
         client.set_read_timeout(Some(WAIT)).unwrap();
@@ -276,7 +277,7 @@ fn an_upstream_reset_reaches_the_client_as_a_reset_and_frees_both_sockets() {
         let err = client.read(&mut [0; 8]).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
         // The client keeps its end open: the proxy must not wait for it to go.
-        std::mem::forget(client);
+        kept_open.push(client);
     }
     assert_eq!(wait_for_fds(layotto.pid(), idle_fds), idle_fds);
 }
@@ -284,6 +285,8 @@ fn an_upstream_reset_reaches_the_client_as_a_reset_and_frees_both_sockets() {
 #[test]
 fn a_client_reset_reaches_the_upstream_as_a_reset_and_frees_both_sockets() {
     let (seen, outcomes) = std::sync::mpsc::channel();
+    let kept_open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = kept_open.clone();
     let upstream = server(move |mut stream| {
         let mut buf = [0; 5];
         stream.read_exact(&mut buf).unwrap();
@@ -292,7 +295,7 @@ fn a_client_reset_reaches_the_upstream_as_a_reset_and_frees_both_sockets() {
         let outcome = stream.read(&mut [0; 8]).map_err(|e| e.kind());
         seen.send(outcome).unwrap();
         // The upstream keeps its end open: the proxy must not wait for it to go.
-        std::mem::forget(stream);
+        held.lock().unwrap().push(stream);
     });
     let layotto = Layotto::start(
         &proxy_config(&[("proxy", &[upstream], json!({}))], json!({})),

@@ -139,6 +139,12 @@ pub fn build(
     if cluster.hosts.is_empty() {
         return None; // already reported on the cluster
     }
+    if cluster.health_check.is_some() {
+        findings.ignore(
+            join(&cluster.path, "health_check"),
+            "active health checks are not run yet; outlier_detection ejects failing hosts",
+        );
+    }
     let counter = || ShardedCounter::new(ctx.shards);
     Some(Arc::new(TcpProxyFactory {
         hosts: cluster.hosts.iter().copied().collect(),
