@@ -405,10 +405,12 @@ fn an_idle_connection_gets_goaway_and_is_closed() {
 
 #[test]
 fn a_ping_flood_gets_goaway_enhance_your_calm() {
-    let mut settings = GrpcSettings::default();
-    settings.control_frames = ControlFrameBudget {
-        burst: 100,
-        per_second: 10,
+    let settings = GrpcSettings {
+        control_frames: ControlFrameBudget {
+            burst: 100,
+            per_second: 10,
+        },
+        ..GrpcSettings::default()
     };
     let mut client = Client::handshake(start(settings));
     let mut writer = client.socket.try_clone().unwrap();
