@@ -119,6 +119,16 @@ impl Responses {
         Ok(())
     }
 
+    /// Waits until the client's flow-control window has room for at least one byte of the next
+    /// message, so a streaming handler produces each message (reads a file chunk, say) only when
+    /// it can be sent instead of holding it while the client is stalled.
+    pub async fn window_open(&mut self, expected: usize) -> Result<(), Status> {
+        self.open()?;
+        poll_fn(|cx| self.poll_capacity(cx, expected))
+            .await
+            .map(|_| ())
+    }
+
     fn open(&self) -> Result<(), Status> {
         let mut state = self.state.borrow_mut();
         if let ResponseState::Waiting(_) = &*state {
