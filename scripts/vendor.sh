@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The release each fork starts from, and the parts of it the vendored copy leaves out.
-declare -A release=([glommio]=0.9.0)
-declare -A left_out=([glommio]="benches tests Cargo.toml.orig .cargo_vcs_info.json")
+declare -A release=([glommio]=0.9.0 [h2]=0.4.20)
+declare -A left_out=([glommio]="benches tests Cargo.toml.orig .cargo_vcs_info.json" [h2]="benches examples .github .gitignore Cargo.toml.orig .cargo_vcs_info.json")
 
 check=false
 if [ "${1:-}" = --check ]; then

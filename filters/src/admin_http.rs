@@ -1,9 +1,10 @@
 //! A small HTTP/1.1 server for admin endpoints — Prometheus scrapes and the actuator — run as a
 //! terminal on the shards like any listener. GET, HEAD and POST (a `Content-Length` body of up
 //! to 64 KiB), keep-alive, request heads up to 8 KiB parsed with `httparse` (never more
-//! buffered); a route answers a complete response (no streaming).
+//! buffered); a route answers a complete response (no streaming). A client that sends nothing
+//! for [`READ_TIMEOUT`] (an unfinished head, or an idle keep-alive connection) is disconnected.
 
-use std::{rc::Rc, sync::Arc};
+use std::{rc::Rc, sync::Arc, time::Duration};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future::BoxedLocal};
 use glommio::net::TcpStream;
@@ -11,6 +12,9 @@ use layotto_core::handler::ConnectionInfo;
 use tracing::debug;
 
 use crate::chain::{Observers, Terminal, TerminalFactory};
+
+/// Longest wait for the next bytes of a request head (Envoy's edge guidance for request headers).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -235,6 +239,7 @@ impl AdminHttp {
         mut stream: TcpStream,
         conn: &ConnectionInfo,
     ) -> std::io::Result<()> {
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let mut heads = HeadReader::new();
         let mut chunk = [0u8; 2048];
         loop {

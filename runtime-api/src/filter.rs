@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use layotto_core::config::{FilterConfig, Findings, join};
+use layotto_core::config::{FilterConfig, Findings, join, parse_duration};
 use layotto_filters::{
     chain::TerminalFactory, registry::BuildContext, stream::StreamFilterFactory,
 };
@@ -27,6 +27,9 @@ struct GrpcFilterConfig {
     server_name: Option<String>,
     max_message_size: Option<usize>,
     max_concurrent_streams: Option<u32>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_control_frame_burst: Option<u32>,
 }
 
 /// The `grpc` terminal's builder: runtime API servers over `runtime`.
@@ -74,6 +77,35 @@ fn build(
             );
         }
         settings.max_concurrent_streams = streams;
+    }
+    for (key, value, slot) in [
+        (
+            "handshake_timeout",
+            &config.handshake_timeout,
+            &mut settings.timeouts.handshake,
+        ),
+        (
+            "idle_timeout",
+            &config.idle_timeout,
+            &mut settings.timeouts.idle,
+        ),
+    ] {
+        if let Some(text) = value {
+            match parse_duration(text) {
+                Ok(duration) if !duration.is_zero() => *slot = duration,
+                Ok(_) => findings.error(join(&path, key), "must be greater than zero"),
+                Err(err) => findings.error(join(&path, key), err),
+            }
+        }
+    }
+    if let Some(burst) = config.max_control_frame_burst {
+        if burst == 0 {
+            findings.error(
+                join(&path, "max_control_frame_burst"),
+                "must be greater than zero",
+            );
+        }
+        settings.control_frames.burst = burst;
     }
     if let Some(listener) = ctx.listener.filter(|l| !l.address.ip().is_loopback()) {
         // Noted with the settings layotto-rs does not use, which are logged as warnings.

@@ -64,6 +64,8 @@ impl RuntimeApi {
         let store = self.components().files.get(&request.store_name)?;
         let mut offset = 0u64;
         loop {
+            // Read the next chunk only once the client can take it (a stalled reader pins none).
+            responses.window_open(1).await?;
             let data = store.read_chunk(&request.name, offset).await?;
             if data.is_empty() {
                 return Ok(());

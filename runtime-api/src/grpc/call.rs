@@ -125,6 +125,16 @@ impl Responses {
         self.open()
     }
 
+    /// Waits until the client's flow-control window has room for at least one byte of the next
+    /// message, so a streaming handler produces each message (reads a file chunk, say) only when
+    /// it can be sent instead of holding it while the client is stalled.
+    pub async fn window_open(&mut self, expected: usize) -> Result<(), Status> {
+        self.open()?;
+        poll_fn(|cx| self.poll_capacity(cx, expected))
+            .await
+            .map(|_| ())
+    }
+
     fn open(&self) -> Result<(), Status> {
         let mut state = self.state.borrow_mut();
         if let ResponseState::Waiting(_) = &*state {
@@ -186,11 +196,18 @@ pub(crate) fn poll_reset(state: &SharedResponse, cx: &mut Context<'_>) -> Poll<(
     reset.map(|_| ())
 }
 
-/// Answers a request that is not gRPC with a plain HTTP status.
+/// Answers a request that is not gRPC with a plain HTTP status and a one-line explanation.
 pub(crate) fn reject_http(mut respond: SendResponse<Bytes>, status: http::StatusCode) {
+    const BODY: &str = "layotto-rs serves gRPC only (content-type application/grpc)\n";
     let mut response = Response::new(());
     *response.status_mut() = status;
-    let _ = respond.send_response(response, true);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(mut stream) = respond.send_response(response, false) {
+        let _ = stream.send_data(Bytes::from_static(BODY.as_bytes()), true);
+    }
 }
 
 fn grpc_response(extra: HeaderMap) -> Response<()> {

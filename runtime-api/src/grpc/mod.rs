@@ -5,6 +5,7 @@
 
 pub mod call;
 pub mod codec;
+pub mod guard;
 pub mod router;
 pub mod server;
 pub mod stats;

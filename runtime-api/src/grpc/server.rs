@@ -4,7 +4,7 @@
 //! finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     future::poll_fn,
     rc::Rc,
     sync::Arc,
@@ -26,6 +26,7 @@ use tracing::debug;
 
 use super::{
     call::{self, Requests, ResponseState, Responses, SharedResponse},
+    guard::{ConnectionTimeouts, ControlFrameBudget, GuardedStream, Watch},
     router::{Call, Router},
     stats::GrpcStats,
     status::{Code, Status},
@@ -48,6 +49,10 @@ pub struct GrpcSettings {
     pub stream_window: u32,
     /// Initial flow-control window per connection, in bytes.
     pub connection_window: u32,
+    /// Handshake, idle and close timeouts of each connection.
+    pub timeouts: ConnectionTimeouts,
+    /// PING and SETTINGS frames a client may send before it gets GOAWAY ENHANCE_YOUR_CALM.
+    pub control_frames: ControlFrameBudget,
 }
 
 impl Default for GrpcSettings {
@@ -59,6 +64,17 @@ impl Default for GrpcSettings {
             max_pending_accept_reset_streams: 32,
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
+            // Envoy's edge guidance: request headers within 10 s, idle connections closed after
+            // an hour, at most 1000 queued control-frame replies.
+            timeouts: ConnectionTimeouts {
+                handshake: Duration::from_secs(10),
+                idle: Duration::from_secs(3600),
+                close_grace: Duration::from_secs(1),
+            },
+            control_frames: ControlFrameBudget {
+                burst: 1000,
+                per_second: 100,
+            },
         }
     }
 }
@@ -145,8 +161,9 @@ impl GrpcServer {
         observers: Observers,
     ) {
         let _ = stream.set_nodelay(true);
-        let stream = ObservedStream::new(stream, observers, self.bytes.clone(), conn.shard);
         let s = &self.settings;
+        let stream = ObservedStream::new(stream, observers, self.bytes.clone(), conn.shard);
+        let (stream, watch) = GuardedStream::new(stream, s.control_frames);
         let mut builder = h2::server::Builder::new();
         builder
             .max_concurrent_streams(s.max_concurrent_streams)
@@ -155,38 +172,70 @@ impl GrpcServer {
             .max_local_error_reset_streams(Some(s.max_pending_accept_reset_streams * 32))
             .initial_window_size(s.stream_window)
             .initial_connection_window_size(s.connection_window);
-        let mut connection = match builder.handshake::<_, Bytes>(stream.compat()).await {
-            Ok(connection) => connection,
-            Err(err) => {
+        let handshake_deadline = Instant::now() + s.timeouts.handshake;
+        let handshake = async { Some(builder.handshake::<_, Bytes>(stream.compat()).await) };
+        let mut connection = match or(handshake, sleep_until(handshake_deadline, None)).await {
+            Some(Ok(connection)) => connection,
+            Some(Err(err)) => {
                 debug!(peer = %conn.peer, error = %err, "not an HTTP/2 client; closing");
                 return;
             }
+            None => {
+                debug!(peer = %conn.peer, "no client preface within the handshake timeout; closing");
+                return;
+            }
         };
+        let calls = Rc::new(CallCount::new());
         let mut shutdown = conn.shutdown.clone();
         let mut draining = false;
+        let mut events = Box::pin(connection_events(
+            watch,
+            handshake_deadline,
+            calls.clone(),
+            s.timeouts.idle,
+        ));
         loop {
             let accepted = if draining {
                 connection.accept().await
             } else {
-                let next = or(async { Some(connection.accept().await) }, async {
-                    shutdown.wait().await;
-                    None
+                let next = or(async { Ok(connection.accept().await) }, async {
+                    Err(or(events.as_mut(), async {
+                        shutdown.wait().await;
+                        Event::Drain
+                    })
+                    .await)
                 })
                 .await;
                 match next {
-                    Some(accepted) => accepted,
-                    None => {
+                    Ok(accepted) => accepted,
+                    Err(Event::Drain | Event::Idle) => {
                         connection.graceful_shutdown();
                         draining = true;
                         continue;
+                    }
+                    Err(Event::HandshakeTimeout) => {
+                        debug!(peer = %conn.peer, "no SETTINGS within the handshake timeout; closing");
+                        return;
+                    }
+                    Err(Event::Flood) => {
+                        debug!(peer = %conn.peer, "PING/SETTINGS flood; GOAWAY ENHANCE_YOUR_CALM");
+                        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        let close = async { while let Some(Ok(_)) = connection.accept().await {} };
+                        or(close, glommio::timer::sleep(s.timeouts.close_grace)).await;
+                        return;
                     }
                 }
             };
             match accepted {
                 None => break,
                 Some(Ok((request, respond))) => {
-                    glommio::spawn_local(serve_call(self.clone(), request, respond, conn.shard))
-                        .detach();
+                    let call = calls.start();
+                    let server = self.clone();
+                    glommio::spawn_local(async move {
+                        serve_call(server, request, respond, conn.shard).await;
+                        drop(call);
+                    })
+                    .detach();
                 }
                 Some(Err(err)) => {
                     debug!(peer = %conn.peer, error = %err, "HTTP/2 connection ended");
@@ -248,6 +297,102 @@ impl GrpcServer {
     }
 }
 
+/// Why the connection driver stops accepting calls.
+enum Event {
+    /// The process is draining.
+    Drain,
+    /// No client SETTINGS frame within the handshake timeout.
+    HandshakeTimeout,
+    /// The client exceeded its control-frame budget.
+    Flood,
+    /// No call in progress for the idle timeout.
+    Idle,
+}
+
+/// The connection's first handshake, flood or idle event.
+async fn connection_events(
+    watch: Watch,
+    handshake_deadline: Instant,
+    calls: Rc<CallCount>,
+    idle: Duration,
+) -> Event {
+    let flooded = async {
+        watch.flooded().await;
+        Event::Flood
+    };
+    let lifetime = async {
+        let settings = async {
+            watch.settings_received().await;
+            None
+        };
+        if let Some(event) = or(
+            settings,
+            sleep_until(handshake_deadline, Some(Event::HandshakeTimeout)),
+        )
+        .await
+        {
+            return event;
+        }
+        calls.idle_for(idle).await;
+        Event::Idle
+    };
+    or(flooded, lifetime).await
+}
+
+async fn sleep_until<T>(deadline: Instant, value: T) -> T {
+    glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    value
+}
+
+/// The calls in progress on one connection, and since when there have been none.
+struct CallCount {
+    active: Cell<usize>,
+    idle_since: Cell<Instant>,
+}
+
+impl CallCount {
+    fn new() -> Self {
+        Self {
+            active: Cell::new(0),
+            idle_since: Cell::new(Instant::now()),
+        }
+    }
+
+    fn start(self: &Rc<Self>) -> CallInProgress {
+        self.active.set(self.active.get() + 1);
+        CallInProgress(self.clone())
+    }
+
+    /// Resolves once no call has been in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let wait = if self.active.get() == 0 {
+                let elapsed = self.idle_since.get().elapsed();
+                if elapsed >= idle {
+                    return;
+                }
+                idle - elapsed
+            } else {
+                idle
+            };
+            glommio::timer::sleep(wait).await;
+        }
+    }
+}
+
+/// Counts one call while it lives.
+struct CallInProgress(Rc<CallCount>);
+
+impl Drop for CallInProgress {
+    fn drop(&mut self) {
+        let count = &self.0;
+        count.active.set(count.active.get() - 1);
+        if count.active.get() == 0 {
+            count.idle_since.set(Instant::now());
+        }
+    }
+}
+
 async fn expire(limit: Duration) -> Result<(), Status> {
     glommio::timer::sleep(limit).await;
     Err(Status::new(
@@ -262,13 +407,23 @@ async fn serve_call(
     respond: SendResponse<Bytes>,
     shard: usize,
 ) {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let is_grpc = parts
         .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if parts.method != http::Method::POST || !is_grpc {
+        // Read (and drop) the request to its end first, so the stream ends as HTTP/2 says and
+        // not with an early reset; the connection's flow control bounds what is read.
+        while let Some(chunk) = body.data().await {
+            match chunk {
+                Ok(chunk) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Err(_) => return,
+            }
+        }
         call::reject_http(respond, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return;
     }
