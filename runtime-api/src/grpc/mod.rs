@@ -1,13 +1,14 @@
 //! A gRPC server hand-wired on `h2` + `prost`, one per shard: sans-IO framing ([`codec`]),
 //! statuses ([`status`]), deadlines ([`timeout`]), the call halves ([`call`]), routing and typed
-//! handler adapters ([`router`]), the HTTP/2 connection/call driver ([`server`]) and per-rpc
-//! statistics ([`stats`]).
+//! handler adapters ([`router`]), the HTTP/2 connection/call driver ([`server`]) with its limits
+//! ([`settings`]) and connection guard ([`guard`]), and per-rpc statistics ([`stats`]).
 
 pub mod call;
 pub mod codec;
 pub mod guard;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod stats;
 pub mod status;
 pub mod timeout;

@@ -26,58 +26,14 @@ use tracing::debug;
 
 use super::{
     call::{self, Requests, ResponseState, Responses, SharedResponse},
-    guard::{ConnectionTimeouts, ControlFrameBudget, GuardedStream, Watch},
+    guard::{GuardedStream, Watch},
     router::{Call, Router},
     stats::GrpcStats,
     status::{Code, Status},
     timeout,
 };
 
-/// HTTP/2 and gRPC limits of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrpcSettings {
-    /// Largest request or response message, in bytes (default 4 MiB).
-    pub max_message_size: usize,
-    /// Concurrent calls per connection.
-    pub max_concurrent_streams: u32,
-    /// Largest request header block, in bytes.
-    pub max_header_list_size: u32,
-    /// Streams reset by the client before the server accepted them, tolerated per connection
-    /// (defence against HTTP/2 Rapid Reset).
-    pub max_pending_accept_reset_streams: usize,
-    /// Initial flow-control window per stream, in bytes.
-    pub stream_window: u32,
-    /// Initial flow-control window per connection, in bytes.
-    pub connection_window: u32,
-    /// Handshake, idle and close timeouts of each connection.
-    pub timeouts: ConnectionTimeouts,
-    /// PING and SETTINGS frames a client may send before it gets GOAWAY ENHANCE_YOUR_CALM.
-    pub control_frames: ControlFrameBudget,
-}
-
-impl Default for GrpcSettings {
-    fn default() -> Self {
-        Self {
-            max_message_size: 4 * 1024 * 1024,
-            max_concurrent_streams: 1024,
-            max_header_list_size: 16 * 1024,
-            max_pending_accept_reset_streams: 32,
-            stream_window: 1024 * 1024,
-            connection_window: 4 * 1024 * 1024,
-            // Envoy's edge guidance: request headers within 10 s, idle connections closed after
-            // an hour, at most 1000 queued control-frame replies.
-            timeouts: ConnectionTimeouts {
-                handshake: Duration::from_secs(10),
-                idle: Duration::from_secs(3600),
-                close_grace: Duration::from_secs(1),
-            },
-            control_frames: ControlFrameBudget {
-                burst: 1000,
-                per_second: 100,
-            },
-        }
-    }
-}
+pub use super::settings::GrpcSettings;
 
 /// Builds each shard's router.
 pub type RouterFactory = Arc<dyn Fn(usize) -> Router + Send + Sync>;
