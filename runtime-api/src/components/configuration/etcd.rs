@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     components::{component::Component, etcd::EtcdConnection},
-    error::ApiError,
+    error::{ApiError, chain},
 };
 
 /// How far a subscriber may fall behind before it resyncs.
@@ -313,7 +313,9 @@ impl Session<'_> {
                     let _ = self.events.send(WatchEvent::Resync);
                 }
                 // Not advanced: the next session replays this response.
-                Ok(Err(err)) => return format!("reading the changed items failed: {err}"),
+                Ok(Err(err)) => {
+                    return format!("reading the changed items failed: {}", chain(&err));
+                }
                 Err(_) => return "reading the changed items timed out".into(),
             }
             *next_revision = revision + 1;

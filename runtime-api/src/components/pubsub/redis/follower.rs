@@ -46,8 +46,10 @@ impl Follower {
                 Err(_) if self.subscriber.is_closed() => return,
                 Err(err) => {
                     warn!(
-                        "{}: reading {} failed: {err}; reconnecting in {pause:?}",
-                        self.describe, self.topic
+                        "{}: reading {} failed: {}; reconnecting in {pause:?}",
+                        self.describe,
+                        self.topic,
+                        crate::error::chain(&err)
                     );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(LAST_RETRY);
