@@ -36,7 +36,10 @@ fn config(dir: &std::path::Path) -> serde_json::Value {
                 "secret_demo": {"type": "local.file", "metadata": {"secretsFile": dir.join("secrets.json")}},
                 "env_demo": {"type": "local.env", "metadata": {}}
             },
-            "file": {"file_demo": {"type": "local", "metadata": {"rootPath": dir.join("files")}}}
+            "file": {
+                "file_demo": {"type": "local", "metadata": {"rootPath": dir.join("files")}},
+                "file_paths": {"type": "local", "metadata": {}}
+            }
         }),
         json!({}),
     )
@@ -55,10 +58,19 @@ async fn put(
     name: &str,
     data: &[u8],
 ) -> Result<(), tonic::Status> {
+    put_in(client, "file_demo", name, data).await
+}
+
+async fn put_in(
+    client: &mut RuntimeClient<Channel>,
+    store: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<(), tonic::Status> {
     let chunks: Vec<PutFileRequest> = data
         .chunks(64 * 1024)
         .map(|chunk| PutFileRequest {
-            store_name: "file_demo".into(),
+            store_name: store.into(),
             name: name.into(),
             data: chunk.to_vec().into(),
             metadata: HashMap::new(),
@@ -259,4 +271,32 @@ async fn file_meta_carries_layottos_file_mode_and_is_dir() {
     // os.ModeDir (1 << 31) | 0o750.
     assert_eq!(facts["FileMode"], [((1u64 << 31) | 0o750).to_string()]);
     assert_eq!(facts["IsDir"], ["true"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_root_path_names_are_file_system_paths_as_layottos() {
+    let dir = tempfile::tempdir().unwrap();
+    let layotto = Layotto::start(&config(dir.path()));
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let target = dir.path().join("elsewhere/note.txt");
+    let name = target.to_str().unwrap();
+    put_in(&mut client, "file_paths", name, b"anywhere")
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"anywhere");
+    let meta = client
+        .get_file_meta(GetFileMetaRequest {
+            request: Some(FileRequest {
+                store_name: "file_paths".into(),
+                name: name.into(),
+                metadata: HashMap::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.size, 8);
+    // With a root the same absolute name is refused.
+    let confined = put(&mut client, name, b"x").await.unwrap_err();
+    assert_eq!(confined.code(), Code::InvalidArgument);
 }

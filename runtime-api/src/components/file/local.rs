@@ -20,29 +20,27 @@ use crate::{
     error::ApiError,
 };
 
-/// Builds one from its entry: `rootPath`, the directory.
+/// Builds one from its entry: `rootPath`, the directory names are confined to; without it, as
+/// LayOtto's local store, a name is a path of the file system.
 pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn FileStore>> {
-    let Some(root) = entry.take("rootPath") else {
-        entry.metadata_error("rootPath", "a local file store needs its directory");
-        return None;
-    };
+    let root = entry.take("rootPath").map(PathBuf::from);
     Some(Arc::new(LocalFileStore::new(
         entry.component().to_owned(),
-        root.into(),
+        root,
         entry.backend().clone(),
     )))
 }
 
-/// A file store on a local directory.
+/// A file store on a local directory (or, without a root, on the whole file system).
 pub struct LocalFileStore {
     component: String,
-    root: PathBuf,
+    root: Option<PathBuf>,
     backend: BackendHandle,
 }
 
 impl LocalFileStore {
-    /// A store for `component` (for messages) under `root`.
-    pub fn new(component: String, root: PathBuf, backend: BackendHandle) -> Self {
+    /// A store for `component` (for messages) under `root`, or taking names as paths.
+    pub fn new(component: String, root: Option<PathBuf>, backend: BackendHandle) -> Self {
         Self {
             component,
             root,
@@ -50,8 +48,17 @@ impl LocalFileStore {
         }
     }
 
-    /// The path of `name` under the root, refusing names that would leave it.
+    /// The path of `name`: under the root, refusing names that would leave it; without a
+    /// root, the name itself (not empty, no NUL).
     pub fn resolve(&self, name: &str, allow_root: bool) -> Result<PathBuf, ApiError> {
+        let Some(root) = &self.root else {
+            if name.contains('\0') || name.is_empty() {
+                return Err(ApiError::InvalidArgument(format!(
+                    "file name \"{name}\" must be a path"
+                )));
+            }
+            return Ok(PathBuf::from(name));
+        };
         let relative = Path::new(name);
         let plain = relative
             .components()
@@ -61,7 +68,7 @@ impl LocalFileStore {
                 "file name \"{name}\" must be a relative path inside the store (no .., no leading /)"
             )));
         }
-        Ok(self.root.join(relative))
+        Ok(root.join(relative))
     }
 
     /// Runs blocking file work on the backend pool.
@@ -90,7 +97,9 @@ impl Component for LocalFileStore {
     /// Creates the root directory if needed and removes the parts of puts that a process
     /// no longer alive left behind (killed mid-stream).
     async fn start(&self) -> Result<(), ApiError> {
-        let root = self.root.clone();
+        let Some(root) = self.root.clone() else {
+            return Ok(());
+        };
         std::fs::create_dir_all(&root).map_err(|err| {
             ApiError::internal_because(
                 format!("{}: cannot create {}", self.component, root.display()),
@@ -376,7 +385,11 @@ mod tests {
     #[test]
     fn names_must_stay_inside_the_root() {
         let pool = layotto_core::backend::BackendPool::start(1, 4).unwrap();
-        let store = LocalFileStore::new("file \"f\"".into(), "/srv/files".into(), pool.handle());
+        let store = LocalFileStore::new(
+            "file \"f\"".into(),
+            Some("/srv/files".into()),
+            pool.handle(),
+        );
         assert_eq!(
             store.resolve("a/b.txt", false).unwrap(),
             Path::new("/srv/files/a/b.txt")
@@ -385,5 +398,12 @@ mod tests {
             assert!(store.resolve(bad, false).is_err(), "{bad:?}");
         }
         assert_eq!(store.resolve("", true).unwrap(), Path::new("/srv/files"));
+        // Without a root, as LayOtto's, a name is a path.
+        let paths = LocalFileStore::new("file \"p\"".into(), None, pool.handle());
+        assert_eq!(
+            paths.resolve("/tmp/x/../y.txt", false).unwrap(),
+            Path::new("/tmp/x/../y.txt")
+        );
+        assert!(paths.resolve("", true).is_err() && paths.resolve("a\0b", false).is_err());
     }
 }
