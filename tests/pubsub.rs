@@ -244,7 +244,12 @@ impl AppCallback for App {
 
 /// Starts the app's server; answers its address and the deliveries it gets, in order.
 async fn start_app() -> (SocketAddr, mpsc::UnboundedReceiver<TopicEventRequest>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_app_on("127.0.0.1").await
+}
+
+/// The test's AppCallback server on `ip` (a port of its own).
+async fn start_app_on(ip: &str) -> (SocketAddr, mpsc::UnboundedReceiver<TopicEventRequest>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let address = listener.local_addr().unwrap();
     let (deliveries, delivered) = mpsc::unbounded_channel();
     let app = App {
@@ -676,4 +681,24 @@ async fn redis_delivers_every_event_through_cut_connections_and_restarts() {
         deliveries - EVENTS,
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_is_called_at_its_grpc_callback_host() {
+    // Another loopback address: only a sidecar that honours grpc_callback_host reaches it.
+    let (app_address, mut delivered) = start_app_on("127.0.0.2").await;
+    let config = grpc_config(
+        json!({
+            "pub_subs": {PUBSUB: {"type": "in-memory", "metadata": {"consumerID": "1"}}},
+            "app": {
+                "app_id": "app1",
+                "grpc_callback_host": "127.0.0.2",
+                "grpc_callback_port": app_address.port()
+            }
+        }),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config);
+    let mut publisher = runtime_client(layotto.address("grpc")).await;
+    wait_until_the_app_is_subscribed(&mut publisher, &mut delivered).await;
 }

@@ -1,5 +1,5 @@
-//! Delivery to the application's own gRPC server (`AppCallback`, at `app.grpc_callback_port` on
-//! loopback), as LayOtto does: after start-up it asks `ListTopicSubscriptions` (retrying until
+//! Delivery to the application's own gRPC server (`AppCallback`, at `app.grpc_callback_host`
+//! (default loopback) and `app.grpc_callback_port`), as LayOtto does: after start-up it asks `ListTopicSubscriptions` (retrying until
 //! the app answers), subscribes to each topic on its broker, and calls `OnTopicEvent` for every
 //! event, honouring SUCCESS / RETRY / DROP with bounded retries. Runs on the backend pool (the
 //! client is tonic).
@@ -31,6 +31,9 @@ pub struct AppSettings {
     pub app_id: String,
     /// `app.grpc_callback_port`: where its `AppCallback` server listens, if it has one.
     pub grpc_callback_port: Option<u16>,
+    /// `app.grpc_callback_host`: the host of that server (LayOtto's default: `127.0.0.1`; a pod
+    /// address on Kubernetes).
+    pub grpc_callback_host: String,
 }
 
 /// LayOtto's `app` block.
@@ -38,6 +41,7 @@ pub struct AppSettings {
 struct AppConfig {
     app_id: String,
     grpc_callback_port: Option<u16>,
+    grpc_callback_host: Option<String>,
 }
 
 impl AppSettings {
@@ -47,6 +51,10 @@ impl AppSettings {
         Some(Self {
             app_id: app.app_id,
             grpc_callback_port: app.grpc_callback_port,
+            grpc_callback_host: app
+                .grpc_callback_host
+                .filter(|host| !host.trim().is_empty())
+                .unwrap_or_else(|| "127.0.0.1".into()),
         })
     }
 }
@@ -60,7 +68,7 @@ pub fn start(
     let Some(port) = app.grpc_callback_port else {
         return Ok(());
     };
-    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+    let endpoint = Endpoint::from_shared(format!("http://{}:{port}", app.grpc_callback_host))
         .map_err(|err| ApiError::InvalidArgument(err.to_string()))?
         .tcp_nodelay(true);
     let brokers: Vec<_> = brokers
