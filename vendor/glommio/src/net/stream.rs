@@ -256,11 +256,12 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         self.rx_drained_at != Some(completions)
     }
 
-    /// Whether the last read readiness reported the peer's end, a hang-up or an error.
+    /// Whether any read readiness so far reported the peer's end, a hang-up or an error. Not
+    /// just the last one: each reports one wake-up's events, and the end is signalled once.
     fn end_signalled(&self) -> bool {
         let ends = sys::peer_hangup_flag() | PollFlags::POLLHUP | PollFlags::POLLERR;
-        let mask = self.source_rx.as_ref().and_then(Source::result);
-        matches!(mask, Some(Ok(mask)) if mask & ends.bits() as usize != 0)
+        let seen = self.source_rx.as_ref().map_or(0, Source::poll_events_seen);
+        seen & ends.bits() as usize != 0
     }
 
     /// Records that a read found the socket empty: no read is tried until the next readiness.

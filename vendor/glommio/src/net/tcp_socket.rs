@@ -1259,6 +1259,44 @@ mod tests {
         assert!(echo_round_trips(false), "multishot polls were refused by this kernel");
     }
 
+    /// Echo rounds as a proxy's upstream leg makes them: this side writes and shuts down, the
+    /// peer echoes and shuts down. The wake-ups for the peer's bytes and end come grouped and
+    /// ordered differently from round to round (a pure FIN wakes the reader for the end and
+    /// then with POLLIN alone), so a short read after the end was signalled must not be taken
+    /// as the last readiness (patch 0003's union of events); without it about one round in a
+    /// few hundred hung.
+    #[test]
+    fn the_end_after_bytes_is_read() {
+        let local_ex = LocalExecutorBuilder::default().make().unwrap();
+        local_ex.run(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            for round in 0..2000u32 {
+                let peer = std::thread::spawn(move || {
+                    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                    let mut echo = Vec::new();
+                    std::io::Read::read_to_end(&mut stream, &mut echo).unwrap();
+                    std::io::Write::write_all(&mut stream, &echo).unwrap();
+                    stream.shutdown(Shutdown::Write).unwrap();
+                    stream
+                });
+                let mut stream = listener.accept().await.unwrap();
+                let reader = crate::spawn_local(async move {
+                    stream.write_all(&[round as u8; 100]).await?;
+                    stream.shutdown(Shutdown::Write).await?;
+                    let mut received = Vec::new();
+                    stream.read_to_end(&mut received).await?;
+                    Ok(received)
+                });
+                let received = crate::timer::timeout(Duration::from_secs(10), reader)
+                    .await
+                    .expect("the end after the bytes was never read (or a read failed)");
+                assert_eq!(received, [round as u8; 100]);
+                drop(peer.join().unwrap());
+            }
+        });
+    }
+
     #[test]
     fn tcp_read_timeout() {
         test_executor!(async move {

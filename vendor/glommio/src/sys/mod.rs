@@ -563,6 +563,11 @@ pub(super) struct Wakers {
 
     /// Completions received so far (a multishot request has several).
     pub(super) completions: u64,
+
+    /// For polls: the union of the events their completions reported. Each completion of a
+    /// multishot poll carries the events of one wake-up, not the file's state, so a later
+    /// completion (say, POLLIN for more data) can omit an earlier one's POLLRDHUP.
+    pub(super) poll_events_seen: usize,
 }
 
 impl Wakers {
@@ -574,6 +579,7 @@ impl Wakers {
             fulfilled_at: None,
             waiters: Default::default(),
             completions: 0,
+            poll_events_seen: 0,
         }
     }
 

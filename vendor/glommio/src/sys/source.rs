@@ -269,6 +269,11 @@ impl Source {
         self.inner.borrow().wakers.completions
     }
 
+    /// For a poll: every event its completions reported so far (see `Wakers::poll_events_seen`).
+    pub(crate) fn poll_events_seen(&self) -> usize {
+        self.inner.borrow().wakers.poll_events_seen
+    }
+
     /// True while the request is queued or in the kernel: a multishot request stays armed until
     /// its last completion.
     pub(crate) fn is_armed(&self) -> bool {

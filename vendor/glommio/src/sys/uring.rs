@@ -592,6 +592,11 @@ where
             let mut inner_source = src.borrow_mut();
             inner_source.wakers.result = res;
             inner_source.wakers.completions += 1;
+            if let (SourceType::PollAdd, Some(Ok(events))) =
+                (&inner_source.source_type, &inner_source.wakers.result)
+            {
+                inner_source.wakers.poll_events_seen |= *events;
+            }
             woke = inner_source.wakers.wake_waiters();
         }
         return Some((woke, last));
