@@ -212,3 +212,135 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     let summary = layotto.stop_and_summary("proxy");
     assert_eq!(counter(&summary, "idle_timeouts"), 1, "{summary:?}");
 }
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Polls (bounded) until process `pid` holds `expected` descriptors; the count it last saw.
+fn wait_for_fds(pid: u32, expected: usize) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let open = open_fds(pid);
+        if open == expected || Instant::now() > deadline {
+            return open;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+#[test]
+fn an_upstream_reset_reaches_the_client_as_a_reset_and_frees_both_sockets() {
+    // The upstream answers the first bytes, then resets the connection.
+    let upstream = server(|mut stream| {
+        let mut buf = [0; 5];
+        stream.read_exact(&mut buf).unwrap();
+        stream.write_all(&buf).unwrap();
+        stream.read_exact(&mut buf).unwrap();
+        reset(stream);
+    });
+    let layotto = LayottoBinary::start(
+        &proxy_config(&[("proxy", &[upstream], json!({}))], json!({})),
+        &["--shards", "1"],
+        1,
+    );
+    let idle_fds = open_fds(layotto.pid());
+    let mut kept_open = Vec::new();
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        client.write_all(b"hello").unwrap();
+        client.read_exact(&mut [0; 5]).unwrap();
+        client.write_all(b"reset").unwrap();
+        let err = client.read(&mut [0; 8]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        // The client keeps its end open: the proxy must not wait for it to go.
+        kept_open.push(client);
+    }
+    assert_eq!(wait_for_fds(layotto.pid(), idle_fds), idle_fds);
+}
+
+#[test]
+fn a_client_reset_reaches_the_upstream_as_a_reset_and_frees_both_sockets() {
+    let (seen, outcomes) = std::sync::mpsc::channel();
+    let kept_open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = kept_open.clone();
+    let upstream = server(move |mut stream| {
+        let mut buf = [0; 5];
+        stream.read_exact(&mut buf).unwrap();
+        stream.write_all(&buf).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let outcome = stream.read(&mut [0; 8]).map_err(|e| e.kind());
+        seen.send(outcome).unwrap();
+        // The upstream keeps its end open: the proxy must not wait for it to go.
+        held.lock().unwrap().push(stream);
+    });
+    let layotto = LayottoBinary::start(
+        &proxy_config(&[("proxy", &[upstream], json!({}))], json!({})),
+        &["--shards", "1"],
+        1,
+    );
+    let idle_fds = open_fds(layotto.pid());
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(layotto.address("proxy")).unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        client.write_all(b"hello").unwrap();
+        client.read_exact(&mut [0; 5]).unwrap();
+        reset(client);
+        let outcome = outcomes.recv_timeout(WAIT).unwrap();
+        assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
+    }
+    assert_eq!(wait_for_fds(layotto.pid(), idle_fds), idle_fds);
+}
+
+#[test]
+fn a_refusing_host_is_retried_past_then_ejected_and_taken_back_when_it_returns() {
+    let alive = echo_server();
+    // Bound but not listening: connections are refused until it listens ("the host returns").
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let refusing = held.local_addr().unwrap().as_socket().unwrap();
+    let mut config = proxy_config(&[("proxy", &[alive, refusing], json!({}))], json!({}));
+    config["cluster_manager"]["clusters"][0]["outlier_detection"] =
+        json!({"consecutive_5xx": 2, "base_ejection_time": "1s"});
+    let mut layotto = Layotto::with_shards(&config, 1);
+    let proxy = layotto.address("proxy");
+    for i in 0..10u64 {
+        let data = pattern(100, i);
+        assert_eq!(round_trip(proxy, &data), data, "connection {i}");
+    }
+    // Back on the same port: once the ejection time is over, connections reach it again.
+    held.listen(16).unwrap();
+    let returned: std::net::TcpListener = held.into();
+    let started = Instant::now();
+    let accepted = thread::spawn(move || returned.accept().map(|_| ()));
+    while !accepted.is_finished() {
+        assert!(started.elapsed() < WAIT, "the host was never taken back");
+        let _ = TcpStream::connect(proxy);
+        thread::sleep(Duration::from_millis(50));
+    }
+    accepted.join().unwrap().unwrap();
+    let report = layotto.stop_and_summary("proxy");
+    assert_eq!(
+        counter(&report, "upstream_connect_failures"),
+        0,
+        "{report:?}"
+    );
+    assert_eq!(counter(&report, "upstream_host_ejections"), 1, "{report:?}");
+    assert!(
+        counter(&report, "upstream_connect_retries") >= 2,
+        "{report:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! filter. Runs on the main thread before shards start.
 
 mod findings;
+mod host_health;
 
 use std::{
     collections::HashMap,
@@ -17,6 +18,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use findings::{ConfigIssue, Findings, ROOT, index, join};
+pub use host_health::{
+    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_MAX_EJECTION_TIME,
+    HealthCheckConfig, OutlierDetectionConfig,
+};
 
 /// How long open connections may finish after a stop signal unless `graceful_timeout` says.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,7 +75,6 @@ const IGNORED_CLUSTER: &[&str] = &[
     "max_request_per_conn",
     "conn_buffer_limit_bytes",
     "circuit_breakers",
-    "health_check",
     "spec",
     "lb_subset_config",
     "original_dst_lb_config",
@@ -279,6 +284,10 @@ pub struct ClusterConfig {
     pub hosts: Vec<SocketAddr>,
     /// Limit on establishing an upstream connection.
     pub connect_timeout: Duration,
+    /// Active TCP checks of the hosts (`health_check`), if configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Ejection of hosts whose connects keep failing (`outlier_detection`; on by default).
+    pub outlier_detection: OutlierDetectionConfig,
     /// JSON path of this cluster.
     pub path: String,
 }
@@ -383,6 +392,8 @@ struct RawCluster {
     kind: Option<String>,
     lb_type: Option<String>,
     connect_timeout: Option<String>,
+    health_check: Option<Value>,
+    outlier_detection: Option<Value>,
     #[serde(default)]
     hosts: Vec<Value>,
 }
@@ -557,10 +568,22 @@ fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<Cl
             "weighted balancing is not supported; give every host the same weight",
         );
     }
+    let health_check = raw.health_check.as_ref().and_then(|check| {
+        host_health::read_health_check(check, &join(path, "health_check"), findings)
+    });
+    let outlier_detection = match &raw.outlier_detection {
+        None => OutlierDetectionConfig::default(),
+        Some(outlier) => {
+            host_health::read_outlier_detection(outlier, &join(path, "outlier_detection"), findings)
+                .unwrap_or_default()
+        }
+    };
     Some(ClusterConfig {
         name: raw.name,
         hosts,
         connect_timeout,
+        health_check,
+        outlier_detection,
         path: path.to_owned(),
     })
 }

@@ -255,3 +255,94 @@ fn durations_are_bounded_to_a_day() {
     assert!(errors[0].starts_with("servers[0].graceful_timeout: duration"));
     assert!(errors[1].starts_with("cluster_manager.clusters[0].connect_timeout: duration"));
 }
+
+/// A config with one tcp_proxy listener and one cluster carrying `health` keys.
+fn cluster_with(health: &str) -> String {
+    format!(
+        r#"{{
+  "servers": [{{"listeners": [{{"address": "127.0.0.1:1",
+      "filter_chains": [{{"filters": [{{"type": "tcp_proxy"}}]}}]}}]}}],
+  "cluster_manager": {{"clusters": [{{"name": "up", "hosts": [{{"address": "127.0.0.1:80"}}]
+      {health}}}]}}
+}}"#
+    )
+}
+
+#[test]
+fn cluster_health_keys_are_read_with_defaults() {
+    let (config, findings) = parse(&cluster_with(""));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    let cluster = &config.clusters[0];
+    assert_eq!(cluster.health_check, None);
+    assert_eq!(cluster.outlier_detection, OutlierDetectionConfig::default());
+    assert_eq!(cluster.outlier_detection.consecutive_failures, 5);
+
+    let (config, findings) = parse(&cluster_with(
+        r#", "health_check": {"protocol": "TCP", "timeout": "200ms", "interval": "2s",
+              "healthy_threshold": 2, "unhealthy_threshold": 3, "interval_jitter": "1s"},
+           "outlier_detection": {"consecutive_5xx": 4, "consecutive_gateway_failure": 2,
+              "base_ejection_time": "10s", "max_ejection_percent": 50, "interval": "1s"}"#,
+    ));
+    assert!(findings.errors.is_empty(), "{:?}", findings.errors);
+    let cluster = &config.clusters[0];
+    assert_eq!(
+        cluster.health_check,
+        Some(HealthCheckConfig {
+            timeout: Duration::from_millis(200),
+            interval: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        })
+    );
+    assert_eq!(
+        cluster.outlier_detection,
+        OutlierDetectionConfig {
+            consecutive_failures: 2,
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            max_ejection_percent: 50,
+        }
+    );
+}
+
+#[test]
+fn bad_cluster_health_values_are_reported_at_their_paths() {
+    let found = errors(&cluster_with(
+        r#", "health_check": {"protocol": "http", "timeout": "0s", "interval": "often",
+              "healthy_threshold": 0, "unhealthy_threshold": -1},
+           "outlier_detection": {"consecutive_5xx": 0, "base_ejection_time": "1m",
+              "max_ejection_time": "10s", "max_ejection_percent": 101}"#,
+    ));
+    let at = "cluster_manager.clusters[0]";
+    let expected = [
+        format!("{at}.health_check.unhealthy_threshold: invalid value: integer `-1`"),
+        format!("{at}.outlier_detection.consecutive_5xx: must be at least 1"),
+        format!("{at}.outlier_detection.max_ejection_time: must not be shorter than"),
+        format!("{at}.outlier_detection.max_ejection_percent: 101 is not a percentage"),
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (error, expected) in found.iter().zip(&expected) {
+        assert!(
+            error.starts_with(expected.as_str()),
+            "{error:?} should start with {expected:?}"
+        );
+    }
+    // With a decodable block every bad value is named.
+    let found = errors(&cluster_with(
+        r#", "health_check": {"protocol": "http", "timeout": "0s", "interval": "often",
+              "healthy_threshold": 0}"#,
+    ));
+    let expected = [
+        format!("{at}.health_check.protocol: health check protocol \"http\" is not supported"),
+        format!("{at}.health_check.timeout: must be greater than zero"),
+        format!("{at}.health_check.interval: invalid duration \"often\""),
+        format!("{at}.health_check.healthy_threshold: must be at least 1"),
+    ];
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    for (error, expected) in found.iter().zip(&expected) {
+        assert!(
+            error.starts_with(expected.as_str()),
+            "{error:?} should start with {expected:?}"
+        );
+    }
+}

@@ -19,11 +19,18 @@ impl RoundRobin {
         }
     }
 
-    /// The host for the next connection.
-    pub fn pick(&self) -> SocketAddr {
-        let index = self.next.get();
-        self.next.set((index + 1) % self.hosts.len());
-        self.hosts[index]
+    /// The index and address of the host for the next connection: the next one in turn for which
+    /// `available` holds, or the next in turn if none is (better a try than no try, as Envoy's
+    /// panic mode).
+    pub fn pick(&self, available: impl Fn(usize) -> bool) -> (usize, SocketAddr) {
+        let len = self.hosts.len();
+        let start = self.next.get();
+        let index = (0..len)
+            .map(|offset| (start + offset) % len)
+            .find(|&i| available(i))
+            .unwrap_or(start);
+        self.next.set((index + 1) % len);
+        (index, self.hosts[index])
     }
 }
 
@@ -40,14 +47,23 @@ mod tests {
     #[test]
     fn cycles_through_every_host_in_turn() {
         let rr = RoundRobin::new(hosts(3), 0);
-        let ports: Vec<u16> = (0..7).map(|_| rr.pick().port()).collect();
+        let ports: Vec<u16> = (0..7).map(|_| rr.pick(|_| true).1.port()).collect();
         assert_eq!(ports, vec![1, 2, 3, 1, 2, 3, 1]);
     }
 
     #[test]
+    fn skips_unavailable_hosts_unless_none_is_available() {
+        let rr = RoundRobin::new(hosts(3), 0);
+        let ports: Vec<u16> = (0..4).map(|_| rr.pick(|i| i != 1).1.port()).collect();
+        assert_eq!(ports, vec![1, 3, 1, 3]);
+        let ports: Vec<u16> = (0..3).map(|_| rr.pick(|_| false).1.port()).collect();
+        assert_eq!(ports, vec![1, 2, 3]);
+    }
+
+    #[test]
     fn shards_start_at_different_hosts() {
-        assert_eq!(RoundRobin::new(hosts(3), 1).pick().port(), 2);
-        assert_eq!(RoundRobin::new(hosts(3), 4).pick().port(), 2);
-        assert_eq!(RoundRobin::new(hosts(1), 5).pick().port(), 1);
+        assert_eq!(RoundRobin::new(hosts(3), 1).pick(|_| true).1.port(), 2);
+        assert_eq!(RoundRobin::new(hosts(3), 4).pick(|_| true).1.port(), 2);
+        assert_eq!(RoundRobin::new(hosts(1), 5).pick(|_| true).1.port(), 1);
     }
 }

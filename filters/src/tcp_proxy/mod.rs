@@ -7,6 +7,7 @@
 
 mod balancer;
 mod idle;
+mod outlier;
 mod pump;
 mod splice;
 
@@ -15,6 +16,7 @@ use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 use futures_lite::{AsyncWriteExt, future::BoxedLocal};
 use glommio::net::TcpStream;
 use layotto_core::{
+    clock::{Clock, MonotonicClock},
     config::{Findings, join, parse_duration},
     handler::ConnectionInfo,
     stats::ShardedCounter,
@@ -44,12 +46,16 @@ const PIPE_SIZE: usize = 256 * 1024;
 /// Idle pipes each shard keeps for reuse.
 const PIPES_KEPT: usize = 64;
 /// MOSN tcp_proxy keys accepted but not used.
-const IGNORED_KEYS: &[&str] = &["stat_prefix", "max_connect_attempts"];
+const IGNORED_KEYS: &[&str] = &["stat_prefix"];
+/// Hosts tried for one client connection unless `max_connect_attempts` says (Envoy's default is
+/// 1; one retry on each of two more hosts keeps a refusing host from failing clients).
+pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
 
 #[derive(Deserialize)]
 struct TcpProxyConfig {
     cluster: String,
     idle_timeout: Option<String>,
+    max_connect_attempts: Option<u32>,
 }
 
 /// Counters of one tcp_proxy listener, merged over shards on read.
@@ -57,8 +63,12 @@ struct TcpProxyConfig {
 pub struct ProxyStats {
     /// Client connections handled.
     pub connections: ShardedCounter,
-    /// Upstream connections that could not be made.
+    /// Client connections closed because no upstream connection could be made.
     pub upstream_connect_failures: ShardedCounter,
+    /// Upstream connects that failed and were retried on the next host.
+    pub upstream_connect_retries: ShardedCounter,
+    /// Hosts ejected after failed connects in a row.
+    pub upstream_host_ejections: ShardedCounter,
     /// Connections closed for inactivity.
     pub idle_timeouts: ShardedCounter,
     /// Bytes read from clients.
@@ -73,6 +83,9 @@ pub struct ProxyStats {
 pub struct TcpProxyFactory {
     hosts: Arc<[SocketAddr]>,
     connect_timeout: Duration,
+    max_connect_attempts: u32,
+    outliers: Arc<outlier::Outliers>,
+    clock: Arc<dyn Clock>,
     idle_timeout: Option<Duration>,
     stats: Arc<ProxyStats>,
 }
@@ -99,6 +112,14 @@ pub fn build(
             None
         }
     };
+    let max_connect_attempts = match config.max_connect_attempts {
+        None => DEFAULT_MAX_CONNECT_ATTEMPTS,
+        Some(0) => {
+            findings.error(join(&path, "max_connect_attempts"), "must be at least 1");
+            DEFAULT_MAX_CONNECT_ATTEMPTS
+        }
+        Some(attempts) => attempts,
+    };
     let Some(cluster) = ctx.config.cluster(&config.cluster) else {
         let known: Vec<&str> = ctx
             .config
@@ -118,14 +139,28 @@ pub fn build(
     if cluster.hosts.is_empty() {
         return None; // already reported on the cluster
     }
+    if cluster.health_check.is_some() {
+        findings.ignore(
+            join(&cluster.path, "health_check"),
+            "active health checks are not run yet; outlier_detection ejects failing hosts",
+        );
+    }
     let counter = || ShardedCounter::new(ctx.shards);
     Some(Arc::new(TcpProxyFactory {
         hosts: cluster.hosts.iter().copied().collect(),
         connect_timeout: cluster.connect_timeout,
+        max_connect_attempts,
+        outliers: Arc::new(outlier::Outliers::new(
+            cluster.outlier_detection.clone(),
+            cluster.hosts.len(),
+        )),
+        clock: Arc::new(MonotonicClock::default()),
         idle_timeout,
         stats: Arc::new(ProxyStats {
             connections: counter(),
             upstream_connect_failures: counter(),
+            upstream_connect_retries: counter(),
+            upstream_host_ejections: counter(),
             idle_timeouts: counter(),
             bytes_from_downstream: counter(),
             bytes_from_upstream: counter(),
@@ -140,6 +175,9 @@ impl TerminalFactory for TcpProxyFactory {
             shard,
             balancer: RoundRobin::new(self.hosts.clone(), shard),
             connect_timeout: self.connect_timeout,
+            max_connect_attempts: self.max_connect_attempts,
+            outliers: self.outliers.clone(),
+            clock: self.clock.clone(),
             idle: self.idle_timeout.map(idle::IdleSweeper::new),
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
             pipes: splice::PipePool::new(PIPE_SIZE, PIPES_KEPT),
@@ -155,6 +193,8 @@ impl TerminalFactory for TcpProxyFactory {
                 "upstream_connect_failures",
                 s.upstream_connect_failures.sum(),
             ),
+            ("upstream_connect_retries", s.upstream_connect_retries.sum()),
+            ("upstream_host_ejections", s.upstream_host_ejections.sum()),
             ("idle_timeouts", s.idle_timeouts.sum()),
             ("bytes_from_downstream", s.bytes_from_downstream.sum()),
             ("bytes_from_upstream", s.bytes_from_upstream.sum()),
@@ -168,6 +208,10 @@ struct TcpProxy {
     shard: usize,
     balancer: RoundRobin,
     connect_timeout: Duration,
+    max_connect_attempts: u32,
+    /// Failure records of the cluster's hosts, shared by all shards of the listener.
+    outliers: Arc<outlier::Outliers>,
+    clock: Arc<dyn Clock>,
     /// Closes this shard's connections idle for the configured timeout, if any.
     idle: Option<Rc<idle::IdleSweeper>>,
     buffers: BufferPool,
@@ -208,16 +252,12 @@ impl TcpProxy {
         mut downstream: TcpStream,
         mut observers: Observers,
     ) -> Result<(), FilterError> {
-        let address = self.balancer.pick();
-        let mut upstream = match TcpStream::connect_timeout(address, self.connect_timeout).await {
+        let mut upstream = match self.connect_upstream().await {
             Ok(upstream) => upstream,
             Err(err) => {
                 // A FIN, not a reset: the client sees an orderly close.
                 let _ = downstream.close().await;
-                return Err(FilterError::UpstreamConnect {
-                    address,
-                    source: err.into(),
-                });
+                return Err(err);
             }
         };
         // Both sides forward what they read at once: no Nagle delay on either.
@@ -235,9 +275,57 @@ impl TcpProxy {
         let pumping =
             pump::Pumping::new(&mut downstream, &mut upstream, &self.buffers, pipes, hooks);
         let transfer = async { pumping.await.map_err(FilterError::from) };
-        match &self.idle {
+        let outcome = match &self.idle {
             None => transfer.await,
             Some(sweeper) => sweeper.until_idle(&activity, transfer).await,
+        };
+        if let Err(FilterError::Transfer(_)) = &outcome {
+            // A reset (or any failure) on one side is passed on as a reset on the other, not
+            // as a clean end of stream: both are closed with SO_LINGER 0 when dropped.
+            abort_on_close(&downstream);
+            abort_on_close(&upstream);
         }
+        outcome
+    }
+}
+
+impl TcpProxy {
+    /// Connects to the next available host, trying the next ones on failure up to
+    /// `max_connect_attempts` hosts; records each outcome for outlier detection.
+    async fn connect_upstream(&self) -> Result<TcpStream, FilterError> {
+        let mut attempt = 1;
+        loop {
+            let now = self.clock.now();
+            let (index, address) = self.balancer.pick(|i| self.outliers.available(i, now));
+            match TcpStream::connect_timeout(address, self.connect_timeout).await {
+                Ok(upstream) => {
+                    self.outliers.connected(index);
+                    return Ok(upstream);
+                }
+                Err(err) => {
+                    if let Some(ejection) = self.outliers.failed(index, self.clock.now()) {
+                        self.stats.upstream_host_ejections.add(self.shard, 1);
+                        warn!(host = %address, ?ejection, error = %err,
+                              "upstream host ejected after failed connects");
+                    }
+                    if attempt >= self.max_connect_attempts {
+                        return Err(FilterError::UpstreamConnect {
+                            address,
+                            source: err.into(),
+                        });
+                    }
+                    debug!(host = %address, error = %err, "connect failed; trying the next host");
+                    self.stats.upstream_connect_retries.add(self.shard, 1);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Makes closing `stream` send a reset (SO_LINGER 0) and free its socket at once.
+fn abort_on_close(stream: &TcpStream) {
+    if let Err(err) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        debug!(error = %err, "cannot set SO_LINGER 0; the socket closes with a FIN");
     }
 }
