@@ -263,8 +263,11 @@ impl DaprHttpError {
 
     /// A missing or wrong `dapr-api-token` (daprd answers 401 with this text).
     pub fn invalid_token() -> Self {
-        Self::new(401, "ERR_UNAUTHORIZED", "invalid api token")
+        Self::new(401, Self::INVALID_TOKEN, "invalid api token")
     }
+
+    /// The code of [`DaprHttpError::invalid_token`] (daprd answers it as plain text, no code).
+    pub const INVALID_TOKEN: &'static str = "ERR_UNAUTHORIZED";
 
     /// No route for this method and path (404; daprd's router answers the same status).
     pub fn no_route(method: &http::Method, path: &str) -> Self {

@@ -9,9 +9,16 @@
 //! State keys are stored as daprd stores them, `{app_id}||{key}`, so a Dapr sidecar with the same
 //! app id sharing the store sees the same items.
 
+mod binding;
+mod configuration;
 mod health;
+mod invoke;
+mod lock;
 mod metadata;
+mod pubsub;
 mod request;
+mod secret;
+mod state;
 
 use std::{convert::Infallible, rc::Rc, sync::Arc};
 
@@ -56,6 +63,7 @@ struct DaprHttpConfig {
     api_token: Option<String>,
     max_body_size: Option<usize>,
     head_timeout: Option<String>,
+    app_port: Option<u16>,
 }
 
 /// The `dapr_http` terminal's builder: Dapr HTTP API servers over `runtime`; `stop` is what
@@ -83,6 +91,7 @@ fn build(
             api_token: None,
             max_body_size: None,
             head_timeout: None,
+            app_port: None,
         },
         config => findings.decode(config, &path, &[])?,
     };
@@ -121,6 +130,8 @@ fn build(
             max_body,
             limits,
             stop: stop.clone(),
+            app_port: config.app_port,
+            subscriptions: configuration::Subscriptions::default(),
         }),
         bytes: Arc::new(ByteCounters::new(ctx.shards)),
     };
@@ -135,6 +146,11 @@ struct Shared {
     max_body: usize,
     limits: ServerLimits,
     stop: Arc<ShutdownTrigger>,
+    /// The app's HTTP port on 127.0.0.1 (daprd's `--app-port`): where configuration changes
+    /// are pushed.
+    app_port: Option<u16>,
+    /// Configuration subscriptions by id (an unsubscribe may come on any shard).
+    subscriptions: configuration::Subscriptions,
 }
 
 /// The configured Dapr HTTP API of one listener, shared by all shards.
@@ -243,12 +259,59 @@ impl DaprHttpApi {
     async fn route(&self, request: &DaprRequest, path: &[&str]) -> Result<Reply, DaprHttpError> {
         use Method as M;
         let method = &request.method;
+        let any_write = *method == M::POST || *method == M::PUT;
         match path {
             ["v1.0", "healthz"] if *method == M::GET => health::healthz(self, request),
             ["v1.0", "healthz", "outbound"] if *method == M::GET => Ok(Reply::no_content()),
             ["v1.0", "metadata"] if *method == M::GET => Ok(metadata::get(self)),
             ["v1.0", "metadata", key] if *method == M::PUT => metadata::put(self, key, request),
             ["v1.0", "shutdown"] if *method == M::POST => Ok(health::shutdown(self)),
+            ["v1.0", "state", store, "bulk"] if any_write => {
+                state::get_bulk(self, store, request).await
+            }
+            ["v1.0", "state", store, "transaction"] if any_write => {
+                state::transaction(self, store, request).await
+            }
+            ["v1.0", "state", store] if any_write => state::save(self, store, request).await,
+            ["v1.0", "state", store, key] if *method == M::GET => {
+                state::get(self, store, key).await
+            }
+            ["v1.0", "state", store, key] if *method == M::DELETE => {
+                state::delete_key(self, store, key, request).await
+            }
+            ["v1.0", "publish", pubsub, topic @ ..] if any_write && !topic.is_empty() => {
+                pubsub::publish(self, pubsub, &topic.join("/"), request).await
+            }
+            ["v1.0", "bindings", name] if any_write => binding::invoke(self, name, request).await,
+            ["v1.0", "invoke", app, "method", method_path @ ..] => {
+                invoke::invoke(self, app, &method_path.join("/"), request).await
+            }
+            ["v1.0", "secrets", store, "bulk"] if *method == M::GET => {
+                secret::get_bulk(self, store)
+            }
+            ["v1.0", "secrets", store, key] if *method == M::GET => secret::get(self, store, key),
+            ["v1.0" | "v1.0-alpha1", "configuration", store] if *method == M::GET => {
+                configuration::get(self, store, request).await
+            }
+            ["v1.0" | "v1.0-alpha1", "configuration", store, "subscribe"] if *method == M::GET => {
+                configuration::subscribe(self, store, request).await
+            }
+            [
+                "v1.0" | "v1.0-alpha1",
+                "configuration",
+                store,
+                id,
+                "unsubscribe",
+            ] if *method == M::GET => configuration::unsubscribe(self, store, id),
+            ["v1.0-alpha1", "lock", store] if *method == M::POST => {
+                lock::try_lock(self, store, request).await
+            }
+            ["v1.0-alpha1", "unlock", store] if *method == M::POST => {
+                lock::unlock(self, store, request).await
+            }
+            _ if request.headers.contains_key(invoke::APP_ID_HEADER) => {
+                invoke::invoke_by_header(self, path, request).await
+            }
             _ => Err(DaprHttpError::no_route(method, &request.path)),
         }
     }

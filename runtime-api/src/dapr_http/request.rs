@@ -159,12 +159,18 @@ impl Reply {
     /// The error's status with its JSON body (the token refusal is daprd's plain text).
     pub(super) fn error(err: DaprHttpError) -> Self {
         let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if err.status == 401 {
+        if err.error_code == DaprHttpError::INVALID_TOKEN {
             let body = Bytes::from(format!("{}\n", err.message));
             return Self::bytes(status, Some("text/plain; charset=utf-8"), body);
         }
         let body = serde_json::to_vec(&err).unwrap_or_default();
         Self::bytes(status, Some("application/json"), body.into())
+    }
+
+    /// The same reply with `status`.
+    pub(super) fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     /// Adds header `name: value` (left out if `value` is not a valid header value).
