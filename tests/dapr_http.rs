@@ -800,3 +800,25 @@ fn shutdown_stops_the_process_as_sigterm_does() {
     let status = layotto.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", layotto.output());
 }
+
+#[test]
+fn null_maps_and_lists_read_as_empty_as_go_reads_them() {
+    let layotto = Layotto::start(&config(in_memory(), json!({})));
+    let mut client = Client::connect(layotto.address("dapr"));
+    let saved = client.post_json(
+        "/v1.0/state/store",
+        json!([{"key": "n", "value": 1, "etag": null, "metadata": null, "options": null}]),
+    );
+    assert_eq!(saved.status, 204, "{}", saved.text());
+    let applied = client.post_json(
+        "/v1.0/state/store/transaction",
+        json!({"operations": [{"operation": "delete", "request": {"key": "n", "metadata": null}}],
+               "metadata": null}),
+    );
+    assert_eq!(applied.status, 204, "{}", applied.text());
+    let bulk = client.post_json(
+        "/v1.0/state/store/bulk",
+        json!({"keys": null, "metadata": null}),
+    );
+    assert_eq!(bulk.json(), json!([]));
+}
