@@ -822,3 +822,26 @@ fn null_maps_and_lists_read_as_empty_as_go_reads_them() {
     );
     assert_eq!(bulk.json(), json!([]));
 }
+
+#[test]
+fn a_huge_head_is_refused_and_the_drain_closes_idle_connections() {
+    let mut layotto = Layotto::start(&config(in_memory(), json!({})));
+    let address = layotto.address("dapr");
+    let mut huge = Client::connect(address);
+    let value = "x".repeat(70 * 1024);
+    let refused = huge.send("GET", "/v1.0/healthz", &[("x-big", &value)], b"");
+    assert_eq!(refused.status, 431);
+
+    // A kept-alive connection waiting for its next request is closed by the drain at once,
+    // not after the head timeout.
+    let mut idle = Client::connect(address);
+    assert_eq!(idle.get("/v1.0/healthz").status, 204);
+    let started = Instant::now();
+    layotto.stop();
+    assert!(idle.is_closed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
