@@ -376,12 +376,16 @@ fn state_round_trip(layotto: &Layotto, client: &mut Client) {
     );
 
     // Etags: a stale one is 409, the current one writes and changes it.
-    client
-        .post_json(
-            "/v1.0/state/store",
-            json!([{"key": "a", "value": 2, "etag": "not-it"}]),
-        )
-        .assert_error(409, "ERR_STATE_SAVE");
+    let stale = client.post_json(
+        "/v1.0/state/store",
+        json!([{"key": "a", "value": 2, "etag": "not-it"}]),
+    );
+    stale.assert_error(409, "ERR_STATE_SAVE");
+    assert_eq!(
+        stale.json()["message"],
+        "etag mismatch for key \"app1||a\"",
+        "the message names the key"
+    );
     client
         .post_json(
             "/v1.0/state/store",
