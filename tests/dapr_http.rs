@@ -849,3 +849,22 @@ fn a_huge_head_is_refused_and_the_drain_closes_idle_connections() {
         started.elapsed()
     );
 }
+
+#[test]
+fn daprs_api_token_variable_guards_the_api_of_the_binary() {
+    let mut command = std::process::Command::new(binary());
+    command.env("DAPR_API_TOKEN", "from-env");
+    let mut layotto = LayottoBinary::start_with(command, &config(in_memory(), json!({})), &[], 2);
+    let mut client = Client::connect(layotto.address("dapr"));
+    assert_eq!(client.get("/v1.0/healthz/outbound").status, 204);
+    assert_eq!(client.get("/v1.0/metadata").status, 401);
+    let allowed = client.send(
+        "GET",
+        "/v1.0/metadata",
+        &[("dapr-api-token", "from-env")],
+        b"",
+    );
+    assert_eq!(allowed.status, 200);
+    layotto.terminate();
+    assert_eq!(layotto.wait_exit().code(), Some(0));
+}
