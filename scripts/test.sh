@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real etcd, redis and zookeeper servers on free
 # loopback ports; install them from Debian's packages first if they are missing (zookeeper's
-# package brings its Java runtime).
+# package brings its Java runtime). tests/dapr_js.rs runs Dapr's JavaScript SDK with Debian's
+# nodejs (the SDK itself comes from npm into target/dapr-js, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -e /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -83,11 +83,12 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     // The components are the process's, built once before any listener: every API serves them.
     let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
     let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
-    let chains = build_chains(&ctx, &runtime, &mut findings);
+    let (trigger, signal) = shutdown::channel();
+    let trigger = Arc::new(trigger);
+    let chains = build_chains(&ctx, &runtime, &trigger, &mut findings);
     if !findings.errors.is_empty() {
         return Err(StartError::InvalidConfig(findings.errors));
     }
-    let (trigger, signal) = shutdown::channel();
     Ok(Prepared {
         config,
         ignored: findings.ignored,
@@ -96,7 +97,7 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
         chains,
         metrics,
         pool,
-        stop: StopHandle(Arc::new(trigger)),
+        stop: StopHandle(trigger),
         signal,
     })
 }
@@ -106,17 +107,23 @@ type Chain = (String, SocketAddr, Arc<dyn HandlerFactory>);
 
 /// Every listener's filter chain: the one place the filter registry is wired (this crate's
 /// filters, plus the runtime API's `grpc` terminal serving `runtime` and its `grpc_metric`
-/// stream filter). Problems go to `findings`; listeners whose terminal is not served are left
-/// out.
+/// stream filter, and the `dapr_http` terminal serving Dapr's HTTP API over the same runtime,
+/// whose shutdown route pulls `stop`). Problems go to `findings`; listeners whose terminal is
+/// not served are left out.
 fn build_chains(
     ctx: &BuildContext<'_>,
     runtime: &Arc<Runtime>,
+    stop: &Arc<ShutdownTrigger>,
     findings: &mut Findings,
 ) -> Vec<Chain> {
     let registry = FilterRegistry::default()
         .with_terminal(
             layotto_runtime_api::KIND,
             layotto_runtime_api::builder(runtime.clone()),
+        )
+        .with_terminal(
+            layotto_runtime_api::dapr_http::KIND,
+            layotto_runtime_api::dapr_http::builder(runtime.clone(), stop.clone()),
         )
         .with_stream_filter(
             layotto_runtime_api::filter::METRIC_FILTER_KIND,

@@ -73,6 +73,13 @@ fn validate(text: &str, backend: &BackendHandle) -> Findings {
             layotto_runtime_api::KIND,
             layotto_runtime_api::builder(runtime.clone()),
         )
+        .with_terminal(
+            layotto_runtime_api::dapr_http::KIND,
+            layotto_runtime_api::dapr_http::builder(
+                runtime.clone(),
+                Arc::new(layotto_core::shutdown::channel().0),
+            ),
+        )
         .with_stream_filter(
             layotto_runtime_api::filter::METRIC_FILTER_KIND,
             layotto_runtime_api::filter::build_metric_filter,

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod components;
+pub mod dapr_http;
 pub mod error;
 pub mod filter;
 pub mod grpc;

@@ -4,7 +4,7 @@
 //! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
 //! [`Arc<Runtime>`], so two listeners serving the API see the same data.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
@@ -35,6 +35,12 @@ pub struct Runtime {
     components: Components,
     app: Option<AppSettings>,
     backend: BackendHandle,
+    /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "a few entries set and read rarely, each access a map operation: never held across an await"
+    )]
+    extended_metadata: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Runtime {
@@ -68,6 +74,22 @@ impl Runtime {
         self.app
             .as_ref()
             .map_or("layotto", |app| app.app_id.as_str())
+    }
+
+    /// Dapr's extended metadata: what callers set with `PUT /v1.0/metadata/{key}`.
+    pub fn extended_metadata(&self) -> BTreeMap<String, String> {
+        self.extended_metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Sets extended metadata `key` to `value`.
+    pub fn set_extended_metadata(&self, key: String, value: String) {
+        self.extended_metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, value);
     }
 
     /// The backend pool remote components run on.
@@ -202,6 +224,7 @@ impl<'a> RuntimeBuilder<'a> {
             components: self.components,
             app: self.app.map(|(app, _)| app),
             backend: self.backend.clone(),
+            extended_metadata: Default::default(),
         })
     }
 }

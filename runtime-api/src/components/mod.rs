@@ -36,6 +36,8 @@ use registry::{BuildCx, named};
 pub struct Block<T: ?Sized> {
     label: &'static str,
     by_name: BTreeMap<String, (String, Arc<T>)>,
+    /// Each component's backend type (`redis`, `in-memory`), as its entry gives it.
+    types: BTreeMap<String, String>,
 }
 
 impl<T: ?Sized> Block<T> {
@@ -43,6 +45,7 @@ impl<T: ?Sized> Block<T> {
         Self {
             label,
             by_name: BTreeMap::new(),
+            types: BTreeMap::new(),
         }
     }
 
@@ -75,6 +78,11 @@ impl<T: ?Sized> Block<T> {
         self.by_name.get(name).map(|(path, _)| path.as_str())
     }
 
+    /// The backend type of the component called `name` (`redis`, `in-memory`).
+    pub fn backend_type(&self, name: &str) -> Option<&str> {
+        self.types.get(name).map(String::as_str)
+    }
+
     /// How many are configured.
     pub fn len(&self) -> usize {
         self.by_name.len()
@@ -86,7 +94,14 @@ impl<T: ?Sized> Block<T> {
     }
 
     /// Adds `component` declared at `path`, unless the name is taken (recorded with both paths).
-    fn insert(&mut self, name: &str, path: String, component: Arc<T>, cx: &mut BuildCx<'_>) {
+    fn insert(
+        &mut self,
+        name: &str,
+        path: String,
+        backend_type: Option<&str>,
+        component: Arc<T>,
+        cx: &mut BuildCx<'_>,
+    ) {
         if let Some((first, _)) = self.by_name.get(name) {
             cx.findings.error(
                 path,
@@ -98,6 +113,9 @@ impl<T: ?Sized> Block<T> {
             return;
         }
         self.by_name.insert(name.to_owned(), (path, component));
+        if let Some(backend_type) = backend_type {
+            self.types.insert(name.to_owned(), backend_type.to_owned());
+        }
     }
 }
 
@@ -157,7 +175,11 @@ macro_rules! blocks {
                             for (name, config) in named(entries, path, cx.findings) {
                                 let entry_path = join(path, name);
                                 if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
-                                    self.$field.insert(name, entry_path, built, cx);
+                                    let backend_type = config
+                                        .get("type")
+                                        .and_then(Value::as_str)
+                                        .or($module::BACKENDS.default_type);
+                                    self.$field.insert(name, entry_path, backend_type, built, cx);
                                 }
                             }
                         }
