@@ -155,6 +155,12 @@ impl Prepared {
         &self.config
     }
 
+    /// Replaces the configuration's drain timeout (`graceful_timeout`), as LayOtto's
+    /// `--drain-time-s` does.
+    pub fn set_drain_timeout(&mut self, timeout: Duration) {
+        self.config.drain_timeout = timeout;
+    }
+
     /// Number of shards it will run on.
     pub fn shards(&self) -> usize {
         self.plan.len()

@@ -99,6 +99,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// Where to serve Prometheus metrics (`metrics.sinks[type=prometheus]`), if anywhere.
     pub prometheus: Option<PrometheusSink>,
+    /// MOSN's top-level `pid`: where the binary writes its pid file, if the file says.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The Prometheus sink: an HTTP endpoint for scrapes.
@@ -308,6 +310,7 @@ impl Config {
         };
         let mut config = Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            pid_file: raw.pid.filter(|pid| !pid.is_empty()).map(PathBuf::from),
             ..Config::default()
         };
         match raw.servers.as_slice() {
@@ -343,6 +346,7 @@ struct RawConfig {
     servers: Vec<Value>,
     cluster_manager: Option<Value>,
     metrics: Option<Value>,
+    pid: Option<String>,
 }
 
 #[derive(Deserialize)]
