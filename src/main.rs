@@ -10,6 +10,7 @@
 
 mod cli;
 mod pid_file;
+mod signals;
 
 use std::{
     io::IsTerminal,
@@ -21,7 +22,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command, MosnLevel, StartArgs, StopArgs};
-use layotto::{Options, StartError, StopHandle};
+use layotto::{Options, StartError};
 use layotto_core::config::{Config, LogLevel, LogPath};
 use tracing::{error, info, warn};
 
@@ -124,6 +125,15 @@ impl ConfigSource {
 }
 
 fn start(args: &StartArgs) -> Result<ExitCode> {
+    // First: a signal at any point of start-up ends it cleanly.
+    let signals = signals::Signals::install()?;
+    let code = start_and_serve(args, &signals);
+    // Start-up failed (or serving ended): the pid file and log guards go now, in this order.
+    drop(signals.release());
+    code
+}
+
+fn start_and_serve(args: &StartArgs, signals: &signals::Signals) -> Result<ExitCode> {
     let source = ConfigSource::find(args.config.as_deref());
     let described = source.describe();
     let text = match source.read() {
@@ -154,23 +164,24 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         prepared.set_drain_timeout(Duration::from_secs(seconds));
     }
 
-    let _log_guards = init_logging(prepared.config(), args)?;
+    let log_guards = init_logging(prepared.config(), args)?;
+    signals.hold(|held| held.log_guards = log_guards);
     info!(version = env!("CARGO_PKG_VERSION"), config = %described, shards = prepared.shards(), "starting layotto-rs");
     for (flag, value) in &args.unused.given {
         warn!("flag --{flag} ({value:?}) is LayOtto's and not used by layotto-rs");
     }
     let pid_path = pid_file::path_for(source.path(), prepared.config().pid_file.as_deref());
-    let _pid_file = match pid_file::PidFile::write(&pid_path) {
+    match pid_file::PidFile::write(&pid_path) {
         Ok(pid_file) => {
             info!(path = %pid_file.path().display(), "pid file written");
-            Some(pid_file)
+            signals.hold(|held| held.pid_file = Some(pid_file));
         }
         Err(err) => {
             warn!(path = %pid_path.display(), "cannot write the pid file ({err}); `layotto stop` will not find this process");
-            None
         }
-    };
-    watch_signals(prepared.stop_handle(), prepared.config().drain_timeout)?;
+    }
+    let stop = prepared.stop_handle();
+    let drain = prepared.config().drain_timeout;
     let running = match prepared.start() {
         Ok(running) => running,
         Err(StartError::NothingToServe) => {
@@ -179,6 +190,7 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
         }
         Err(err) => return Err(err).context("cannot start"),
     };
+    let _held = signals.serving(stop, drain);
     running.join()?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -309,30 +321,4 @@ fn append(path: &Path) -> Result<std::fs::File> {
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open log file {}", path.display()))
-}
-
-/// Starts a thread that turns the first SIGTERM/SIGINT into a graceful drain and a second one
-/// into an immediate exit.
-fn watch_signals(stop: StopHandle, drain: std::time::Duration) -> Result<()> {
-    use signal_hook::{consts::*, iterator::Signals};
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut received = signals.forever();
-            if let Some(signal) = received.next() {
-                info!(
-                    signal,
-                    "stop requested: no longer accepting; draining for up to {drain:?}"
-                );
-                stop.stop();
-            }
-            if let Some(signal) = received.next() {
-                warn!(signal, "second stop request: exiting without draining");
-                #[expect(clippy::exit, reason = "a second signal stops the process at once")]
-                std::process::exit(130);
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }
