@@ -72,6 +72,14 @@ impl Layotto {
         self.running.as_ref().expect("layotto is running")
     }
 
+    /// The socket file of Unix socket listener `name`.
+    pub fn unix_path(&self, name: &str) -> PathBuf {
+        self.running()
+            .unix_path(name)
+            .unwrap_or_else(|| panic!("no unix socket listener {name}"))
+            .to_path_buf()
+    }
+
     /// The address listener `name` is bound to.
     pub fn address(&self, name: &str) -> SocketAddr {
         self.running()
