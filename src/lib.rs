@@ -10,7 +10,12 @@
 //! threads and component clients on the backend pool's.
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 pub use layotto_core::{
     CoreError,
@@ -102,8 +107,18 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     })
 }
 
-/// A listener to serve: its name, the address asked for, and what serves its connections.
-type Chain = (String, SocketAddr, Arc<dyn HandlerFactory>);
+/// A listener to serve: its name, the address asked for (or the Unix socket's path), and what
+/// serves its connections.
+type Chain = (String, ListenOn, Arc<dyn HandlerFactory>);
+
+/// Where a listener listens.
+#[derive(Debug, Clone)]
+enum ListenOn {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A Unix domain socket (`network` `unix`).
+    Unix(PathBuf),
+}
 
 /// Every listener's filter chain: the one place the filter registry is wired (this crate's
 /// filters, plus the runtime API's `grpc` terminal serving `runtime` and its `grpc_metric`
@@ -134,9 +149,13 @@ fn build_chains(
         .iter()
         .filter_map(|listener| {
             let chain = registry.build(listener, ctx, findings)?;
+            let on = match &listener.unix_path {
+                Some(path) => ListenOn::Unix(path.clone()),
+                None => ListenOn::Ip(listener.address),
+            };
             Some((
                 listener.name.clone(),
-                listener.address,
+                on,
                 Arc::new(chain) as Arc<dyn HandlerFactory>,
             ))
         })
@@ -160,6 +179,12 @@ impl Prepared {
     /// The configuration read (log path and level are for whoever sets up logging).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Replaces the configuration's drain timeout (`graceful_timeout`), as LayOtto's
+    /// `--drain-time-s` does.
+    pub fn set_drain_timeout(&mut self, timeout: Duration) {
+        self.config.drain_timeout = timeout;
     }
 
     /// Number of shards it will run on.
@@ -195,13 +220,13 @@ impl Prepared {
             let server = Arc::new(AdminHttpFactory::new(routes));
             listeners.push((
                 "prometheus".to_owned(),
-                sink.address,
+                ListenOn::Ip(sink.address),
                 Arc::new(FilterChainFactory::new(Vec::new(), server)),
             ));
         }
         let shards = self.plan.len();
         let mut served = Vec::with_capacity(listeners.len());
-        for (name, address, handler) in listeners {
+        for (name, on, handler) in listeners {
             let stats = Arc::new(ListenerStats::new(shards));
             self.metrics.register(Arc::new(ListenerMetrics {
                 name: name.clone(),
@@ -209,22 +234,46 @@ impl Prepared {
                 handler: handler.clone(),
             }));
             served.push(ServedListener {
-                bound: listener::bind(&name, address, shards)?,
+                bound: match &on {
+                    ListenOn::Ip(address) => listener::bind(&name, *address, shards)?,
+                    ListenOn::Unix(path) => listener::bind_unix(&name, path, shards)?,
+                },
                 handler,
                 stats,
             });
         }
-        let addresses: Vec<_> = served
+        let (unix, ip): (Vec<_>, Vec<_>) = served
             .iter()
-            .map(|s| (s.bound.name.clone(), s.bound.address))
+            .map(|s| {
+                (
+                    s.bound.name.clone(),
+                    s.bound.address,
+                    s.bound.unix_path.clone(),
+                )
+            })
+            .partition(|(_, _, unix_path)| unix_path.is_some());
+        let addresses: Vec<_> = ip
+            .into_iter()
+            .map(|(name, address, _)| (name, address))
+            .collect();
+        let unix_paths: Vec<_> = unix
+            .into_iter()
+            .filter_map(|(name, _, path)| Some((name, path?)))
             .collect();
         let drain_timeout = self.config.drain_timeout;
         let running = self.plan.start(served, drain_timeout, self.signal)?;
         for (name, address) in &addresses {
             info!("listener \"{name}\" listening on {address}");
         }
+        for (name, path) in &unix_paths {
+            info!(
+                "listener \"{name}\" listening on unix socket {}",
+                path.display()
+            );
+        }
         Ok(Running {
             addresses,
+            unix_paths,
             shards: running,
             runtime: self.runtime,
             metrics: self.metrics,
@@ -260,6 +309,7 @@ impl Drop for StopOnDrop {
 /// components); [`Running::join`] waits.
 pub struct Running {
     addresses: Vec<(String, SocketAddr)>,
+    unix_paths: Vec<(String, PathBuf)>,
     shards: RunningShards,
     runtime: Arc<Runtime>,
     metrics: Arc<MetricsRegistry>,
@@ -277,9 +327,16 @@ impl Running {
             .find_map(|(listener, address)| (listener == name).then_some(*address))
     }
 
-    /// Every listener's name and bound address, in configuration order.
+    /// Every IP listener's name and bound address, in configuration order.
     pub fn addresses(&self) -> &[(String, SocketAddr)] {
         &self.addresses
+    }
+
+    /// The socket file of Unix domain socket listener `name`, if there is such a listener.
+    pub fn unix_path(&self, name: &str) -> Option<&Path> {
+        self.unix_paths
+            .iter()
+            .find_map(|(listener, path)| (listener == name).then_some(path.as_path()))
     }
 
     /// The metrics in Prometheus text format, as a scrape of the Prometheus sink gets them

@@ -136,3 +136,47 @@ fn runs_unprivileged_under_an_8_mib_memlock_limit() {
     let output = layotto.output();
     assert!(!output.to_lowercase().contains("enomem"), "{output}");
 }
+
+/// A server that takes connections and never answers (an etcd that hangs): tells when layotto
+/// has connected, and keeps the connections open.
+fn silent_server() -> (std::net::SocketAddr, mpsc::Receiver<TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (connected, connections) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if connected.send(stream.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    (address, connections)
+}
+
+#[test]
+fn sigterm_while_a_component_is_still_connecting_exits_0_at_once() {
+    let (etcd, connections) = silent_server();
+    let config = grpc_config(
+        json!({"config_store": {"config_demo": {
+            "type": "etcd", "address": [etcd.to_string()], "timeout": "120"
+        }}}),
+        json!({}),
+    );
+    // No listener is served yet: start-up is waiting for the component.
+    let mut layotto = LayottoBinary::start(&config, &[], 0);
+    let _connection = connections.recv_timeout(WAIT).unwrap();
+
+    let signalled = Instant::now();
+    layotto.terminate();
+    let status = layotto.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", layotto.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+    layotto.wait_for_line("stop requested during start-up");
+    assert!(!layotto.output().contains("listening on"));
+    let pid_file = layotto.config_path().join("../../logs/mosn.pid");
+    assert!(!pid_file.exists(), "the pid file is removed");
+}

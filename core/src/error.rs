@@ -15,6 +15,16 @@ pub enum CoreError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// A listener's Unix domain socket could not be bound.
+    #[error("listener \"{listener}\": cannot listen on unix socket {}: {source}", .path.display())]
+    BindUnix {
+        /// Listener name from the config.
+        listener: String,
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
     /// No CPU is available to pin shards to, or zero shards were asked for.
     #[error("no shard can run: {0}")]
     NoCores(String),

@@ -16,9 +16,9 @@ pub struct ConnectionInfo {
     pub listener: Rc<str>,
     /// Index of the shard serving it.
     pub shard: usize,
-    /// The client's address.
+    /// The client's address ([`crate::listener::UNIX_STAND_IN`] on a Unix domain socket).
     pub peer: SocketAddr,
-    /// Our address the client connected to.
+    /// Our address the client connected to (the stand-in on a Unix domain socket).
     pub local: SocketAddr,
     /// Fires when the process starts draining (protocols with a goodbye, like HTTP/2, send it).
     pub shutdown: ShutdownSignal,
@@ -26,7 +26,8 @@ pub struct ConnectionInfo {
 
 /// Serves accepted connections on one shard.
 pub trait ConnectionHandler {
-    /// Serves one connection until it ends. Runs on the shard that accepted it.
+    /// Serves one connection until it ends. Runs on the shard that accepted it. On a Unix
+    /// domain socket listener the stream is that socket (TCP-only calls on it fail).
     fn serve(self: Rc<Self>, stream: TcpStream, conn: ConnectionInfo) -> BoxedLocal<()>;
 }
 

@@ -22,7 +22,7 @@ const CRATES: [&str; 4] = [
 
 /// Where the components' modules live: `<block>/<type>` names
 /// `layotto_runtime_api::components::<block>::<type>`.
-const COMPONENTS: &str = "layotto_runtime_api::components";
+pub const COMPONENTS_TARGET: &str = "layotto_runtime_api::components";
 
 /// Why a level could not be changed.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ fn component_targets(component: &str) -> Option<Vec<String>> {
         "in-memory" => "memory".to_owned(),
         other => other.replace(['.', '-'], "_"),
     };
-    is_ident(&kind).then(|| vec![format!("{COMPONENTS}::{block}::{kind}")])
+    is_ident(&kind).then(|| vec![format!("{COMPONENTS_TARGET}::{block}::{kind}")])
 }
 
 /// The filter for `levels`: `warn` for everything else.

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::{
     CoreError,
     handler::{ConnectionHandler, ConnectionInfo, HandlerFactory},
-    listener::{AddressGuard, BoundListener},
+    listener::{AddressGuard, BoundListener, UNIX_STAND_IN},
     shutdown::ShutdownSignal,
     stats::ShardedCounter,
 };
@@ -116,9 +116,11 @@ impl ShardPlan {
         let mut totals = Vec::with_capacity(listeners.len());
         for listener in listeners {
             let name: Arc<str> = listener.bound.name.as_str().into();
+            let unix = listener.bound.unix_path.is_some();
             for (shard, socket) in listener.bound.sockets.into_iter().enumerate() {
                 per_shard[shard].push(ShardListener {
                     name: name.clone(),
+                    unix,
                     socket,
                     factory: listener.handler.clone(),
                     stats: listener.stats.clone(),
@@ -235,6 +237,8 @@ impl RunningShards {
 /// One listener's part that a shard owns.
 struct ShardListener {
     name: Arc<str>,
+    /// A Unix domain socket (its connections have no IP addresses).
+    unix: bool,
     socket: socket2::Socket,
     factory: Arc<dyn HandlerFactory>,
     stats: Arc<ListenerStats>,
@@ -281,6 +285,7 @@ fn run_shard(
                     AcceptContext {
                         shard,
                         name: listener.name.as_ref().into(),
+                        unix: listener.unix,
                         handler: listener.factory.for_shard(shard),
                         stats: listener.stats,
                         gate: gate.clone(),
@@ -313,6 +318,7 @@ fn run_shard(
 struct AcceptContext {
     shard: usize,
     name: Rc<str>,
+    unix: bool,
     handler: Rc<dyn ConnectionHandler>,
     stats: Arc<ListenerStats>,
     gate: Rc<Gate>,
@@ -322,13 +328,16 @@ struct AcceptContext {
 }
 
 /// Hands a bound, listening socket to glommio, which accepts on it with io_uring. glommio takes
-/// a listener only as a raw fd, hence the one `unsafe` of the workspace.
+/// a listener only as a raw fd, hence the one `unsafe` of the workspace. A Unix domain socket is
+/// adopted the same way: glommio's `TcpListener` and `TcpStream` only accept, read and write
+/// the fd (io_uring accept/recv/send, the same for any stream socket); its TCP-only calls
+/// (`peer_addr`, `set_nodelay`) fail on one and are not relied on.
 #[expect(
     unsafe_code,
     reason = "glommio's TcpListener can only be built from a raw fd"
 )]
 fn adopt_listening_socket(socket: socket2::Socket) -> TcpListener {
-    // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening TCP socket;
+    // SAFETY: `into_raw_fd` hands over sole ownership of a bound, listening stream socket;
     // the glommio listener takes that ownership and closes it on drop.
     unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
 }
@@ -353,8 +362,13 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
                 continue;
             }
         };
-        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
-            continue; // reset before we looked at it
+        let (peer, local) = if ctx.unix {
+            (UNIX_STAND_IN, UNIX_STAND_IN)
+        } else {
+            let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+                continue; // reset before we looked at it
+            };
+            (peer, local)
         };
         ctx.stats.accepted.add(ctx.shard, 1);
         let conn = ConnectionInfo {

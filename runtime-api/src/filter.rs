@@ -107,7 +107,11 @@ fn build(
         }
         settings.control_frames.burst = burst;
     }
-    if let Some(listener) = ctx.listener.filter(|l| !l.address.ip().is_loopback()) {
+    // A Unix socket is reachable only through its file (its address is a stand-in).
+    if let Some(listener) = ctx
+        .listener
+        .filter(|l| l.unix_path.is_none() && !l.address.ip().is_loopback())
+    {
         // Noted with the settings layotto-rs does not use, which are logged as warnings.
         findings.ignore(
             listener.path.clone(),

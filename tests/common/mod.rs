@@ -72,6 +72,14 @@ impl Layotto {
         self.running.as_ref().expect("layotto is running")
     }
 
+    /// The socket file of Unix socket listener `name`.
+    pub fn unix_path(&self, name: &str) -> PathBuf {
+        self.running()
+            .unix_path(name)
+            .unwrap_or_else(|| panic!("no unix socket listener {name}"))
+            .to_path_buf()
+    }
+
     /// The address listener `name` is bound to.
     pub fn address(&self, name: &str) -> SocketAddr {
         self.running()
@@ -159,7 +167,7 @@ pub struct LayottoBinary {
     child: Child,
     output: Arc<Output>,
     listeners: HashMap<String, SocketAddr>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// What the process printed, line by line; readers of its two pipes tell waiters of each line
@@ -234,20 +242,44 @@ impl LayottoBinary {
         expected_listeners: usize,
     ) -> Self {
         // Readable by all: some tests run the binary as an unprivileged user.
+        // At <dir>/configs/config.json, so that the pid file (MOSN's default) is <dir>/logs/mosn.pid.
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
-        let path = dir.path().join("config.json");
+        let configs = dir.path().join("configs");
+        std::fs::create_dir(&configs).unwrap();
+        std::fs::set_permissions(&configs, Permissions::from_mode(0o755)).unwrap();
+        let path = configs.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        // The pid file's directory, writable also when the binary runs unprivileged.
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::set_permissions(&logs, Permissions::from_mode(0o777)).unwrap();
         command.arg("start").arg("-c").arg(&path).args(args);
         Self::spawn(command, dir, expected_listeners)
     }
 
-    /// `layotto start` with no config file: the embedded default.
+    /// `layotto start` with no config file (in an empty working directory, without
+    /// `$RUNTIME_CONFIG`): the embedded default.
     pub fn start_default() -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(binary());
-        command.arg("start");
-        Self::spawn(command, tempfile::tempdir().unwrap(), 1)
+        command
+            .arg("start")
+            .current_dir(dir.path())
+            .env_remove("RUNTIME_CONFIG");
+        Self::spawn(command, dir, 1)
+    }
+
+    /// Runs a prepared command (its arguments, working directory and environment set by the
+    /// caller) and waits until `expected_listeners` listeners report their addresses.
+    pub fn launch(command: Command, expected_listeners: usize) -> Self {
+        Self::spawn(command, tempfile::tempdir().unwrap(), expected_listeners)
+    }
+
+    /// The config file [`LayottoBinary::start`] wrote (`<dir>/configs/config.json`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("configs").join("config.json")
     }
 
     fn spawn(mut command: Command, dir: tempfile::TempDir, expected_listeners: usize) -> Self {
@@ -272,7 +304,7 @@ impl LayottoBinary {
             child,
             output,
             listeners,
-            _dir: dir,
+            dir,
         }
     }
 

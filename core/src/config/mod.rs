@@ -62,7 +62,6 @@ const IGNORED_LISTENER: &[&str] = &[
     "connection_idle_timeout",
     "per_connection_buffer_limit_bytes",
     "listener_filters",
-    "network",
 ];
 const IGNORED_FILTER_CHAIN: &[&str] = &["match", "tls_context", "tls_context_set"];
 const IGNORED_CLUSTER_MANAGER: &[&str] = &[
@@ -99,6 +98,8 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// Where to serve Prometheus metrics (`metrics.sinks[type=prometheus]`), if anywhere.
     pub prometheus: Option<PrometheusSink>,
+    /// MOSN's top-level `pid`: where the binary writes its pid file, if the file says.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The Prometheus sink: an HTTP endpoint for scrapes.
@@ -254,8 +255,11 @@ impl LogLevel {
 pub struct ListenerConfig {
     /// Its name (`name`, or the address when absent).
     pub name: String,
-    /// Address to bind.
+    /// Address to bind; for a Unix socket listener the stand-in
+    /// [`crate::listener::UNIX_STAND_IN`] (the socket's path is `unix_path`).
     pub address: SocketAddr,
+    /// `network` `unix`: the path of the Unix domain socket to listen on (`address`).
+    pub unix_path: Option<PathBuf>,
     /// JSON path of this listener, for errors found later.
     pub path: String,
     /// `filter_chains[0].filters`, in order.
@@ -308,6 +312,7 @@ impl Config {
         };
         let mut config = Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            pid_file: raw.pid.filter(|pid| !pid.is_empty()).map(PathBuf::from),
             ..Config::default()
         };
         match raw.servers.as_slice() {
@@ -343,6 +348,7 @@ struct RawConfig {
     servers: Vec<Value>,
     cluster_manager: Option<Value>,
     metrics: Option<Value>,
+    pid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +364,7 @@ struct RawServer {
 struct RawListener {
     name: Option<String>,
     address: String,
+    network: Option<String>,
     bind_port: Option<bool>,
     #[serde(default)]
     filter_chains: Vec<Value>,
@@ -450,9 +457,32 @@ fn read_listener(value: &Value, path: &str, findings: &mut Findings) -> Option<L
             "virtual listeners (bind_port: false) are not supported; use true",
         );
     }
-    let address = parse_socket_addr(&raw.address)
-        .map_err(|err| findings.error(join(path, "address"), err))
-        .ok();
+    let (address, unix_path) = match raw.network.as_deref() {
+        None | Some("" | "tcp" | "tcp4" | "tcp6") => {
+            let address = parse_socket_addr(&raw.address)
+                .map_err(|err| findings.error(join(path, "address"), err))
+                .ok();
+            (address, None)
+        }
+        Some("unix") if raw.address.is_empty() => {
+            findings.error(
+                join(path, "address"),
+                "a unix listener needs the socket's path",
+            );
+            (None, None)
+        }
+        Some("unix") => (
+            Some(crate::listener::UNIX_STAND_IN),
+            Some(PathBuf::from(&raw.address)),
+        ),
+        Some(other) => {
+            findings.error(
+                join(path, "network"),
+                format!("network \"{other}\" is not supported (tcp or unix)"),
+            );
+            (None, None)
+        }
+    };
     let chains_path = join(path, "filter_chains");
     let mut network_filters = Vec::new();
     match raw.filter_chains.as_slice() {
@@ -483,6 +513,7 @@ fn read_listener(value: &Value, path: &str, findings: &mut Findings) -> Option<L
     Some(ListenerConfig {
         name: raw.name.unwrap_or_else(|| raw.address.clone()),
         address: address?,
+        unix_path,
         path: path.to_owned(),
         network_filters,
         stream_filters,
@@ -591,6 +622,7 @@ fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<Cl
 fn check_unique(config: &Config, findings: &mut Findings) {
     let mut names = HashMap::new();
     let mut addresses = HashMap::new();
+    let mut unix_paths = HashMap::new();
     for listener in &config.listeners {
         if let Some(first) = names.insert(listener.name.as_str(), listener.path.as_str()) {
             findings.error(
@@ -607,6 +639,14 @@ fn check_unique(config: &Config, findings: &mut Findings) {
             findings.error(
                 join(&listener.path, "address"),
                 format!("address {} is already used by {first}", listener.address),
+            );
+        }
+        if let Some(socket) = &listener.unix_path
+            && let Some(first) = unix_paths.insert(socket, listener.path.as_str())
+        {
+            findings.error(
+                join(&listener.path, "address"),
+                format!("socket {} is already used by {first}", socket.display()),
             );
         }
     }

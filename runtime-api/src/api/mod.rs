@@ -1,13 +1,15 @@
 //! LayOtto's `spec.proto.runtime.v1.Runtime` service over the process's [`Runtime`]: one module
 //! per building block, each adding its rpcs to the router and answering them in a few lines over
 //! the block's contract. Rpcs whose block is not served are not routed, so they answer
-//! UNIMPLEMENTED. One instance per shard, over the runtime shared by all shards.
+//! UNIMPLEMENTED. LayOtto's `Lifecycle` service is routed here too ([`lifecycle`]). One instance
+//! per shard, over the runtime shared by all shards.
 
 mod binding;
 mod configuration;
 mod file;
 mod hello;
 mod invoke;
+mod lifecycle;
 mod lock;
 mod pubsub;
 mod secret;
@@ -47,6 +49,7 @@ impl RuntimeApi {
             binding::routes,
             pubsub::routes,
             invoke::routes,
+            lifecycle::routes,
         ] {
             add(&mut router, &api);
         }

@@ -1,9 +1,10 @@
 //! What every component has, whatever its building block: one lifecycle ([`Component`]: start at
-//! start-up, health for readiness, close on drain) and the one way to call a tokio-based client
-//! ([`bounded_call`]: on the backend pool, bounded by the component's timeout). A leaf module.
-//! `start` and `close` run on the main thread; `health` on the shard serving the actuator.
+//! start-up, health for readiness, dynamic configuration, close on drain) and the one way to call
+//! a tokio-based client ([`bounded_call`]: on the backend pool, bounded by the component's
+//! timeout). A leaf module. `start` and `close` run on the main thread; `health` on the shard
+//! serving the actuator, `apply_configuration` on the shard serving LayOtto's Lifecycle call.
 
-use std::{future::Future, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use async_trait::async_trait;
 use layotto_core::backend::BackendHandle;
@@ -22,6 +23,18 @@ pub trait Component: Send + Sync {
     /// `Ok` when it can serve now (the actuator's readiness).
     async fn health(&self) -> Result<(), ApiError> {
         Ok(())
+    }
+
+    /// Applies LayOtto's dynamic configuration (`Lifecycle.ApplyConfiguration`): the component's
+    /// full metadata from now on, seen by every shard. The default refuses: most components
+    /// cannot change at run time (LayOtto answers "component not found" for them).
+    async fn apply_configuration(
+        &self,
+        _metadata: &HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        Err(ApiError::InvalidArgument(
+            "does not support dynamic configuration".into(),
+        ))
     }
 
     /// Stops its background work and lets go of its connections, once at drain.

@@ -1,15 +1,20 @@
 //! The `hellos` building block: the [`Hello`] contract and its one backend type, `helloworld`,
 //! which answers with its configured greeting followed by `, <name>` when a name is given (as
-//! LayOtto's). Immutable; shared by all shards.
+//! LayOtto's). Shared by all shards; the greeting changes at run time through LayOtto's
+//! `Lifecycle.ApplyConfiguration` (metadata `hello`), swapped atomically for every shard.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use serde_json::Value;
+use tracing::info;
 
 use super::{
     component::Component,
     registry::{Entry, Registry},
 };
+use crate::error::ApiError;
 
 /// A greeting component.
 pub trait Hello: Component {
@@ -26,17 +31,17 @@ pub(crate) const BACKENDS: Registry<dyn Hello> = Registry {
     backends: &[("helloworld", HelloWorld::build)],
 };
 
-/// LayOtto's `helloworld`: a fixed greeting.
-#[derive(Debug, Clone)]
+/// LayOtto's `helloworld`: a greeting, replaceable at run time.
+#[derive(Debug)]
 pub struct HelloWorld {
-    greeting: String,
+    greeting: ArcSwap<String>,
 }
 
 impl HelloWorld {
     /// A component answering with `greeting`.
     pub fn new(greeting: impl Into<String>) -> Self {
         Self {
-            greeting: greeting.into(),
+            greeting: ArcSwap::from_pointee(greeting.into()),
         }
     }
 
@@ -55,14 +60,28 @@ impl HelloWorld {
     }
 }
 
-impl Component for HelloWorld {}
+#[async_trait(?Send)]
+impl Component for HelloWorld {
+    /// As LayOtto's: metadata `hello` becomes the greeting; without it nothing changes.
+    async fn apply_configuration(
+        &self,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), ApiError> {
+        if let Some(greeting) = metadata.get("hello") {
+            self.greeting.store(Arc::new(greeting.clone()));
+            info!(greeting = %greeting, "helloworld: greeting changed by ApplyConfiguration");
+        }
+        Ok(())
+    }
+}
 
 impl Hello for HelloWorld {
     fn hello(&self, name: &str) -> String {
+        let greeting = self.greeting.load();
         if name.is_empty() {
-            self.greeting.clone()
+            greeting.as_ref().clone()
         } else {
-            format!("{}, {name}", self.greeting)
+            format!("{greeting}, {name}")
         }
     }
 }
@@ -76,5 +95,16 @@ mod tests {
         let hello = HelloWorld::new("greeting");
         assert_eq!(hello.hello(""), "greeting");
         assert_eq!(hello.hello("layotto"), "greeting, layotto");
+    }
+
+    #[test]
+    fn apply_configuration_changes_the_greeting_only_when_hello_is_given() {
+        let hello = HelloWorld::new("greeting");
+        let other = HashMap::from([("other".to_owned(), "x".to_owned())]);
+        futures_lite::future::block_on(hello.apply_configuration(&other)).unwrap();
+        assert_eq!(hello.hello("eva"), "greeting, eva");
+        let goodbye = HashMap::from([("hello".to_owned(), "goodbye".to_owned())]);
+        futures_lite::future::block_on(hello.apply_configuration(&goodbye)).unwrap();
+        assert_eq!(hello.hello("eva"), "goodbye, eva");
     }
 }

@@ -112,7 +112,9 @@ fn build(
         .or_else(|| std::env::var(API_TOKEN_ENV).ok())
         .filter(|token| !token.is_empty());
     if token.is_none()
-        && let Some(listener) = ctx.listener.filter(|l| !l.address.ip().is_loopback())
+        && let Some(listener) = ctx
+            .listener
+            .filter(|l| l.unix_path.is_none() && !l.address.ip().is_loopback())
     {
         findings.ignore(
             listener.path.clone(),
