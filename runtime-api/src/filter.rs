@@ -13,7 +13,10 @@ use serde::Deserialize;
 
 use crate::{
     api::RuntimeApi,
-    grpc::server::{GrpcServerFactory, GrpcSettings},
+    grpc::{
+        codec::HEADER_LEN,
+        server::{GrpcServerFactory, GrpcSettings},
+    },
     runtime::Runtime,
 };
 
@@ -30,6 +33,8 @@ struct GrpcFilterConfig {
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_control_frame_burst: Option<u32>,
+    per_connection_buffer_limit_bytes: Option<usize>,
+    listener_buffer_limit_bytes: Option<usize>,
 }
 
 /// The `grpc` terminal's builder: runtime API servers over `runtime`.
@@ -107,6 +112,7 @@ fn build(
         }
         settings.control_frames.burst = burst;
     }
+    buffer_limits(&config, &path, &mut settings, findings);
     if let Some(listener) = ctx.listener.filter(|l| !l.address.ip().is_loopback()) {
         // Noted with the settings layotto-rs does not use, which are logged as warnings.
         findings.ignore(
@@ -135,7 +141,39 @@ fn build(
         ctx.shards,
     );
     ctx.metrics.register(server.stats());
+    ctx.metrics.register(server.buffers());
     Some(Arc::new(server))
+}
+
+/// The buffer limits: by default twice the largest message (at least 8 MiB) per connection and
+/// 1 GiB per listener; set ones must hold a largest message and the listener's a connection's.
+fn buffer_limits(
+    config: &GrpcFilterConfig,
+    path: &str,
+    settings: &mut GrpcSettings,
+    findings: &mut Findings,
+) {
+    let largest = settings.max_message_size.saturating_add(HEADER_LEN);
+    let limits = &mut settings.buffers;
+    match config.per_connection_buffer_limit_bytes {
+        Some(limit) if limit < largest => findings.error(
+            join(path, "per_connection_buffer_limit_bytes"),
+            format!("must hold a message of max_message_size: at least {largest} bytes"),
+        ),
+        Some(limit) => limits.per_connection = limit,
+        None => limits.per_connection = limits.per_connection.max(largest.saturating_mul(2)),
+    }
+    match config.listener_buffer_limit_bytes {
+        Some(limit) if limit < limits.per_connection => findings.error(
+            join(path, "listener_buffer_limit_bytes"),
+            format!(
+                "must hold what one connection may: at least {} bytes",
+                limits.per_connection
+            ),
+        ),
+        Some(limit) => limits.per_listener = limit,
+        None => limits.per_listener = limits.per_listener.max(limits.per_connection),
+    }
 }
 
 /// `grpc_metric`: layotto-rs always records per-rpc metrics, so the filter only notes that.

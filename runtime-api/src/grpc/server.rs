@@ -25,6 +25,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::debug;
 
 use super::{
+    budget::{ConnectionBuffers, ListenerBuffers},
     call::{self, Requests, ResponseState, Responses, SharedResponse},
     guard::{GuardedStream, Watch},
     router::{Call, Router},
@@ -45,6 +46,7 @@ pub struct GrpcServerFactory {
     stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
     stats: Arc<GrpcStats>,
     bytes: Arc<ByteCounters>,
+    buffers: Arc<ListenerBuffers>,
 }
 
 impl GrpcServerFactory {
@@ -64,7 +66,13 @@ impl GrpcServerFactory {
             stream_filters,
             stats: Arc::new(GrpcStats::new(listener.to_owned(), shards, paths)),
             bytes: Arc::new(ByteCounters::new(shards)),
+            buffers: Arc::new(ListenerBuffers::new(listener.to_owned(), settings.buffers)),
         }
+    }
+
+    /// The buffered-byte counts of all connections, for `/metrics`.
+    pub fn buffers(&self) -> Arc<ListenerBuffers> {
+        self.buffers.clone()
     }
 
     /// The per-rpc statistics, for `/metrics`.
@@ -81,6 +89,7 @@ impl TerminalFactory for GrpcServerFactory {
             stream_filters: StreamFilters::for_shard(&self.stream_filters, shard),
             stats: self.stats.clone(),
             bytes: self.bytes.clone(),
+            buffers: self.buffers.clone(),
         })
     }
 
@@ -96,6 +105,7 @@ struct GrpcServer {
     stream_filters: StreamFilters,
     stats: Arc<GrpcStats>,
     bytes: Arc<ByteCounters>,
+    buffers: Arc<ListenerBuffers>,
 }
 
 impl Terminal for GrpcServer {
@@ -142,6 +152,7 @@ impl GrpcServer {
             }
         };
         let calls = Rc::new(CallCount::new());
+        let buffers = ConnectionBuffers::new(self.buffers.clone());
         let mut shutdown = conn.shutdown.clone();
         let mut draining = false;
         let mut events = Box::pin(connection_events(
@@ -187,8 +198,9 @@ impl GrpcServer {
                 Some(Ok((request, respond))) => {
                     let call = calls.start();
                     let server = self.clone();
+                    let buffers = buffers.clone();
                     glommio::spawn_local(async move {
-                        serve_call(server, request, respond, conn.shard).await;
+                        serve_call(server, request, respond, conn.shard, buffers).await;
                         drop(call);
                     })
                     .detach();
@@ -207,6 +219,7 @@ impl GrpcServer {
         parts: http::request::Parts,
         body: RecvStream,
         response: &SharedResponse,
+        buffers: Rc<ConnectionBuffers>,
     ) -> Status {
         let path = parts.uri.path();
         let Some(handler) = self.router.get(path) else {
@@ -233,8 +246,8 @@ impl GrpcServer {
         };
         let max = self.settings.max_message_size;
         let work = handler(Call {
-            requests: Requests::new(body, max),
-            responses: Responses::new(response.clone(), max),
+            requests: Requests::new(body, max, &buffers),
+            responses: Responses::new(response.clone(), max, buffers),
         });
         let bounded = async {
             match deadline {
@@ -360,9 +373,16 @@ async fn expire(limit: Duration) -> Result<(), Status> {
 async fn serve_call(
     server: Rc<GrpcServer>,
     request: http::Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     shard: usize,
+    buffers: Rc<ConnectionBuffers>,
 ) {
+    if !buffers.admit_stream() {
+        // The connection or the listener holds half a buffer limit: the client may retry the
+        // call (later, or elsewhere), as nothing of it was processed.
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
     let (parts, mut body) = request.into_parts();
     let is_grpc = parts
         .headers
@@ -388,7 +408,7 @@ async fn serve_call(
     let method = stats.method(parts.uri.path());
     method.started(shard);
     let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
-    let status = server.dispatch(parts, body, &response).await;
+    let status = server.dispatch(parts, body, &response, buffers).await;
     if status.code != Code::Ok && status.code != Code::Cancelled {
         debug!(%status, "call failed");
     }
