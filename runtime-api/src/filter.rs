@@ -32,6 +32,8 @@ struct GrpcFilterConfig {
     max_concurrent_streams: Option<u32>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
     max_control_frame_burst: Option<u32>,
     per_connection_buffer_limit_bytes: Option<usize>,
     listener_buffer_limit_bytes: Option<usize>,
@@ -94,6 +96,11 @@ fn build(
             &config.idle_timeout,
             &mut settings.timeouts.idle,
         ),
+        (
+            "keepalive_timeout",
+            &config.keepalive_timeout,
+            &mut settings.timeouts.keepalive_timeout,
+        ),
     ] {
         if let Some(text) = value {
             match parse_duration(text) {
@@ -101,6 +108,15 @@ fn build(
                 Ok(_) => findings.error(join(&path, key), "must be greater than zero"),
                 Err(err) => findings.error(join(&path, key), err),
             }
+        }
+    }
+    if let Some(text) = &config.keepalive_interval {
+        // "0s" (the default) sends no keep-alive PINGs.
+        match parse_duration(text) {
+            Ok(interval) => {
+                settings.timeouts.keepalive_interval = Some(interval).filter(|i| !i.is_zero())
+            }
+            Err(err) => findings.error(join(&path, "keepalive_interval"), err),
         }
     }
     if let Some(burst) = config.max_control_frame_burst {

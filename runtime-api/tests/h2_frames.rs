@@ -659,3 +659,39 @@ fn partial_requests_are_bounded_per_connection_and_per_listener() {
     assert_all_freed(&buffers, Buffered::Requests);
     assert_call_completes(&mut other, 3);
 }
+
+fn with_keepalive(interval: Duration, timeout: Duration) -> GrpcSettings {
+    let mut settings = GrpcSettings::default();
+    settings.timeouts.keepalive_interval = Some(interval);
+    settings.timeouts.keepalive_timeout = timeout;
+    settings
+}
+
+#[test]
+fn a_client_that_does_not_answer_keepalive_pings_gets_goaway_and_is_closed() {
+    let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(300));
+    let mut client = Client::handshake(start(with_keepalive(interval, timeout)));
+    let ping = client.expect(|f| f.kind == PING && f.flags & ACK == 0);
+    let pinged = Instant::now();
+    // Not answered: a GOAWAY follows once the timeout has passed, then the close.
+    let goaway = client.expect(|f| f.kind == GOAWAY);
+    assert_eq!(goaway.error_code(), NO_ERROR);
+    let waited = pinged.elapsed();
+    assert!(
+        waited >= timeout - Duration::from_millis(50) && waited < Duration::from_secs(5),
+        "GOAWAY {waited:?} after the PING {ping:?}"
+    );
+    assert!(client.until_closed().is_none(), "closed after the GOAWAY");
+}
+
+#[test]
+fn a_client_that_answers_keepalive_pings_stays_connected() {
+    let interval = Duration::from_millis(100);
+    let mut client = Client::handshake(start(with_keepalive(interval, interval)));
+    for _ in 0..10 {
+        let ping = client.expect(|f| f.kind == GOAWAY || (f.kind == PING && f.flags & ACK == 0));
+        assert_eq!(ping.kind, PING, "{ping:?}");
+        client.send(&frame(PING, ACK, 0, &ping.payload));
+    }
+    assert_call_completes(&mut client, 1);
+}

@@ -1,7 +1,7 @@
 //! The `grpc` terminal filter: serves HTTP/2 with prior knowledge (h2c) on each shard's
 //! connections, one task per call, routed by `:path`. Applies the call's `grpc-timeout`, notices
-//! client cancellation, writes `grpc-status` trailers, and on process drain sends GOAWAY so clients
-//! finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
+//! client cancellation, writes `grpc-status` trailers, sends keep-alive PINGs when configured, and
+//! on process drain sends GOAWAY so clients finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
 
 use std::{
     cell::{Cell, RefCell},
@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 use futures_lite::future::{BoxedLocal, or};
 use glommio::net::TcpStream;
-use h2::{RecvStream, server::SendResponse};
+use h2::{Ping, PingPong, RecvStream, server::SendResponse};
 use layotto_core::handler::ConnectionInfo;
 use layotto_filters::{
     chain::{Observers, Terminal, TerminalFactory},
@@ -27,7 +27,7 @@ use tracing::debug;
 use super::{
     budget::{ConnectionBuffers, ListenerBuffers},
     call::{self, Requests, ResponseState, Responses, SharedResponse},
-    guard::{GuardedStream, Watch},
+    guard::{ConnectionTimeouts, GuardedStream, Watch},
     router::{Call, Router},
     stats::GrpcStats,
     status::{Code, Status},
@@ -159,7 +159,8 @@ impl GrpcServer {
             watch,
             handshake_deadline,
             calls.clone(),
-            s.timeouts.idle,
+            s.timeouts,
+            connection.ping_pong(),
         ));
         loop {
             let accepted = if draining {
@@ -184,9 +185,15 @@ impl GrpcServer {
                         debug!(peer = %conn.peer, "no SETTINGS within the handshake timeout; closing");
                         return;
                     }
-                    Err(Event::Flood) => {
-                        debug!(peer = %conn.peer, "PING/SETTINGS flood; GOAWAY ENHANCE_YOUR_CALM");
-                        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    Err(event @ (Event::Flood | Event::Unanswered)) => {
+                        let reason = if let Event::Flood = event {
+                            debug!(peer = %conn.peer, "PING/SETTINGS flood; GOAWAY ENHANCE_YOUR_CALM");
+                            h2::Reason::ENHANCE_YOUR_CALM
+                        } else {
+                            debug!(peer = %conn.peer, "keep-alive PING unanswered; GOAWAY");
+                            h2::Reason::NO_ERROR
+                        };
+                        connection.abrupt_shutdown(reason);
                         let close = async { while let Some(Ok(_)) = connection.accept().await {} };
                         or(close, glommio::timer::sleep(s.timeouts.close_grace)).await;
                         return;
@@ -276,18 +283,29 @@ enum Event {
     Flood,
     /// No call in progress for the idle timeout.
     Idle,
+    /// A keep-alive PING went unanswered for the keep-alive timeout.
+    Unanswered,
 }
 
-/// The connection's first handshake, flood or idle event.
+/// The connection's first handshake, flood, idle or keep-alive event.
 async fn connection_events(
     watch: Watch,
     handshake_deadline: Instant,
     calls: Rc<CallCount>,
-    idle: Duration,
+    timeouts: ConnectionTimeouts,
+    pings: Option<PingPong>,
 ) -> Event {
     let flooded = async {
         watch.flooded().await;
         Event::Flood
+    };
+    let unanswered = async {
+        match (timeouts.keepalive_interval, pings) {
+            (Some(interval), Some(pings)) => {
+                keep_alive(pings, interval, timeouts.keepalive_timeout).await
+            }
+            _ => std::future::pending().await,
+        }
     };
     let lifetime = async {
         let settings = async {
@@ -302,10 +320,28 @@ async fn connection_events(
         {
             return event;
         }
-        calls.idle_for(idle).await;
+        calls.idle_for(timeouts.idle).await;
         Event::Idle
     };
-    or(flooded, lifetime).await
+    or(or(flooded, unanswered), lifetime).await
+}
+
+/// Sends a PING every `interval` and waits up to `timeout` for its answer; resolves when one
+/// goes unanswered. (h2 answers the client's PINGs itself; this is the server's own.)
+async fn keep_alive(mut pings: PingPong, interval: Duration, timeout: Duration) -> Event {
+    loop {
+        glommio::timer::sleep(interval).await;
+        if pings.send_ping(Ping::opaque()).is_err() {
+            // The connection is ending; its driver notices on its own.
+            return std::future::pending().await;
+        }
+        let pong = async { Some(poll_fn(|cx| pings.poll_pong(cx)).await) };
+        match or(pong, sleep_until(Instant::now() + timeout, None)).await {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return std::future::pending().await,
+            None => return Event::Unanswered,
+        }
+    }
 }
 
 async fn sleep_until<T>(deadline: Instant, value: T) -> T {

@@ -42,11 +42,14 @@ impl Default for GrpcSettings {
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
             // Envoy's edge guidance: request headers within 10 s, idle connections closed after
-            // an hour, at most 1000 queued control-frame replies.
+            // an hour, at most 1000 queued control-frame replies. Keep-alive PINGs are off, as
+            // in Envoy and tonic; when on, an answer is awaited 20 s (tonic's default).
             timeouts: ConnectionTimeouts {
                 handshake: Duration::from_secs(10),
                 idle: Duration::from_secs(3600),
                 close_grace: Duration::from_secs(1),
+                keepalive_interval: None,
+                keepalive_timeout: Duration::from_secs(20),
             },
             control_frames: ControlFrameBudget {
                 burst: 1000,
