@@ -19,6 +19,7 @@ pub use layotto_core::{
 };
 use layotto_core::{
     backend::{BackendHandle, BackendPool},
+    caps::DescriptorCeiling,
     config::{Config, Findings},
     handler::HandlerFactory,
     health::HealthRegistry,
@@ -193,6 +194,18 @@ impl Prepared {
             ));
         }
         let shards = self.plan.len();
+        let proxy_ceiling = DescriptorCeiling::for_capped_listener(self.config.reserved_fds);
+        let proxies: Vec<&str> = self
+            .config
+            .listeners
+            .iter()
+            .filter(|l| {
+                l.network_filters
+                    .last()
+                    .is_some_and(|f| f.kind == "tcp_proxy")
+            })
+            .map(|l| l.name.as_str())
+            .collect();
         let mut served = Vec::with_capacity(listeners.len());
         for (name, address, handler) in listeners {
             let stats = Arc::new(ListenerStats::new(shards));
@@ -201,10 +214,22 @@ impl Prepared {
                 stats: stats.clone(),
                 handler: handler.clone(),
             }));
+            // The L4 proxy's listeners leave the descriptor reserve to the API and admin ones.
+            let ceiling = if proxies.contains(&name.as_str()) {
+                if let DescriptorCeiling::Below(ceiling) = proxy_ceiling {
+                    info!(
+                        "listener \"{name}\" closes connections that get descriptor {ceiling} or above (the rest are kept for the API and admin listeners)"
+                    );
+                }
+                proxy_ceiling
+            } else {
+                DescriptorCeiling::None
+            };
             served.push(ServedListener {
                 bound: listener::bind(&name, address, shards)?,
                 handler,
                 stats,
+                ceiling,
             });
         }
         let addresses: Vec<_> = served
