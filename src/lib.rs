@@ -24,6 +24,7 @@ pub use layotto_core::{
 };
 use layotto_core::{
     backend::{BackendHandle, BackendPool},
+    caps::DescriptorCeiling,
     config::{Config, Findings},
     handler::HandlerFactory,
     health::HealthRegistry,
@@ -225,6 +226,18 @@ impl Prepared {
             ));
         }
         let shards = self.plan.len();
+        let proxy_ceiling = DescriptorCeiling::for_capped_listener(self.config.reserved_fds);
+        let proxies: Vec<&str> = self
+            .config
+            .listeners
+            .iter()
+            .filter(|l| {
+                l.network_filters
+                    .last()
+                    .is_some_and(|f| f.kind == "tcp_proxy")
+            })
+            .map(|l| l.name.as_str())
+            .collect();
         let mut served = Vec::with_capacity(listeners.len());
         for (name, on, handler) in listeners {
             let stats = Arc::new(ListenerStats::new(shards));
@@ -233,6 +246,17 @@ impl Prepared {
                 stats: stats.clone(),
                 handler: handler.clone(),
             }));
+            // The L4 proxy's listeners leave the descriptor reserve to the API and admin ones.
+            let ceiling = if proxies.contains(&name.as_str()) {
+                if let DescriptorCeiling::Below(ceiling) = proxy_ceiling {
+                    info!(
+                        "listener \"{name}\" closes connections that get descriptor {ceiling} or above (the rest are kept for the API and admin listeners)"
+                    );
+                }
+                proxy_ceiling
+            } else {
+                DescriptorCeiling::None
+            };
             served.push(ServedListener {
                 bound: match &on {
                     ListenOn::Ip(address) => listener::bind(&name, *address, shards)?,
@@ -240,6 +264,7 @@ impl Prepared {
                 },
                 handler,
                 stats,
+                ceiling,
             });
         }
         let (unix, ip): (Vec<_>, Vec<_>) = served

@@ -1,11 +1,13 @@
 //! layotto-core: what every shard shares — the configuration model, SO_REUSEPORT listeners, the
 //! shard-per-core executors with their drain, the connection-handler contract filters plug into,
-//! shutdown signalling, per-shard counters and histograms, and the metrics and health registries.
+//! shutdown signalling, the connection caps, per-shard counters and histograms, and the metrics
+//! and health registries.
 //!
 //! Configuration code runs on the main thread before any shard starts; everything under
 //! [`shard`] runs on the pinned shard threads.
 
 pub mod backend;
+pub mod caps;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -77,6 +77,12 @@ impl MetricSource for ListenerMetrics {
             &labels,
             self.stats.open() as f64,
         );
+        out.counter(
+            "layotto_listener_refused_over_fd_reserve_total",
+            "Connections closed at once because the process held nearly all its descriptors.",
+            &labels,
+            self.stats.refused_over_fd_reserve.sum(),
+        );
         for (counter, value) in self.handler.counters() {
             // The handler's own `connections` (e.g. tcp_proxy's, those it served) would be the
             // same series as the accepted ones above.

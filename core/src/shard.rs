@@ -1,11 +1,13 @@
 //! Shard-per-core executors. Each shard is one OS thread pinned to one core (core_affinity) running
 //! one glommio executor; it owns its SO_REUSEPORT sockets and its listeners' handlers, accepts and
-//! serves connections without locks or cross-thread hops, and on shutdown stops accepting at once
-//! and drains open connections up to the drain timeout.
+//! serves connections without locks or cross-thread hops, closes at once the connections of a
+//! listener past its descriptor ceiling (see [`crate::caps`]), backs off when accepting fails
+//! (out of descriptors) with one warning a second for the process, and on shutdown stops
+//! accepting at once and drains open connections up to the drain timeout.
 
 use std::{
     cell::Cell,
-    os::fd::{FromRawFd, IntoRawFd},
+    os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     rc::Rc,
     sync::{Arc, mpsc},
     thread::JoinHandle,
@@ -18,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     CoreError,
+    caps::{AcceptWarnings, DescriptorCeiling},
     handler::{ConnectionHandler, ConnectionInfo, HandlerFactory},
     listener::{AddressGuard, BoundListener, UNIX_STAND_IN},
     shutdown::ShutdownSignal,
@@ -29,8 +32,13 @@ use crate::{
 /// (below 512 KiB executors fail to start).
 const IO_MEMORY: usize = 1 << 20;
 
-/// Back-off after a failed accept (e.g. out of file descriptors) before trying again.
+/// Back-off after a failed accept (e.g. out of file descriptors) before trying again; doubled
+/// after each failure in a row up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// The accept-failure warnings of the process: one a second at most.
+static ACCEPT_WARNINGS: AcceptWarnings = AcceptWarnings::new();
 
 /// A listener ready to be served: its bound sockets and the factory of its handlers.
 pub struct ServedListener {
@@ -40,6 +48,8 @@ pub struct ServedListener {
     pub handler: Arc<dyn HandlerFactory>,
     /// Where its shards count connections (readable while serving, e.g. by metrics).
     pub stats: Arc<ListenerStats>,
+    /// Where its connections stop: the proxy's keep the process's descriptor reserve free.
+    pub ceiling: DescriptorCeiling,
 }
 
 /// A listener's connection counts, per shard.
@@ -49,6 +59,8 @@ pub struct ListenerStats {
     pub accepted: ShardedCounter,
     /// Connections that have ended.
     pub closed: ShardedCounter,
+    /// Connections closed at once because the process held nearly all its descriptors.
+    pub refused_over_fd_reserve: ShardedCounter,
 }
 
 impl ListenerStats {
@@ -57,6 +69,7 @@ impl ListenerStats {
         Self {
             accepted: ShardedCounter::new(shards),
             closed: ShardedCounter::new(shards),
+            refused_over_fd_reserve: ShardedCounter::new(shards),
         }
     }
 
@@ -124,6 +137,7 @@ impl ShardPlan {
                     socket,
                     factory: listener.handler.clone(),
                     stats: listener.stats.clone(),
+                    ceiling: listener.ceiling,
                 });
             }
             totals.push(ListenerTotals {
@@ -242,6 +256,7 @@ struct ShardListener {
     socket: socket2::Socket,
     factory: Arc<dyn HandlerFactory>,
     stats: Arc<ListenerStats>,
+    ceiling: DescriptorCeiling,
 }
 
 /// The body of a shard thread: pin, build the executor, serve until shutdown, drain. Returns the
@@ -288,6 +303,7 @@ fn run_shard(
                         unix: listener.unix,
                         handler: listener.factory.for_shard(shard),
                         stats: listener.stats,
+                        ceiling: listener.ceiling,
                         gate: gate.clone(),
                         open: open.clone(),
                         closer,
@@ -321,6 +337,7 @@ struct AcceptContext {
     unix: bool,
     handler: Rc<dyn ConnectionHandler>,
     stats: Arc<ListenerStats>,
+    ceiling: DescriptorCeiling,
     gate: Rc<Gate>,
     open: Rc<Cell<usize>>,
     /// A second handle to the listening socket, to stop it at once (see [`accept_loop`]).
@@ -347,6 +364,7 @@ fn adopt_listening_socket(socket: socket2::Socket) -> TcpListener {
 /// would keep a merely closed socket listening for a while, but a shut-down one refuses new
 /// connections at once.
 async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: ShutdownSignal) {
+    let mut backoff = ACCEPT_RETRY;
     loop {
         let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -357,11 +375,27 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(err)) => {
-                warn!(listener = %ctx.name, shard = ctx.shard, error = %err, "accept failed");
-                glommio::timer::sleep(ACCEPT_RETRY).await;
+                if let Some(failures) = ACCEPT_WARNINGS.failed() {
+                    warn!(
+                        listener = %ctx.name,
+                        shard = ctx.shard,
+                        error = %err,
+                        failures,
+                        "accept failed; backing off (failures of every listener since the last warning, one warning a second)"
+                    );
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        backoff = ACCEPT_RETRY;
+        if !ctx.ceiling.admits(stream.as_raw_fd()) {
+            // Nearly out of descriptors: the rest are kept for the API and admin listeners.
+            ctx.stats.refused_over_fd_reserve.add(ctx.shard, 1);
+            debug!(listener = %ctx.name, shard = ctx.shard, "descriptor reserve reached; connection closed");
+            continue;
+        }
         let (peer, local) = if ctx.unix {
             (UNIX_STAND_IN, UNIX_STAND_IN)
         } else {
@@ -389,6 +423,11 @@ async fn accept_loop(ctx: AcceptContext, listener: TcpListener, mut shutdown: Sh
             Ok(task) => task.detach(),
             Err(_) => break, // the gate closed: we are draining
         };
+        if let DescriptorCeiling::Below(_) = ctx.ceiling {
+            // Let the connection open what it needs (the proxy's upstream socket) before the
+            // next accept, so the next descriptor number counts it.
+            futures_lite::future::yield_now().await;
+        }
     }
     if let Some(closer) = ctx.closer {
         // Leaves the listening state (and the port's SO_REUSEPORT group) now.

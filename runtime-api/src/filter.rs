@@ -13,7 +13,10 @@ use serde::Deserialize;
 
 use crate::{
     api::RuntimeApi,
-    grpc::server::{GrpcServerFactory, GrpcSettings},
+    grpc::{
+        codec::HEADER_LEN,
+        server::{GrpcServerFactory, GrpcSettings},
+    },
     runtime::Runtime,
 };
 
@@ -29,7 +32,11 @@ struct GrpcFilterConfig {
     max_concurrent_streams: Option<u32>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
     max_control_frame_burst: Option<u32>,
+    per_connection_buffer_limit_bytes: Option<usize>,
+    listener_buffer_limit_bytes: Option<usize>,
 }
 
 /// The `grpc` terminal's builder: runtime API servers over `runtime`.
@@ -89,6 +96,11 @@ fn build(
             &config.idle_timeout,
             &mut settings.timeouts.idle,
         ),
+        (
+            "keepalive_timeout",
+            &config.keepalive_timeout,
+            &mut settings.timeouts.keepalive_timeout,
+        ),
     ] {
         if let Some(text) = value {
             match parse_duration(text) {
@@ -96,6 +108,15 @@ fn build(
                 Ok(_) => findings.error(join(&path, key), "must be greater than zero"),
                 Err(err) => findings.error(join(&path, key), err),
             }
+        }
+    }
+    if let Some(text) = &config.keepalive_interval {
+        // "0s" (the default) sends no keep-alive PINGs.
+        match parse_duration(text) {
+            Ok(interval) => {
+                settings.timeouts.keepalive_interval = Some(interval).filter(|i| !i.is_zero())
+            }
+            Err(err) => findings.error(join(&path, "keepalive_interval"), err),
         }
     }
     if let Some(burst) = config.max_control_frame_burst {
@@ -107,6 +128,7 @@ fn build(
         }
         settings.control_frames.burst = burst;
     }
+    buffer_limits(&config, &path, &mut settings, findings);
     // A Unix socket is reachable only through its file (its address is a stand-in).
     if let Some(listener) = ctx
         .listener
@@ -139,7 +161,39 @@ fn build(
         ctx.shards,
     );
     ctx.metrics.register(server.stats());
+    ctx.metrics.register(server.buffers());
     Some(Arc::new(server))
+}
+
+/// The buffer limits: by default twice the largest message (at least 8 MiB) per connection and
+/// 1 GiB per listener; set ones must hold a largest message and the listener's a connection's.
+fn buffer_limits(
+    config: &GrpcFilterConfig,
+    path: &str,
+    settings: &mut GrpcSettings,
+    findings: &mut Findings,
+) {
+    let largest = settings.max_message_size.saturating_add(HEADER_LEN);
+    let limits = &mut settings.buffers;
+    match config.per_connection_buffer_limit_bytes {
+        Some(limit) if limit < largest => findings.error(
+            join(path, "per_connection_buffer_limit_bytes"),
+            format!("must hold a message of max_message_size: at least {largest} bytes"),
+        ),
+        Some(limit) => limits.per_connection = limit,
+        None => limits.per_connection = limits.per_connection.max(largest.saturating_mul(2)),
+    }
+    match config.listener_buffer_limit_bytes {
+        Some(limit) if limit < limits.per_connection => findings.error(
+            join(path, "listener_buffer_limit_bytes"),
+            format!(
+                "must hold what one connection may: at least {} bytes",
+                limits.per_connection
+            ),
+        ),
+        Some(limit) => limits.per_listener = limit,
+        None => limits.per_listener = limits.per_listener.max(limits.per_connection),
+    }
 }
 
 /// `grpc_metric`: layotto-rs always records per-rpc metrics, so the filter only notes that.

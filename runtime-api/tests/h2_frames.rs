@@ -1,7 +1,8 @@
 //! The gRPC server's HTTP/2 rules, frame by frame: a scripted client writes raw frames (header
 //! blocks hand-encoded as HPACK literals) to a `GrpcServerFactory` served in-process on a glommio
 //! executor and reads back what the server answers. Covers the RFC 9113 rules the server
-//! enforces (the ones h2spec checks), the handshake and idle timeouts, and the PING flood cap.
+//! enforces (the ones h2spec checks), the handshake and idle timeouts, the PING flood cap and the
+//! buffered-byte limits.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -21,6 +22,7 @@ use layotto_core::{handler::ConnectionInfo, shutdown};
 use layotto_filters::chain::{Observers, TerminalFactory};
 use layotto_proto::runtime::SayHelloResponse;
 use layotto_runtime_api::grpc::{
+    budget::{Buffered, ListenerBuffers},
     call::Requests,
     guard::ControlFrameBudget,
     router::{Router, client_streaming},
@@ -59,17 +61,37 @@ async fn count(_: Rc<()>, mut requests: Requests) -> Result<SayHelloResponse, St
     })
 }
 
+/// The size of [`big`]'s answer.
+const BIG: usize = 1024 * 1024;
+
+/// Reads the request messages of a call and answers 1 MiB.
+async fn big(_: Rc<()>, mut requests: Requests) -> Result<SayHelloResponse, Status> {
+    while requests.next_raw().await?.is_some() {}
+    Ok(SayHelloResponse {
+        hello: "x".repeat(BIG),
+        data: None,
+    })
+}
+
 /// Serves the test router with `settings` on a thread of its own; returns the address.
 fn start(settings: GrpcSettings) -> SocketAddr {
+    start_counted(settings).0
+}
+
+/// [`start`], also returning the server's buffered-byte counts.
+fn start_counted(settings: GrpcSettings) -> (SocketAddr, Arc<ListenerBuffers>) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let routes = Arc::new(|_shard| {
+        let mut router = Router::default();
+        router
+            .add("/test.Frames/Count", client_streaming(Rc::new(()), count))
+            .add("/test.Frames/Big", client_streaming(Rc::new(()), big));
+        router
+    });
+    let factory = GrpcServerFactory::new(settings, routes, Vec::new(), "test", 1);
+    let buffers = factory.buffers();
     std::thread::spawn(move || {
         let (trigger, signal) = shutdown::channel();
-        let routes = Arc::new(|_shard| {
-            let mut router = Router::default();
-            router.add("/test.Frames/Count", client_streaming(Rc::new(()), count));
-            router
-        });
-        let factory = GrpcServerFactory::new(settings, routes, Vec::new(), "test", 1);
         glommio::LocalExecutor::default().run(async move {
             let _trigger = trigger;
             let server = factory.for_shard(0);
@@ -89,7 +111,7 @@ fn start(settings: GrpcSettings) -> SocketAddr {
             }
         });
     });
-    ready_rx.recv().unwrap()
+    (ready_rx.recv().unwrap(), buffers)
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -115,10 +137,14 @@ fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
 }
 
 fn grpc_request() -> Vec<u8> {
+    grpc_request_to("/test.Frames/Count")
+}
+
+fn grpc_request_to(path: &str) -> Vec<u8> {
     header_block(&[
         (":method", "POST"),
         (":scheme", "http"),
-        (":path", "/test.Frames/Count"),
+        (":path", path),
         (":authority", "test"),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
@@ -167,9 +193,18 @@ impl Client {
 
     /// Connects, exchanges prefaces and SETTINGS (with `settings` from the server's answer read).
     fn handshake(address: SocketAddr) -> Self {
+        Self::handshake_with(address, &[])
+    }
+
+    /// [`Client::handshake`] sending `settings` (identifier, value) pairs.
+    fn handshake_with(address: SocketAddr, settings: &[(u16, u32)]) -> Self {
         let mut client = Self::connect(address);
         client.send(PREFACE);
-        client.send(&frame(SETTINGS, 0, 0, &[]));
+        let payload: Vec<u8> = settings
+            .iter()
+            .flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()[..]].concat())
+            .collect();
+        client.send(&frame(SETTINGS, 0, 0, &payload));
         let settings = client.expect(|f| f.kind == SETTINGS && f.flags & ACK == 0);
         assert_eq!(settings.stream, 0);
         client.send(&frame(SETTINGS, ACK, 0, &[]));
@@ -451,4 +486,212 @@ fn pings_within_the_budget_are_all_answered() {
         let pong = client.expect(|f| f.kind == PING || f.kind == GOAWAY);
         assert_eq!((pong.kind, pong.flags, pong.payload[0]), (PING, ACK, i));
     }
+}
+
+/// What the server answered on each stream first.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Reset with REFUSED_STREAM.
+    refused: usize,
+    /// A trailers-only response: the call failed (with RESOURCE_EXHAUSTED here).
+    failed: usize,
+    /// Response headers, and nothing more while the client grants no window.
+    opened: usize,
+}
+
+impl Answers {
+    fn total(&self) -> usize {
+        self.refused + self.failed + self.opened
+    }
+
+    /// Counts first frames per stream until `done` says so (within 20 s).
+    fn read(client: &mut Client, done: impl Fn(&Answers) -> bool) -> Answers {
+        let mut answers = Answers::default();
+        let mut seen = std::collections::HashSet::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        client
+            .socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while !done(&answers) {
+            assert!(Instant::now() < until, "no end in sight: {answers:?}");
+            let mut header = [0u8; 9];
+            match client.socket.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
+                }
+                Err(err) => panic!("reading a frame: {err}"),
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0; len];
+            client.socket.set_read_timeout(None).unwrap();
+            client.socket.read_exact(&mut payload).unwrap();
+            client
+                .socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let (kind, flags) = (header[3], header[4]);
+            let stream = u32::from_be_bytes(header[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            if stream == 0 || !seen.insert(stream) {
+                continue;
+            }
+            match kind {
+                RST_STREAM => {
+                    let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                    assert_eq!(code, REFUSED_STREAM, "stream {stream}");
+                    answers.refused += 1;
+                }
+                HEADERS if flags & END_STREAM != 0 => answers.failed += 1,
+                HEADERS => answers.opened += 1,
+                other => panic!("frame type {other} first on stream {stream}"),
+            }
+        }
+        client
+            .socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        answers
+    }
+}
+
+/// A stream's HEADERS and its one empty request message, ending the stream.
+fn call_frames(stream: u32, path: &str) -> Vec<u8> {
+    let mut out = frame(HEADERS, END_HEADERS, stream, &grpc_request_to(path));
+    out.extend(frame(DATA, END_STREAM, stream, &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// A Count call on a fresh stream of `client` completes with its trailers.
+fn assert_call_completes(client: &mut Client, stream: u32) {
+    client.send(&call_frames(stream, "/test.Frames/Count"));
+    let last = client
+        .expect(|f| f.stream == stream && (f.flags & END_STREAM != 0 || f.kind == RST_STREAM));
+    assert_eq!(last.kind, HEADERS, "{last:?}");
+}
+
+/// Polls the server's count of `kind` bytes until it is zero (within 5 s).
+fn assert_all_freed(buffers: &ListenerBuffers, kind: Buffered) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while buffers.held(kind) > 0 {
+        assert!(
+            Instant::now() < until,
+            "{} {kind:?} bytes still held",
+            buffers.held(kind)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+#[test]
+fn responses_waiting_for_window_are_bounded_per_connection() {
+    // 1 000 calls answering 1 MiB each to a client that grants no window: without a limit the
+    // connection would pin 1 GiB of encoded responses.
+    let (address, buffers) = start_counted(GrpcSettings::default());
+    let limit = GrpcSettings::default().buffers.per_connection;
+    let mut stalled = Client::handshake_with(address, &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]);
+    let calls = 1000;
+    let burst: Vec<u8> = (0..calls)
+        .flat_map(|i| call_frames(2 * i as u32 + 1, "/test.Frames/Big"))
+        .collect();
+    stalled.send(&burst);
+    let answers = Answers::read(&mut stalled, |a| a.total() == calls);
+    let held = buffers.held(Buffered::Responses);
+    assert!(held <= limit, "{held} bytes held, limit {limit}");
+    assert!(answers.opened * BIG <= limit, "{answers:?}");
+    assert!(
+        answers.opened >= 1 && answers.refused > calls / 2,
+        "{answers:?}"
+    );
+    assert_eq!(answers.refused as u64, buffers.refused_streams());
+    assert_eq!(answers.failed as u64, buffers.exhausted_calls());
+    // Another connection is served meanwhile.
+    assert_call_completes(&mut Client::handshake(address), 1);
+    drop(stalled);
+    assert_all_freed(&buffers, Buffered::Responses);
+}
+
+#[test]
+fn partial_requests_are_bounded_per_connection_and_per_listener() {
+    // 40 calls that each send 32 KiB of a 200 KiB message and stall.
+    let mut settings = GrpcSettings {
+        max_message_size: 256 * 1024,
+        ..GrpcSettings::default()
+    };
+    settings.buffers.per_connection = 512 * 1024;
+    settings.buffers.per_listener = 512 * 1024;
+    let (address, buffers) = start_counted(settings);
+    let mut stalled = Client::handshake(address);
+    let (calls, part) = (40, 32 * 1024);
+    let mut burst = Vec::new();
+    for i in 0..calls {
+        let stream = 2 * i as u32 + 1;
+        burst.extend(frame(HEADERS, END_HEADERS, stream, &grpc_request()));
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(200 * 1024u32).to_be_bytes());
+        body.resize(part / 2, 7);
+        burst.extend(frame(DATA, 0, stream, &body));
+        burst.extend(frame(DATA, 0, stream, &vec![7; part / 2]));
+    }
+    stalled.send(&burst);
+    // Streams that hold their part get no answer; every other one is refused or fails.
+    let answers = Answers::read(&mut stalled, |a| {
+        a.total() + buffers.held(Buffered::Requests) / part == calls
+    });
+    let held = buffers.held(Buffered::Requests);
+    assert!(held <= 512 * 1024, "{held} bytes held");
+    assert!(
+        answers.refused + answers.failed >= calls - 16,
+        "{answers:?}"
+    );
+    // The listener holds half its limit: another connection's call is refused too.
+    let mut other = Client::handshake(address);
+    other.send(&call_frames(1, "/test.Frames/Count"));
+    let reset = other.expect(|f| f.stream == 1);
+    assert_eq!(
+        (reset.kind, reset.error_code()),
+        (RST_STREAM, REFUSED_STREAM)
+    );
+    // Once the stalled client leaves, everything it held is freed and calls are served again.
+    drop(stalled);
+    assert_all_freed(&buffers, Buffered::Requests);
+    assert_call_completes(&mut other, 3);
+}
+
+fn with_keepalive(interval: Duration, timeout: Duration) -> GrpcSettings {
+    let mut settings = GrpcSettings::default();
+    settings.timeouts.keepalive_interval = Some(interval);
+    settings.timeouts.keepalive_timeout = timeout;
+    settings
+}
+
+#[test]
+fn a_client_that_does_not_answer_keepalive_pings_gets_goaway_and_is_closed() {
+    let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(300));
+    let mut client = Client::handshake(start(with_keepalive(interval, timeout)));
+    let ping = client.expect(|f| f.kind == PING && f.flags & ACK == 0);
+    let pinged = Instant::now();
+    // Not answered: a GOAWAY follows once the timeout has passed, then the close.
+    let goaway = client.expect(|f| f.kind == GOAWAY);
+    assert_eq!(goaway.error_code(), NO_ERROR);
+    let waited = pinged.elapsed();
+    assert!(
+        waited >= timeout - Duration::from_millis(50) && waited < Duration::from_secs(5),
+        "GOAWAY {waited:?} after the PING {ping:?}"
+    );
+    assert!(client.until_closed().is_none(), "closed after the GOAWAY");
+}
+
+#[test]
+fn a_client_that_answers_keepalive_pings_stays_connected() {
+    let interval = Duration::from_millis(100);
+    let mut client = Client::handshake(start(with_keepalive(interval, interval)));
+    for _ in 0..10 {
+        let ping = client.expect(|f| f.kind == GOAWAY || (f.kind == PING && f.flags & ACK == 0));
+        assert_eq!(ping.kind, PING, "{ping:?}");
+        client.send(&frame(PING, ACK, 0, &ping.payload));
+    }
+    assert_call_completes(&mut client, 1);
 }

@@ -92,6 +92,9 @@ pub struct Config {
     pub log_level: Option<LogLevel>,
     /// How long open connections may finish after SIGTERM/SIGINT (`graceful_timeout`).
     pub drain_timeout: Duration,
+    /// File descriptors proxy listeners leave to the others (`reserved_fds`; `None`: the
+    /// default of [`crate::caps::DescriptorCeiling::for_capped_listener`]).
+    pub reserved_fds: Option<usize>,
     /// The listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters by name order of the file.
@@ -356,6 +359,7 @@ struct RawServer {
     default_log_path: Option<String>,
     default_log_level: Option<String>,
     graceful_timeout: Option<String>,
+    reserved_fds: Option<usize>,
     #[serde(default)]
     listeners: Vec<Value>,
 }
@@ -438,6 +442,7 @@ fn read_server(value: &Value, config: &mut Config, findings: &mut Findings) {
             Err(err) => findings.error(join(&path, "graceful_timeout"), err),
         }
     }
+    config.reserved_fds = server.reserved_fds;
     let listeners_path = join(&path, "listeners");
     if server.listeners.is_empty() {
         findings.error(listeners_path.clone(), "at least one listener is required");

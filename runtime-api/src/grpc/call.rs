@@ -1,7 +1,9 @@
 //! The two halves of one gRPC call as handlers see them: [`Requests`] yields decoded request
 //! messages (releasing HTTP/2 flow control only as they are consumed, so a slow handler slows its
 //! client), [`Responses`] sends messages, waiting for flow-control capacity (so a slow client slows
-//! its handler). The call driver keeps the response state to write the final status. Shard-local.
+//! its handler). Both count the bytes they hold against the connection's and listener's budgets
+//! ([`super::budget`]). The call driver keeps the response state to write the final status.
+//! Shard-local.
 
 use std::{
     cell::RefCell,
@@ -16,6 +18,7 @@ use http::{HeaderMap, HeaderValue, Response};
 use prost::Message;
 
 use super::{
+    budget::{Buffered, ConnectionBuffers, Held},
     codec::{self, Decoder},
     status::{Code, Status},
 };
@@ -24,14 +27,21 @@ use super::{
 pub struct Requests {
     body: RecvStream,
     decoder: Decoder,
+    /// What the decoder holds, counted.
+    held: Held,
     ended: bool,
 }
 
 impl Requests {
-    pub(crate) fn new(body: RecvStream, max_message_size: usize) -> Self {
+    pub(crate) fn new(
+        body: RecvStream,
+        max_message_size: usize,
+        buffers: &Rc<ConnectionBuffers>,
+    ) -> Self {
         Self {
             body,
             decoder: Decoder::new(max_message_size),
+            held: buffers.hold(Buffered::Requests),
             ended: false,
         }
     }
@@ -40,6 +50,7 @@ impl Requests {
     pub async fn next_raw(&mut self) -> Result<Option<Bytes>, Status> {
         loop {
             if let Some(message) = self.decoder.next_message()? {
+                self.held.set(self.decoder.buffered())?;
                 return Ok(Some(message));
             }
             if self.ended {
@@ -50,6 +61,7 @@ impl Requests {
                 Some(Ok(chunk)) => {
                     let _ = self.body.flow_control().release_capacity(chunk.len());
                     self.decoder.push(&chunk);
+                    self.held.set(self.decoder.buffered())?;
                 }
                 Some(Err(err)) => {
                     return Err(Status::new(
@@ -93,19 +105,29 @@ pub(crate) type SharedResponse = Rc<RefCell<ResponseState>>;
 pub struct Responses {
     state: SharedResponse,
     max_message_size: usize,
+    buffers: Rc<ConnectionBuffers>,
 }
 
 impl Responses {
-    pub(crate) fn new(state: SharedResponse, max_message_size: usize) -> Self {
+    pub(crate) fn new(
+        state: SharedResponse,
+        max_message_size: usize,
+        buffers: Rc<ConnectionBuffers>,
+    ) -> Self {
         Self {
             state,
             max_message_size,
+            buffers,
         }
     }
 
-    /// Sends one message, waiting until the client's flow-control window has room for it.
+    /// Sends one message, waiting until the client's flow-control window has room for it. The
+    /// encoded bytes not yet handed to HTTP/2 count against the connection's buffer budget; a
+    /// message that would pass it fails the call with RESOURCE_EXHAUSTED.
     pub async fn send<M: Message>(&mut self, message: &M) -> Result<(), Status> {
         let mut data = codec::encode(message, self.max_message_size)?;
+        let mut held = self.buffers.hold(Buffered::Responses);
+        held.set(data.len())?;
         self.open()?;
         while !data.is_empty() {
             let wanted = data.len();
@@ -115,6 +137,7 @@ impl Responses {
                 ResponseState::Open(stream) => stream.send_data(chunk, false).map_err(gone)?,
                 _ => return Err(closed()),
             }
+            held.set(data.len())?;
         }
         Ok(())
     }

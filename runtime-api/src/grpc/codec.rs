@@ -50,6 +50,11 @@ impl Decoder {
         self.buf.extend_from_slice(chunk);
     }
 
+    /// Bytes held: the part of the next message that has arrived.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next whole message, if one has arrived.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
         if self.buf.len() < HEADER_LEN {

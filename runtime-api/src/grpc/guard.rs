@@ -231,8 +231,14 @@ pub struct ConnectionTimeouts {
     pub handshake: Duration,
     /// A connection with no call in progress for this long gets a GOAWAY and is closed.
     pub idle: Duration,
-    /// After a GOAWAY for a flood, how long the client gets to read it before the socket closes.
+    /// After a GOAWAY for a flood or an unanswered PING, how long the client gets to read it
+    /// before the socket closes.
     pub close_grace: Duration,
+    /// How often the server sends a keep-alive PING; `None`: never.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keep-alive PING may go unanswered before the connection gets GOAWAY and is
+    /// closed.
+    pub keepalive_timeout: Duration,
 }
 
 #[cfg(test)]

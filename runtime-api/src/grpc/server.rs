@@ -1,7 +1,7 @@
 //! The `grpc` terminal filter: serves HTTP/2 with prior knowledge (h2c) on each shard's
 //! connections, one task per call, routed by `:path`. Applies the call's `grpc-timeout`, notices
-//! client cancellation, writes `grpc-status` trailers, and on process drain sends GOAWAY so clients
-//! finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
+//! client cancellation, writes `grpc-status` trailers, sends keep-alive PINGs when configured, and
+//! on process drain sends GOAWAY so clients finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
 
 use std::{
     cell::{Cell, RefCell},
@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 use futures_lite::future::{BoxedLocal, or};
 use glommio::net::TcpStream;
-use h2::{RecvStream, server::SendResponse};
+use h2::{Ping, PingPong, RecvStream, server::SendResponse};
 use layotto_core::handler::ConnectionInfo;
 use layotto_filters::{
     chain::{Observers, Terminal, TerminalFactory},
@@ -25,8 +25,9 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::debug;
 
 use super::{
+    budget::{ConnectionBuffers, ListenerBuffers},
     call::{self, Requests, ResponseState, Responses, SharedResponse},
-    guard::{GuardedStream, Watch},
+    guard::{ConnectionTimeouts, GuardedStream, Watch},
     router::{Call, Router},
     stats::GrpcStats,
     status::{Code, Status},
@@ -45,6 +46,7 @@ pub struct GrpcServerFactory {
     stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
     stats: Arc<GrpcStats>,
     bytes: Arc<ByteCounters>,
+    buffers: Arc<ListenerBuffers>,
 }
 
 impl GrpcServerFactory {
@@ -64,7 +66,13 @@ impl GrpcServerFactory {
             stream_filters,
             stats: Arc::new(GrpcStats::new(listener.to_owned(), shards, paths)),
             bytes: Arc::new(ByteCounters::new(shards)),
+            buffers: Arc::new(ListenerBuffers::new(listener.to_owned(), settings.buffers)),
         }
+    }
+
+    /// The buffered-byte counts of all connections, for `/metrics`.
+    pub fn buffers(&self) -> Arc<ListenerBuffers> {
+        self.buffers.clone()
     }
 
     /// The per-rpc statistics, for `/metrics`.
@@ -81,6 +89,7 @@ impl TerminalFactory for GrpcServerFactory {
             stream_filters: StreamFilters::for_shard(&self.stream_filters, shard),
             stats: self.stats.clone(),
             bytes: self.bytes.clone(),
+            buffers: self.buffers.clone(),
         })
     }
 
@@ -96,6 +105,7 @@ struct GrpcServer {
     stream_filters: StreamFilters,
     stats: Arc<GrpcStats>,
     bytes: Arc<ByteCounters>,
+    buffers: Arc<ListenerBuffers>,
 }
 
 impl Terminal for GrpcServer {
@@ -142,13 +152,15 @@ impl GrpcServer {
             }
         };
         let calls = Rc::new(CallCount::new());
+        let buffers = ConnectionBuffers::new(self.buffers.clone());
         let mut shutdown = conn.shutdown.clone();
         let mut draining = false;
         let mut events = Box::pin(connection_events(
             watch,
             handshake_deadline,
             calls.clone(),
-            s.timeouts.idle,
+            s.timeouts,
+            connection.ping_pong(),
         ));
         loop {
             let accepted = if draining {
@@ -173,9 +185,15 @@ impl GrpcServer {
                         debug!(peer = %conn.peer, "no SETTINGS within the handshake timeout; closing");
                         return;
                     }
-                    Err(Event::Flood) => {
-                        debug!(peer = %conn.peer, "PING/SETTINGS flood; GOAWAY ENHANCE_YOUR_CALM");
-                        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                    Err(event @ (Event::Flood | Event::Unanswered)) => {
+                        let reason = if let Event::Flood = event {
+                            debug!(peer = %conn.peer, "PING/SETTINGS flood; GOAWAY ENHANCE_YOUR_CALM");
+                            h2::Reason::ENHANCE_YOUR_CALM
+                        } else {
+                            debug!(peer = %conn.peer, "keep-alive PING unanswered; GOAWAY");
+                            h2::Reason::NO_ERROR
+                        };
+                        connection.abrupt_shutdown(reason);
                         let close = async { while let Some(Ok(_)) = connection.accept().await {} };
                         or(close, glommio::timer::sleep(s.timeouts.close_grace)).await;
                         return;
@@ -187,8 +205,9 @@ impl GrpcServer {
                 Some(Ok((request, respond))) => {
                     let call = calls.start();
                     let server = self.clone();
+                    let buffers = buffers.clone();
                     glommio::spawn_local(async move {
-                        serve_call(server, request, respond, conn.shard).await;
+                        serve_call(server, request, respond, conn.shard, buffers).await;
                         drop(call);
                     })
                     .detach();
@@ -207,6 +226,7 @@ impl GrpcServer {
         parts: http::request::Parts,
         body: RecvStream,
         response: &SharedResponse,
+        buffers: Rc<ConnectionBuffers>,
     ) -> Status {
         let path = parts.uri.path();
         let Some(handler) = self.router.get(path) else {
@@ -233,8 +253,8 @@ impl GrpcServer {
         };
         let max = self.settings.max_message_size;
         let work = handler(Call {
-            requests: Requests::new(body, max),
-            responses: Responses::new(response.clone(), max),
+            requests: Requests::new(body, max, &buffers),
+            responses: Responses::new(response.clone(), max, buffers),
         });
         let bounded = async {
             match deadline {
@@ -263,18 +283,29 @@ enum Event {
     Flood,
     /// No call in progress for the idle timeout.
     Idle,
+    /// A keep-alive PING went unanswered for the keep-alive timeout.
+    Unanswered,
 }
 
-/// The connection's first handshake, flood or idle event.
+/// The connection's first handshake, flood, idle or keep-alive event.
 async fn connection_events(
     watch: Watch,
     handshake_deadline: Instant,
     calls: Rc<CallCount>,
-    idle: Duration,
+    timeouts: ConnectionTimeouts,
+    pings: Option<PingPong>,
 ) -> Event {
     let flooded = async {
         watch.flooded().await;
         Event::Flood
+    };
+    let unanswered = async {
+        match (timeouts.keepalive_interval, pings) {
+            (Some(interval), Some(pings)) => {
+                keep_alive(pings, interval, timeouts.keepalive_timeout).await
+            }
+            _ => std::future::pending().await,
+        }
     };
     let lifetime = async {
         let settings = async {
@@ -289,10 +320,28 @@ async fn connection_events(
         {
             return event;
         }
-        calls.idle_for(idle).await;
+        calls.idle_for(timeouts.idle).await;
         Event::Idle
     };
-    or(flooded, lifetime).await
+    or(or(flooded, unanswered), lifetime).await
+}
+
+/// Sends a PING every `interval` and waits up to `timeout` for its answer; resolves when one
+/// goes unanswered. (h2 answers the client's PINGs itself; this is the server's own.)
+async fn keep_alive(mut pings: PingPong, interval: Duration, timeout: Duration) -> Event {
+    loop {
+        glommio::timer::sleep(interval).await;
+        if pings.send_ping(Ping::opaque()).is_err() {
+            // The connection is ending; its driver notices on its own.
+            return std::future::pending().await;
+        }
+        let pong = async { Some(poll_fn(|cx| pings.poll_pong(cx)).await) };
+        match or(pong, sleep_until(Instant::now() + timeout, None)).await {
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return std::future::pending().await,
+            None => return Event::Unanswered,
+        }
+    }
 }
 
 async fn sleep_until<T>(deadline: Instant, value: T) -> T {
@@ -360,9 +409,16 @@ async fn expire(limit: Duration) -> Result<(), Status> {
 async fn serve_call(
     server: Rc<GrpcServer>,
     request: http::Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     shard: usize,
+    buffers: Rc<ConnectionBuffers>,
 ) {
+    if !buffers.admit_stream() {
+        // The connection or the listener holds half a buffer limit: the client may retry the
+        // call (later, or elsewhere), as nothing of it was processed.
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
     let (parts, mut body) = request.into_parts();
     let is_grpc = parts
         .headers
@@ -388,7 +444,7 @@ async fn serve_call(
     let method = stats.method(parts.uri.path());
     method.started(shard);
     let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
-    let status = server.dispatch(parts, body, &response).await;
+    let status = server.dispatch(parts, body, &response, buffers).await;
     if status.code != Code::Ok && status.code != Code::Cancelled {
         debug!(%status, "call failed");
     }

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use super::guard::{ConnectionTimeouts, ControlFrameBudget};
+use super::{
+    budget::BufferLimits,
+    guard::{ConnectionTimeouts, ControlFrameBudget},
+};
 
 /// HTTP/2 and gRPC limits of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub struct GrpcSettings {
     pub timeouts: ConnectionTimeouts,
     /// PING and SETTINGS frames a client may send before it gets GOAWAY ENHANCE_YOUR_CALM.
     pub control_frames: ControlFrameBudget,
+    /// Request and response bytes a connection and the listener may hold buffered.
+    pub buffers: BufferLimits,
 }
 
 impl Default for GrpcSettings {
@@ -37,15 +42,26 @@ impl Default for GrpcSettings {
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
             // Envoy's edge guidance: request headers within 10 s, idle connections closed after
-            // an hour, at most 1000 queued control-frame replies.
+            // an hour, at most 1000 queued control-frame replies. Keep-alive PINGs are off, as
+            // in Envoy and tonic; when on, an answer is awaited 20 s (tonic's default).
             timeouts: ConnectionTimeouts {
                 handshake: Duration::from_secs(10),
                 idle: Duration::from_secs(3600),
                 close_grace: Duration::from_secs(1),
+                keepalive_interval: None,
+                keepalive_timeout: Duration::from_secs(20),
             },
             control_frames: ControlFrameBudget {
                 burst: 1000,
                 per_second: 100,
+            },
+            // Envoy's edge guidance holds 32 KiB per connection, but Envoy streams bodies; a gRPC
+            // message is held whole until it is complete or sent, so one connection may hold two
+            // messages of the largest size each way, and the listener 1 GiB each way (half the
+            // 2 GiB heap Envoy's guidance gives its overload manager).
+            buffers: BufferLimits {
+                per_connection: 2 * 4 * 1024 * 1024,
+                per_listener: 1024 * 1024 * 1024,
             },
         }
     }
