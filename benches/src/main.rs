@@ -52,6 +52,10 @@ enum Command {
         /// Time discarded before measuring.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         warmup: Duration,
+        /// How long after each measured window answers are still waited for; then the run
+        /// ends with what it has (unanswered requests count as missed).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        grace: Duration,
         /// Runs of each measurement (the median is reported, with the spread).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -106,6 +110,7 @@ fn main() -> Result<()> {
             only,
             duration,
             warmup,
+            grace,
             repeats,
             server_core,
             load_core,
@@ -131,7 +136,11 @@ fn main() -> Result<()> {
                 layotto,
                 server_core: pinned.then_some(server_core),
                 load_core: pinned.then_some(load_core),
-                timing: Timing { warmup, duration },
+                timing: Timing {
+                    warmup,
+                    duration,
+                    grace,
+                },
                 repeats: repeats.max(1),
             };
             let mut report = Report {

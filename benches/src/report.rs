@@ -24,6 +24,9 @@ pub(crate) struct Summary {
     pub max_us: f64,
     /// Failed requests (all runs).
     pub errors: u64,
+    /// Requests never answered (all runs): not sent on time for the in-flight cap of the open
+    /// loop, or unanswered at a run's hard deadline.
+    pub missed: u64,
     /// Lowest and highest p99 over the runs.
     pub p99_spread_us: (f64, f64),
     /// Lowest and highest throughput over the runs.
@@ -65,6 +68,7 @@ impl Summary {
                     .collect(),
             ),
             errors: runs.iter().map(|r| r.errors).sum(),
+            missed: runs.iter().map(|r| r.missed).sum(),
             p99_spread_us: spread(&p99),
             rps_spread: spread(&rps),
             cpu_us_per_request: median(cpu_per_request.to_vec()),
@@ -207,14 +211,17 @@ impl Report {
                 "| server | at rest | with idle connections |\n|---|---|---|"
             );
             for row in &self.memory {
-                let with = row.with_connections_kib.map_or("–".into(), |kib| {
-                    format!(
-                        "{:.1} MiB with {} ({:.2} KiB each)",
-                        kib as f64 / 1024.0,
-                        row.connections,
-                        (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64
-                    )
-                });
+                let with = row
+                    .with_connections_kib
+                    .filter(|_| row.connections > 0)
+                    .map_or("–".into(), |kib| {
+                        format!(
+                            "{:.1} MiB with {} ({:.2} KiB each)",
+                            kib as f64 / 1024.0,
+                            row.connections,
+                            (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64
+                        )
+                    });
                 let _ = writeln!(
                     out,
                     "| {} | {:.1} MiB | {with} |",
@@ -244,7 +251,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             .map(|r| &r.summary);
         let open = scenario.contains("open loop");
         let _ = writeln!(out, "**{scenario}**\n");
-        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | CPU µs/req |".to_owned();
+        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | missed | CPU µs/req |".to_owned();
         header.push_str(if open {
             " added p50 / p99 / p99.9 vs "
         } else {
@@ -270,7 +277,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 Some(b) => format!("{:.2}×", s.rps / b.rps),
             };
             let mut line = format!(
-                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {:.1} | {versus} |",
+                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {} | {:.1} | {versus} |",
                 row.target,
                 core(row.core),
                 s.rps,
@@ -284,6 +291,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 s.p999_us,
                 s.max_us,
                 s.errors,
+                s.missed,
                 s.cpu_us_per_request
             );
             for other in others {

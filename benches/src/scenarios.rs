@@ -29,6 +29,14 @@ use crate::{
     targets::{self, Process},
 };
 
+/// Open loop: requests outstanding at most per client of the pool (the rest of the cap waits
+/// for a client, its latency counted from its intended time); one due beyond it is missed.
+const OPEN_LOOP_IN_FLIGHT_PER_CLIENT: usize = 4;
+
+/// How long the memory scenario may take to open its idle connections; it reports with those
+/// it has by then.
+const OPEN_IDLE_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Where things run and for how long.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -180,7 +188,17 @@ pub(crate) fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
         for target in &all {
             let label = format!("L4 echo {size} B, open loop {rate}/s, {}", name(target));
             let summary = repeat(plan, &label, target, || {
-                echo_load(target.address, size, 64, Mode::Open { rate }, plan, &label)
+                echo_load(
+                    target.address,
+                    size,
+                    64,
+                    Mode::Open {
+                        rate,
+                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 64,
+                    },
+                    plan,
+                    &label,
+                )
             })?;
             rows.push(LatencyRow::new(
                 format!("L4 echo {size} B, open loop {rate}/s"),
@@ -241,8 +259,10 @@ pub(crate) fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
     Ok(rows)
 }
 
+/// Ends by `timing`'s hard deadline: a stalled target's writers and readers are abandoned then.
 async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> Result<f64> {
     let end = Instant::now() + timing.warmup + timing.duration;
+    let deadline = end + timing.grace;
     let measure_from = Instant::now() + timing.warmup;
     let counted = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
@@ -251,11 +271,14 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
         let (mut reader, mut writer) = stream.into_split();
         tasks.push(tokio::task::spawn_local(async move {
             let chunk = vec![7u8; 256 * 1024];
-            while Instant::now() < end {
-                if writer.write_all(&chunk).await.is_err() {
-                    break;
+            let write = async {
+                while Instant::now() < end {
+                    if writer.write_all(&chunk).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), write).await;
         }));
         let counted = counted.clone();
         tasks.push(tokio::task::spawn_local(async move {
@@ -272,9 +295,12 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
             }
         }));
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    let finish = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), finish).await;
     Ok(counted.get() as f64 * 8.0 / timing.duration.as_secs_f64() / 1e9)
 }
 
@@ -403,7 +429,16 @@ pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
         for server in &servers {
             let label = format!("gRPC {rpc:?}, open loop {rate}/s, {}", server.name);
             let summary = repeat(plan, &label, server, || {
-                grpc_load(server.address, rpc, Mode::Open { rate }, plan, &label)
+                grpc_load(
+                    server.address,
+                    rpc,
+                    Mode::Open {
+                        rate,
+                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 1000,
+                    },
+                    plan,
+                    &label,
+                )
             })?;
             rows.push(LatencyRow::new(
                 format!("gRPC {rpc:?}, open loop {rate}/s"),
@@ -443,15 +478,16 @@ fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<Memor
         "\r  memory, {}: opening {count} connections          ",
         server.name
     );
-    let held = local(open_idle(server.address, count, http2))?;
+    let held = local(open_idle(server.address, count, http2));
     std::thread::sleep(Duration::from_millis(500));
     let with = server.rss_kib()?;
+    let connections = held.len();
     drop(held);
     eprintln!();
     Ok(MemoryRow {
         target: format!("{} ({kind})", server.name),
         idle_kib,
-        connections: count,
+        connections,
         with_connections_kib: Some(with),
     })
 }
@@ -460,26 +496,41 @@ fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<Memor
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
 /// Opens `count` connections to `address`, each proven end to end: by the server's SETTINGS
-/// frame (`http2`), or by one echoed byte (through a proxy).
-async fn open_idle(
-    address: SocketAddr,
-    count: usize,
-    http2: bool,
-) -> Result<Vec<std::net::TcpStream>> {
+/// frame (`http2`), or by one echoed byte (through a proxy); stops at `OPEN_IDLE_DEADLINE` (or
+/// at the first that fails) with those it has.
+async fn open_idle(address: SocketAddr, count: usize, http2: bool) -> Vec<std::net::TcpStream> {
+    let deadline = tokio::time::Instant::now() + OPEN_IDLE_DEADLINE;
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut stream = TcpStream::connect(address).await?;
-        if http2 {
-            stream.write_all(H2_PREFACE).await?;
-            let mut frame_header = [0u8; 9];
-            stream.read_exact(&mut frame_header).await?;
-            anyhow::ensure!(frame_header[3] == 4, "expected the server's SETTINGS");
-        } else {
-            stream.write_all(b"x").await?;
-            let mut byte = [0u8];
-            stream.read_exact(&mut byte).await?;
+        match tokio::time::timeout_at(deadline, open_one(address, http2)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(err)) => {
+                eprintln!("\n  opening connection {}: {err}", held.len() + 1);
+                break;
+            }
+            Err(_) => {
+                eprintln!(
+                    "\n  {OPEN_IDLE_DEADLINE:?} passed with {} connections open",
+                    held.len()
+                );
+                break;
+            }
         }
-        held.push(stream.into_std()?);
     }
-    Ok(held)
+    held
+}
+
+async fn open_one(address: SocketAddr, http2: bool) -> Result<std::net::TcpStream> {
+    let mut stream = TcpStream::connect(address).await?;
+    if http2 {
+        stream.write_all(H2_PREFACE).await?;
+        let mut frame_header = [0u8; 9];
+        stream.read_exact(&mut frame_header).await?;
+        anyhow::ensure!(frame_header[3] == 4, "expected the server's SETTINGS");
+    } else {
+        stream.write_all(b"x").await?;
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await?;
+    }
+    Ok(stream.into_std()?)
 }
