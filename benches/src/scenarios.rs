@@ -24,8 +24,10 @@ use tokio::{
 
 use crate::{
     grpc_client::UnaryCaller,
+    h2load,
     load::{self, Measurement, Mode, Timing},
-    report::{BulkRow, LatencyRow, MemoryRow, Summary},
+    report::{BulkRow, Cost, H2loadRow, LatencyRow, MemoryRow, Summary},
+    syscalls,
     targets::{self, Process},
 };
 
@@ -70,9 +72,31 @@ fn progress(label: String) -> impl Fn(u64) {
     }
 }
 
-/// `repeats` runs of `measure` against `target`, summarised, with the CPU time `target` spent
-/// per request (its CPU over the whole run, warm-up included, over the requests of that time
-/// at the measured rate).
+/// Runs `measure` (which returns the figures and the requests per second of the measured window)
+/// and what `target` spent on it: CPU over the whole run, warm-up included, over the requests
+/// of that time at the measured rate; syscalls over the measured window only, when perf can.
+fn costed<T>(
+    plan: &Plan,
+    target: &Process,
+    measure: impl FnOnce() -> Result<(T, f64)>,
+) -> Result<(T, Cost)> {
+    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
+    let syscalls = syscalls::count_window(target.pid(), plan.timing.warmup, plan.timing.duration);
+    let before = target.cpu_seconds()?;
+    let (figures, rps) = measure()?;
+    let spent = target.cpu_seconds()? - before;
+    let measured = (rps * plan.timing.duration.as_secs_f64()).max(1.0);
+    let syscalls_per_request = syscalls.join().ok().flatten().map(|n| n as f64 / measured);
+    Ok((
+        figures,
+        Cost {
+            cpu_us_per_request: spent * 1e6 / (rps * whole_run).max(1.0),
+            syscalls_per_request,
+        },
+    ))
+}
+
+/// `repeats` runs of `measure` against `target`, summarised with what the target spent.
 fn repeat(
     plan: &Plan,
     label: &str,
@@ -81,17 +105,20 @@ fn repeat(
 ) -> Result<Summary> {
     let mut runs = Vec::with_capacity(plan.repeats);
     let mut cpu_per_request = Vec::with_capacity(plan.repeats);
-    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
+    let mut syscalls_per_request = Vec::with_capacity(plan.repeats);
     for run in 0..plan.repeats {
         eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
-        let before = target.cpu_seconds()?;
-        let measurement = measure()?;
-        let spent = target.cpu_seconds()? - before;
-        cpu_per_request.push(spent * 1e6 / (measurement.throughput() * whole_run).max(1.0));
+        let (measurement, cost) = costed(plan, target, || {
+            let measurement = measure()?;
+            let rps = measurement.throughput();
+            Ok((measurement, rps))
+        })?;
+        cpu_per_request.push(cost.cpu_us_per_request);
+        syscalls_per_request.extend(cost.syscalls_per_request);
         runs.push(measurement);
     }
     eprintln!();
-    Ok(Summary::of(&runs, &cpu_per_request))
+    Ok(Summary::of(&runs, &cpu_per_request, &syscalls_per_request))
 }
 
 /// The L4 proxies to compare, each in front of `upstream`.
@@ -313,6 +340,22 @@ pub(crate) enum Rpc {
     GetState,
 }
 
+fn hello_request() -> SayHelloRequest {
+    SayHelloRequest {
+        service_name: "quick_start_demo".into(),
+        name: "bench".into(),
+        data: None,
+    }
+}
+
+fn get_state_request() -> GetStateRequest {
+    GetStateRequest {
+        store_name: "state_demo".into(),
+        key: "bench".into(),
+        ..Default::default()
+    }
+}
+
 /// The gRPC path of each rpc, as LayOtto's API names it.
 fn rpc_path(method: &str) -> String {
     format!("/spec.proto.runtime.v1.Runtime/{method}")
@@ -343,20 +386,10 @@ async fn grpc_callers(
     for _ in 0..connections {
         callers.push(match rpc {
             Rpc::SayHello => {
-                let hello = SayHelloRequest {
-                    service_name: "quick_start_demo".into(),
-                    name: "bench".into(),
-                    data: None,
-                };
-                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello).await?
+                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello_request()).await?
             }
             Rpc::GetState => {
-                let get = GetStateRequest {
-                    store_name: "state_demo".into(),
-                    key: "bench".into(),
-                    ..Default::default()
-                };
-                UnaryCaller::connect(address, &rpc_path("GetState"), &get).await?
+                UnaryCaller::connect(address, &rpc_path("GetState"), &get_state_request()).await?
             }
         });
     }
@@ -395,13 +428,19 @@ fn grpc_load(
 }
 
 /// Each rpc against layotto-rs and the tonic reference, pinned to the same core: the most with
-/// 1000 calls in flight (2 connections × 500 streams), then latency at half the slower's most.
-pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
+/// 1000 calls in flight (2 connections × 500 streams) from our client and from h2load (when
+/// installed), then latency at half the slower's most.
+pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
     let servers = [
         targets::layotto(&plan.layotto, plan.server_core, None)?,
         targets::tonic_reference(plan.server_core)?,
     ];
+    let h2load = h2load::installed();
+    if h2load.is_none() {
+        eprintln!("  h2load (Debian's nghttp2-client) is not installed: its rows are skipped");
+    }
     let mut rows = Vec::new();
+    let mut h2load_rows = Vec::new();
     for rpc in [Rpc::SayHello, Rpc::GetState] {
         let mut max = Vec::new();
         for server in &servers {
@@ -422,6 +461,11 @@ pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
                 server.core,
                 summary,
             ));
+        }
+        if let Some(program) = &h2load {
+            for server in &servers {
+                h2load_rows.push(h2load_repeat(plan, program, server, rpc)?);
+            }
         }
         let rate = (max.iter().copied().fold(f64::MAX, f64::min) / 2.0)
             .max(100.0)
@@ -448,7 +492,53 @@ pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
             ));
         }
     }
-    Ok(rows)
+    Ok((rows, h2load_rows))
+}
+
+/// `repeats` h2load runs of `rpc` against `server` (2 connections × 500 streams), the median
+/// shown, with what the server spent.
+fn h2load_repeat(
+    plan: &Plan,
+    program: &std::path::Path,
+    server: &Process,
+    rpc: Rpc,
+) -> Result<H2loadRow> {
+    let body = tempfile::NamedTempFile::new()?;
+    let request = match rpc {
+        Rpc::SayHello => h2load::request_body(&hello_request()),
+        Rpc::GetState => h2load::request_body(&get_state_request()),
+    };
+    std::fs::write(body.path(), request)?;
+    let path = rpc_path(&format!("{rpc:?}"));
+    let mut runs = Vec::with_capacity(plan.repeats);
+    for run in 0..plan.repeats {
+        eprint!(
+            "\r  gRPC {rpc:?}, h2load, {} (run {}/{})          ",
+            server.name,
+            run + 1,
+            plan.repeats
+        );
+        runs.push(costed(plan, server, || {
+            let figures = h2load::run(
+                program,
+                server.address,
+                &path,
+                body.path(),
+                (2, 500),
+                plan.timing,
+                plan.load_core,
+            )?;
+            let rps = figures.rps;
+            Ok((figures, rps))
+        })?);
+    }
+    eprintln!();
+    Ok(H2loadRow::of(
+        format!("gRPC {rpc:?}, h2load (2 connections × 500 streams)"),
+        server.name.clone(),
+        server.core,
+        &runs,
+    ))
 }
 
 /// Resident memory of each server at rest and holding idle connections: `idle` HTTP/2
