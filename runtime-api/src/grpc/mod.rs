@@ -1,7 +1,7 @@
 //! A gRPC server hand-wired on `h2` + `prost`, one per shard: sans-IO framing ([`codec`]),
 //! statuses ([`status`]), deadlines ([`timeout`]), the call halves ([`call`]), routing and typed
 //! handler adapters ([`router`]), the HTTP/2 connection/call driver ([`server`]) with its limits
-//! ([`settings`]) and connection guard ([`guard`]), and per-rpc statistics ([`stats`]).
+//! ([`settings`]), connection guard ([`guard`]) and write buffer ([`write_buffer`]), and per-rpc statistics ([`stats`]).
 
 pub mod call;
 pub mod codec;
@@ -12,3 +12,4 @@ pub mod settings;
 pub mod stats;
 pub mod status;
 pub mod timeout;
+pub mod write_buffer;
