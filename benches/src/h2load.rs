@@ -67,19 +67,20 @@ pub(crate) fn run(
         }
         None => Command::new(program),
     };
-    let seconds = |d: Duration| format!("{:.3}s", d.as_secs_f64());
+    // h2load takes whole units (`1500ms`, not `1.5s`).
+    let millis = |d: Duration| format!("{}ms", d.as_millis());
     command
         .args(["-t", "1", "-c", &connections.to_string()])
         .args(["-m", &streams.to_string()])
-        .args(["-D", &seconds(timing.duration)])
-        .args(["--warm-up-time", &seconds(timing.warmup)])
+        .args(["-D", &millis(timing.duration)])
+        .args(["--warm-up-time", &millis(timing.warmup)])
         .arg("-d")
         .arg(body)
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
         .arg(format!("http://{address}{path}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let mut child = command.spawn().context("cannot start h2load")?;
     let deadline = Instant::now() + timing.warmup + timing.duration + timing.grace;
     while child.try_wait()?.is_none() {
@@ -91,7 +92,12 @@ pub(crate) fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output()?;
-    parse(&String::from_utf8_lossy(&output.stdout))
+    parse(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
+        format!(
+            "h2load said: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
 }
 
 /// A duration as h2load prints it (`812us`, `6.29ms`, `1.02s`), in microseconds.
