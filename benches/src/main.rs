@@ -12,10 +12,12 @@
 )]
 
 mod grpc_client;
+mod h2load;
 mod load;
 mod report;
 mod scenarios;
 mod servers;
+mod syscalls;
 mod targets;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -52,6 +54,10 @@ enum Command {
         /// Time discarded before measuring.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         warmup: Duration,
+        /// How long after each measured window answers are still waited for; then the run
+        /// ends with what it has (unanswered requests count as missed).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        grace: Duration,
         /// Runs of each measurement (the median is reported, with the spread).
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -88,6 +94,25 @@ fn pinned_to(pinned: bool, core: usize) -> String {
     }
 }
 
+/// The CPU's model name (`/proc/cpuinfo`).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The running kernel's release.
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn single_thread(future: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -106,6 +131,7 @@ fn main() -> Result<()> {
             only,
             duration,
             warmup,
+            grace,
             repeats,
             server_core,
             load_core,
@@ -131,11 +157,21 @@ fn main() -> Result<()> {
                 layotto,
                 server_core: pinned.then_some(server_core),
                 load_core: pinned.then_some(load_core),
-                timing: Timing { warmup, duration },
+                timing: Timing {
+                    warmup,
+                    duration,
+                    grace,
+                },
                 repeats: repeats.max(1),
             };
             let mut report = Report {
                 setup: vec![
+                    (
+                        "date (UTC)".into(),
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                    ),
+                    ("CPU".into(), cpu_model()),
+                    ("kernel".into(), kernel()),
                     ("cores online".into(), cores.len().to_string()),
                     ("server under test".into(), pinned_to(pinned, server_core)),
                     (
@@ -152,6 +188,18 @@ fn main() -> Result<()> {
                             humantime::format_duration(duration)
                         ),
                     ),
+                    (
+                        "syscalls per request".into(),
+                        match syscalls::availability() {
+                            Ok(()) => "perf stat -e raw_syscalls:sys_enter, measured window".into(),
+                            Err(why) => format!("not counted: {why}"),
+                        },
+                    ),
+                    (
+                        "h2load".into(),
+                        h2load::installed()
+                            .map_or("not installed: skipped".into(), |p| p.display().to_string()),
+                    ),
                 ],
                 ..Report::default()
             };
@@ -160,7 +208,7 @@ fn main() -> Result<()> {
                 match scenario.as_str() {
                     "l4" => report.l4 = scenarios::l4(&plan, &[64, 16 * 1024])?,
                     "bulk" => report.bulk = scenarios::bulk(&plan, 4)?,
-                    "grpc" => report.grpc = scenarios::grpc(&plan)?,
+                    "grpc" => (report.grpc, report.grpc_h2load) = scenarios::grpc(&plan)?,
                     "memory" => report.memory = scenarios::memory(&plan, idle_connections, nofile)?,
                     other => anyhow::bail!("unknown scenario {other} (l4, bulk, grpc, memory)"),
                 }

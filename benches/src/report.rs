@@ -5,7 +5,16 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::load::Measurement;
+use crate::{h2load::H2loadRun, load::Measurement};
+
+/// What a target spent on one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cost {
+    /// CPU time (user + system) per request, in microseconds.
+    pub cpu_us_per_request: f64,
+    /// Syscalls per request of the measured window, when perf could count them.
+    pub syscalls_per_request: Option<f64>,
+}
 
 /// The median over repeats of one measurement, in microseconds and requests per second.
 #[derive(Debug, Clone, Serialize)]
@@ -24,17 +33,32 @@ pub(crate) struct Summary {
     pub max_us: f64,
     /// Failed requests (all runs).
     pub errors: u64,
+    /// Requests never answered (all runs): not sent on time for the in-flight cap of the open
+    /// loop, or unanswered at a run's hard deadline.
+    pub missed: u64,
     /// Lowest and highest p99 over the runs.
     pub p99_spread_us: (f64, f64),
     /// Lowest and highest throughput over the runs.
     pub rps_spread: (f64, f64),
     /// CPU time the target spent per request, in microseconds.
     pub cpu_us_per_request: f64,
+    /// Syscalls the target made per request, when perf could count them.
+    pub syscalls_per_request: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// The median, or `None` for no values.
+fn median_of_some(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| median(values.to_vec()))
+}
+
+/// A per-request figure with one decimal, or `–` when there is none.
+fn optional(value: Option<f64>) -> String {
+    value.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
 fn spread(values: &[f64]) -> (f64, f64) {
@@ -44,8 +68,13 @@ fn spread(values: &[f64]) -> (f64, f64) {
 }
 
 impl Summary {
-    /// Medians of `runs`, whose targets spent `cpu_per_request` µs of CPU per request.
-    pub(crate) fn of(runs: &[Measurement], cpu_per_request: &[f64]) -> Self {
+    /// Medians of `runs`, whose targets spent `cpu_per_request` µs of CPU per request and made
+    /// `syscalls_per_request` syscalls per request (empty when not counted).
+    pub(crate) fn of(
+        runs: &[Measurement],
+        cpu_per_request: &[f64],
+        syscalls_per_request: &[f64],
+    ) -> Self {
         let quantile = |q: f64| -> Vec<f64> {
             runs.iter()
                 .map(|run| run.latency.value_at_quantile(q) as f64 / 1000.0)
@@ -65,9 +94,11 @@ impl Summary {
                     .collect(),
             ),
             errors: runs.iter().map(|r| r.errors).sum(),
+            missed: runs.iter().map(|r| r.missed).sum(),
             p99_spread_us: spread(&p99),
             rps_spread: spread(&rps),
             cpu_us_per_request: median(cpu_per_request.to_vec()),
+            syscalls_per_request: median_of_some(syscalls_per_request),
         }
     }
 }
@@ -98,6 +129,60 @@ impl LatencyRow {
             target,
             core,
             summary,
+        }
+    }
+}
+
+/// One gRPC server under h2load: medians over the repeats.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct H2loadRow {
+    /// What was measured (shared by the servers compared).
+    pub scenario: String,
+    /// The server.
+    pub target: String,
+    /// The core it was pinned to.
+    pub core: Option<usize>,
+    /// Completed requests per second.
+    pub rps: f64,
+    /// Lowest and highest throughput over the runs.
+    pub rps_spread: (f64, f64),
+    /// Mean time per request, in microseconds.
+    pub mean_us: f64,
+    /// Longest time of a request, in microseconds.
+    pub max_us: f64,
+    /// Requests h2load counted as not succeeded (all runs).
+    pub failed: u64,
+    /// CPU time the server spent per request, in microseconds.
+    pub cpu_us_per_request: f64,
+    /// Syscalls the server made per request, when perf could count them.
+    pub syscalls_per_request: Option<f64>,
+}
+
+impl H2loadRow {
+    /// The row of `runs` of `target` in `scenario`.
+    pub(crate) fn of(
+        scenario: String,
+        target: String,
+        core: Option<usize>,
+        runs: &[(H2loadRun, Cost)],
+    ) -> Self {
+        let of =
+            |figure: fn(&(H2loadRun, Cost)) -> f64| runs.iter().map(figure).collect::<Vec<_>>();
+        let syscalls: Vec<f64> = runs
+            .iter()
+            .filter_map(|(_, c)| c.syscalls_per_request)
+            .collect();
+        Self {
+            scenario,
+            target,
+            core,
+            rps: median(of(|(r, _)| r.rps)),
+            rps_spread: spread(&of(|(r, _)| r.rps)),
+            mean_us: median(of(|(r, _)| r.mean_us)),
+            max_us: median(of(|(r, _)| r.max_us)),
+            failed: runs.iter().map(|(r, _)| r.failed).sum(),
+            cpu_us_per_request: median(of(|(_, c)| c.cpu_us_per_request)),
+            syscalls_per_request: median_of_some(&syscalls),
         }
     }
 }
@@ -141,6 +226,8 @@ pub(crate) struct Report {
     pub bulk: Vec<BulkRow>,
     /// gRPC scenarios.
     pub grpc: Vec<LatencyRow>,
+    /// gRPC servers under h2load.
+    pub grpc_h2load: Vec<H2loadRow>,
     /// Memory.
     pub memory: Vec<MemoryRow>,
 }
@@ -200,6 +287,9 @@ impl Report {
             );
             latency_tables(&mut out, &self.grpc, "tonic", &[]);
         }
+        if !self.grpc_h2load.is_empty() {
+            h2load_tables(&mut out, &self.grpc_h2load, "tonic");
+        }
         if !self.memory.is_empty() {
             let _ = writeln!(out, "\n### Resident memory\n");
             let _ = writeln!(
@@ -207,14 +297,17 @@ impl Report {
                 "| server | at rest | with idle connections |\n|---|---|---|"
             );
             for row in &self.memory {
-                let with = row.with_connections_kib.map_or("–".into(), |kib| {
-                    format!(
-                        "{:.1} MiB with {} ({:.2} KiB each)",
-                        kib as f64 / 1024.0,
-                        row.connections,
-                        (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64
-                    )
-                });
+                let with = row
+                    .with_connections_kib
+                    .filter(|_| row.connections > 0)
+                    .map_or("–".into(), |kib| {
+                        format!(
+                            "{:.1} MiB with {} ({:.2} KiB each)",
+                            kib as f64 / 1024.0,
+                            row.connections,
+                            (kib.saturating_sub(row.idle_kib)) as f64 / row.connections as f64
+                        )
+                    });
                 let _ = writeln!(
                     out,
                     "| {} | {:.1} MiB | {with} |",
@@ -244,7 +337,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             .map(|r| &r.summary);
         let open = scenario.contains("open loop");
         let _ = writeln!(out, "**{scenario}**\n");
-        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | CPU µs/req |".to_owned();
+        let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | missed | CPU µs/req | syscalls/req |".to_owned();
         header.push_str(if open {
             " added p50 / p99 / p99.9 vs "
         } else {
@@ -270,7 +363,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 Some(b) => format!("{:.2}×", s.rps / b.rps),
             };
             let mut line = format!(
-                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {:.1} | {versus} |",
+                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.1} | {} | {} | {:.1} | {} | {versus} |",
                 row.target,
                 core(row.core),
                 s.rps,
@@ -284,7 +377,9 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 s.p999_us,
                 s.max_us,
                 s.errors,
-                s.cpu_us_per_request
+                s.missed,
+                s.cpu_us_per_request,
+                optional(s.syscalls_per_request)
             );
             for other in others {
                 let ratio = group
@@ -294,6 +389,42 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 let _ = write!(line, " {ratio} |");
             }
             let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out);
+    }
+}
+
+/// One table per h2load scenario, with throughput, CPU and syscall ratios against `baseline`.
+fn h2load_tables(out: &mut String, rows: &[H2loadRow], baseline: &str) {
+    let mut scenarios: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    for scenario in scenarios {
+        let group: Vec<&H2loadRow> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let base = group.iter().find(|r| r.target == baseline);
+        let _ = writeln!(
+            out,
+            "**{scenario}**\n\n| target | core | req/s (min–max) | mean µs | max µs | failed | CPU µs/req | syscalls/req | req/s vs {baseline} | CPU/req vs {baseline} |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for row in &group {
+            let ratio = |of: fn(&H2loadRow) -> f64| {
+                base.map_or("–".into(), |b| format!("{:.2}×", of(row) / of(b)))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |",
+                row.target,
+                core(row.core),
+                row.rps,
+                row.rps_spread.0,
+                row.rps_spread.1,
+                row.mean_us,
+                row.max_us,
+                row.failed,
+                row.cpu_us_per_request,
+                optional(row.syscalls_per_request),
+                ratio(|r| r.rps),
+                ratio(|r| r.cpu_us_per_request),
+            );
         }
         let _ = writeln!(out);
     }

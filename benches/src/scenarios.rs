@@ -24,10 +24,20 @@ use tokio::{
 
 use crate::{
     grpc_client::UnaryCaller,
+    h2load,
     load::{self, Measurement, Mode, Timing},
-    report::{BulkRow, LatencyRow, MemoryRow, Summary},
+    report::{BulkRow, Cost, H2loadRow, LatencyRow, MemoryRow, Summary},
+    syscalls,
     targets::{self, Process},
 };
+
+/// Open loop: requests outstanding at most per client of the pool (the rest of the cap waits
+/// for a client, its latency counted from its intended time); one due beyond it is missed.
+const OPEN_LOOP_IN_FLIGHT_PER_CLIENT: usize = 4;
+
+/// How long the memory scenario may take to open its idle connections; it reports with those
+/// it has by then.
+const OPEN_IDLE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Where things run and for how long.
 #[derive(Debug, Clone)]
@@ -62,9 +72,31 @@ fn progress(label: String) -> impl Fn(u64) {
     }
 }
 
-/// `repeats` runs of `measure` against `target`, summarised, with the CPU time `target` spent
-/// per request (its CPU over the whole run, warm-up included, over the requests of that time
-/// at the measured rate).
+/// Runs `measure` (which returns the figures and the requests per second of the measured window)
+/// and what `target` spent on it: CPU over the whole run, warm-up included, over the requests
+/// of that time at the measured rate; syscalls over the measured window only, when perf can.
+fn costed<T>(
+    plan: &Plan,
+    target: &Process,
+    measure: impl FnOnce() -> Result<(T, f64)>,
+) -> Result<(T, Cost)> {
+    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
+    let syscalls = syscalls::count_window(target.pid(), plan.timing.warmup, plan.timing.duration);
+    let before = target.cpu_seconds()?;
+    let (figures, rps) = measure()?;
+    let spent = target.cpu_seconds()? - before;
+    let measured = (rps * plan.timing.duration.as_secs_f64()).max(1.0);
+    let syscalls_per_request = syscalls.join().ok().flatten().map(|n| n as f64 / measured);
+    Ok((
+        figures,
+        Cost {
+            cpu_us_per_request: spent * 1e6 / (rps * whole_run).max(1.0),
+            syscalls_per_request,
+        },
+    ))
+}
+
+/// `repeats` runs of `measure` against `target`, summarised with what the target spent.
 fn repeat(
     plan: &Plan,
     label: &str,
@@ -73,17 +105,20 @@ fn repeat(
 ) -> Result<Summary> {
     let mut runs = Vec::with_capacity(plan.repeats);
     let mut cpu_per_request = Vec::with_capacity(plan.repeats);
-    let whole_run = (plan.timing.warmup + plan.timing.duration).as_secs_f64();
+    let mut syscalls_per_request = Vec::with_capacity(plan.repeats);
     for run in 0..plan.repeats {
         eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
-        let before = target.cpu_seconds()?;
-        let measurement = measure()?;
-        let spent = target.cpu_seconds()? - before;
-        cpu_per_request.push(spent * 1e6 / (measurement.throughput() * whole_run).max(1.0));
+        let (measurement, cost) = costed(plan, target, || {
+            let measurement = measure()?;
+            let rps = measurement.throughput();
+            Ok((measurement, rps))
+        })?;
+        cpu_per_request.push(cost.cpu_us_per_request);
+        syscalls_per_request.extend(cost.syscalls_per_request);
         runs.push(measurement);
     }
     eprintln!();
-    Ok(Summary::of(&runs, &cpu_per_request))
+    Ok(Summary::of(&runs, &cpu_per_request, &syscalls_per_request))
 }
 
 /// The L4 proxies to compare, each in front of `upstream`.
@@ -180,7 +215,17 @@ pub(crate) fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
         for target in &all {
             let label = format!("L4 echo {size} B, open loop {rate}/s, {}", name(target));
             let summary = repeat(plan, &label, target, || {
-                echo_load(target.address, size, 64, Mode::Open { rate }, plan, &label)
+                echo_load(
+                    target.address,
+                    size,
+                    64,
+                    Mode::Open {
+                        rate,
+                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 64,
+                    },
+                    plan,
+                    &label,
+                )
             })?;
             rows.push(LatencyRow::new(
                 format!("L4 echo {size} B, open loop {rate}/s"),
@@ -241,8 +286,10 @@ pub(crate) fn bulk(plan: &Plan, connections: usize) -> Result<Vec<BulkRow>> {
     Ok(rows)
 }
 
+/// Ends by `timing`'s hard deadline: a stalled target's writers and readers are abandoned then.
 async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> Result<f64> {
     let end = Instant::now() + timing.warmup + timing.duration;
+    let deadline = end + timing.grace;
     let measure_from = Instant::now() + timing.warmup;
     let counted = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
@@ -251,11 +298,14 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
         let (mut reader, mut writer) = stream.into_split();
         tasks.push(tokio::task::spawn_local(async move {
             let chunk = vec![7u8; 256 * 1024];
-            while Instant::now() < end {
-                if writer.write_all(&chunk).await.is_err() {
-                    break;
+            let write = async {
+                while Instant::now() < end {
+                    if writer.write_all(&chunk).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), write).await;
         }));
         let counted = counted.clone();
         tasks.push(tokio::task::spawn_local(async move {
@@ -272,9 +322,12 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
             }
         }));
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    let finish = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), finish).await;
     Ok(counted.get() as f64 * 8.0 / timing.duration.as_secs_f64() / 1e9)
 }
 
@@ -285,6 +338,22 @@ pub(crate) enum Rpc {
     SayHello,
     /// `GetState` of a saved key on the in-memory store.
     GetState,
+}
+
+fn hello_request() -> SayHelloRequest {
+    SayHelloRequest {
+        service_name: "quick_start_demo".into(),
+        name: "bench".into(),
+        data: None,
+    }
+}
+
+fn get_state_request() -> GetStateRequest {
+    GetStateRequest {
+        store_name: "state_demo".into(),
+        key: "bench".into(),
+        ..Default::default()
+    }
 }
 
 /// The gRPC path of each rpc, as LayOtto's API names it.
@@ -317,20 +386,10 @@ async fn grpc_callers(
     for _ in 0..connections {
         callers.push(match rpc {
             Rpc::SayHello => {
-                let hello = SayHelloRequest {
-                    service_name: "quick_start_demo".into(),
-                    name: "bench".into(),
-                    data: None,
-                };
-                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello).await?
+                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello_request()).await?
             }
             Rpc::GetState => {
-                let get = GetStateRequest {
-                    store_name: "state_demo".into(),
-                    key: "bench".into(),
-                    ..Default::default()
-                };
-                UnaryCaller::connect(address, &rpc_path("GetState"), &get).await?
+                UnaryCaller::connect(address, &rpc_path("GetState"), &get_state_request()).await?
             }
         });
     }
@@ -369,13 +428,19 @@ fn grpc_load(
 }
 
 /// Each rpc against layotto-rs and the tonic reference, pinned to the same core: the most with
-/// 1000 calls in flight (2 connections × 500 streams), then latency at half the slower's most.
-pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
+/// 1000 calls in flight (2 connections × 500 streams) from our client and from h2load (when
+/// installed), then latency at half the slower's most.
+pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
     let servers = [
         targets::layotto(&plan.layotto, plan.server_core, None)?,
         targets::tonic_reference(plan.server_core)?,
     ];
+    let h2load = h2load::installed();
+    if h2load.is_none() {
+        eprintln!("  h2load (Debian's nghttp2-client) is not installed: its rows are skipped");
+    }
     let mut rows = Vec::new();
+    let mut h2load_rows = Vec::new();
     for rpc in [Rpc::SayHello, Rpc::GetState] {
         let mut max = Vec::new();
         for server in &servers {
@@ -397,13 +462,27 @@ pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
                 summary,
             ));
         }
+        if let Some(program) = &h2load {
+            for server in &servers {
+                h2load_rows.push(h2load_repeat(plan, program, server, rpc)?);
+            }
+        }
         let rate = (max.iter().copied().fold(f64::MAX, f64::min) / 2.0)
             .max(100.0)
             .round();
         for server in &servers {
             let label = format!("gRPC {rpc:?}, open loop {rate}/s, {}", server.name);
             let summary = repeat(plan, &label, server, || {
-                grpc_load(server.address, rpc, Mode::Open { rate }, plan, &label)
+                grpc_load(
+                    server.address,
+                    rpc,
+                    Mode::Open {
+                        rate,
+                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 1000,
+                    },
+                    plan,
+                    &label,
+                )
             })?;
             rows.push(LatencyRow::new(
                 format!("gRPC {rpc:?}, open loop {rate}/s"),
@@ -413,7 +492,53 @@ pub(crate) fn grpc(plan: &Plan) -> Result<Vec<LatencyRow>> {
             ));
         }
     }
-    Ok(rows)
+    Ok((rows, h2load_rows))
+}
+
+/// `repeats` h2load runs of `rpc` against `server` (2 connections × 500 streams), the median
+/// shown, with what the server spent.
+fn h2load_repeat(
+    plan: &Plan,
+    program: &std::path::Path,
+    server: &Process,
+    rpc: Rpc,
+) -> Result<H2loadRow> {
+    let body = tempfile::NamedTempFile::new()?;
+    let request = match rpc {
+        Rpc::SayHello => h2load::request_body(&hello_request()),
+        Rpc::GetState => h2load::request_body(&get_state_request()),
+    };
+    std::fs::write(body.path(), request)?;
+    let path = rpc_path(&format!("{rpc:?}"));
+    let mut runs = Vec::with_capacity(plan.repeats);
+    for run in 0..plan.repeats {
+        eprint!(
+            "\r  gRPC {rpc:?}, h2load, {} (run {}/{})          ",
+            server.name,
+            run + 1,
+            plan.repeats
+        );
+        runs.push(costed(plan, server, || {
+            let figures = h2load::run(
+                program,
+                server.address,
+                &path,
+                body.path(),
+                (2, 500),
+                plan.timing,
+                plan.load_core,
+            )?;
+            let rps = figures.rps;
+            Ok((figures, rps))
+        })?);
+    }
+    eprintln!();
+    Ok(H2loadRow::of(
+        format!("gRPC {rpc:?}, h2load (2 connections × 500 streams)"),
+        server.name.clone(),
+        server.core,
+        &runs,
+    ))
 }
 
 /// Resident memory of each server at rest and holding idle connections: `idle` HTTP/2
@@ -443,15 +568,16 @@ fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<Memor
         "\r  memory, {}: opening {count} connections          ",
         server.name
     );
-    let held = local(open_idle(server.address, count, http2))?;
+    let held = local(open_idle(server.address, count, http2));
     std::thread::sleep(Duration::from_millis(500));
     let with = server.rss_kib()?;
+    let connections = held.len();
     drop(held);
     eprintln!();
     Ok(MemoryRow {
         target: format!("{} ({kind})", server.name),
         idle_kib,
-        connections: count,
+        connections,
         with_connections_kib: Some(with),
     })
 }
@@ -460,26 +586,41 @@ fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<Memor
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
 
 /// Opens `count` connections to `address`, each proven end to end: by the server's SETTINGS
-/// frame (`http2`), or by one echoed byte (through a proxy).
-async fn open_idle(
-    address: SocketAddr,
-    count: usize,
-    http2: bool,
-) -> Result<Vec<std::net::TcpStream>> {
+/// frame (`http2`), or by one echoed byte (through a proxy); stops at `OPEN_IDLE_DEADLINE` (or
+/// at the first that fails) with those it has.
+async fn open_idle(address: SocketAddr, count: usize, http2: bool) -> Vec<std::net::TcpStream> {
+    let deadline = tokio::time::Instant::now() + OPEN_IDLE_DEADLINE;
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut stream = TcpStream::connect(address).await?;
-        if http2 {
-            stream.write_all(H2_PREFACE).await?;
-            let mut frame_header = [0u8; 9];
-            stream.read_exact(&mut frame_header).await?;
-            anyhow::ensure!(frame_header[3] == 4, "expected the server's SETTINGS");
-        } else {
-            stream.write_all(b"x").await?;
-            let mut byte = [0u8];
-            stream.read_exact(&mut byte).await?;
+        match tokio::time::timeout_at(deadline, open_one(address, http2)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(err)) => {
+                eprintln!("\n  opening connection {}: {err}", held.len() + 1);
+                break;
+            }
+            Err(_) => {
+                eprintln!(
+                    "\n  {OPEN_IDLE_DEADLINE:?} passed with {} connections open",
+                    held.len()
+                );
+                break;
+            }
         }
-        held.push(stream.into_std()?);
     }
-    Ok(held)
+    held
+}
+
+async fn open_one(address: SocketAddr, http2: bool) -> Result<std::net::TcpStream> {
+    let mut stream = TcpStream::connect(address).await?;
+    if http2 {
+        stream.write_all(H2_PREFACE).await?;
+        let mut frame_header = [0u8; 9];
+        stream.read_exact(&mut frame_header).await?;
+        anyhow::ensure!(frame_header[3] == 4, "expected the server's SETTINGS");
+    } else {
+        stream.write_all(b"x").await?;
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await?;
+    }
+    Ok(stream.into_std()?)
 }

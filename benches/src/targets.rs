@@ -71,6 +71,11 @@ impl Process {
         })
     }
 
+    /// Its process id (of the server itself: `taskset` execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident memory now, in KiB (`VmRSS` of the process itself: `taskset` execs it).
     pub(crate) fn rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

@@ -1,7 +1,9 @@
 //! The `grpc` terminal filter: serves HTTP/2 with prior knowledge (h2c) on each shard's
 //! connections, one task per call, routed by `:path`. Applies the call's `grpc-timeout`, notices
 //! client cancellation, writes `grpc-status` trailers, sends keep-alive PINGs when configured, and
-//! on process drain sends GOAWAY so clients finish their calls and go elsewhere. Everything runs on the shard that accepted the connection.
+//! on process drain sends GOAWAY so clients finish their calls and go elsewhere. What h2 writes in
+//! one poll round of a connection's task leaves in one send ([`super::write_buffer`]).
+//! Everything runs on the shard that accepted the connection.
 
 use std::{
     cell::{Cell, RefCell},
@@ -32,6 +34,7 @@ use super::{
     stats::GrpcStats,
     status::{Code, Status},
     timeout,
+    write_buffer::{self, BufferedStream, WRITE_BUFFER_CAPACITY},
 };
 
 pub use super::settings::GrpcSettings;
@@ -115,20 +118,21 @@ impl Terminal for GrpcServer {
         conn: ConnectionInfo,
         observers: Observers,
     ) -> BoxedLocal<()> {
-        Box::pin(self.serve_connection(stream, conn, observers))
+        let _ = stream.set_nodelay(true);
+        let stream = ObservedStream::new(stream, observers, self.bytes.clone(), conn.shard);
+        // What h2 writes in one poll round of the connection's task leaves in one send.
+        let (stream, flusher) = write_buffer::buffered(stream, WRITE_BUFFER_CAPACITY);
+        Box::pin(flusher.send_on_yield(self.serve_connection(stream, conn)))
     }
 }
 
 impl GrpcServer {
     async fn serve_connection(
         self: Rc<Self>,
-        stream: TcpStream,
+        stream: BufferedStream<ObservedStream<TcpStream>>,
         conn: ConnectionInfo,
-        observers: Observers,
     ) {
-        let _ = stream.set_nodelay(true);
         let s = &self.settings;
-        let stream = ObservedStream::new(stream, observers, self.bytes.clone(), conn.shard);
         let (stream, watch) = GuardedStream::new(stream, s.control_frames);
         let mut builder = h2::server::Builder::new();
         builder
