@@ -9,6 +9,7 @@
 )]
 
 pub mod etcd;
+pub mod https;
 pub mod redis;
 pub mod zookeeper;
 
