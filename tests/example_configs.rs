@@ -540,3 +540,61 @@ async fn layotto_config_standalone_json_serves_what_it_declares() {
         .into_inner();
     assert_eq!(meta.size, std::fs::metadata(&path).unwrap().len() as i64);
 }
+
+/// LayOtto's `config_ref_example.json` with its servers moved to the test's and its secrets
+/// file (relative to LayOtto's `cmd/layotto`) to `secrets`.
+fn ref_example(etcd: &EtcdServer, redis: &RedisServer, secrets: &std::path::Path) -> Value {
+    let mut replacements = layotto_ports();
+    replacements.extend([
+        ("127.0.0.1:2379", etcd.endpoint()),
+        ("127.0.0.1:6380", redis.endpoint()),
+        (
+            "../../configs/secret/config_secret_local_file.json",
+            secrets.to_str().unwrap().to_owned(),
+        ),
+    ]);
+    example("config_ref_example.json", &replacements)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref_example_fills_the_redis_password_from_the_secret_store() {
+    let (etcd, redis) = (EtcdServer::start(), RedisServer::start());
+    // The password LayOtto's secrets file holds: without it the sequencer cannot connect.
+    ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("redis123")
+        .query::<()>(&mut redis.client())
+        .unwrap();
+    let secrets = std::fs::canonicalize("configs/secret/config_secret_local_file.json").unwrap();
+    let layotto = Layotto::start(&ref_example(&etcd, &redis, &secrets));
+    let address = layotto.address("grpc");
+    assert_eq!(
+        say_hello(address, "helloworld").await.unwrap(),
+        "greeting, example"
+    );
+    let mut client = runtime_client(address).await;
+    let first = next_id(&mut client, "redis", "ref-example", AutoIncrement::Strong).await;
+    assert_eq!(
+        next_id(&mut client, "redis", "ref-example", AutoIncrement::Strong).await,
+        first + 1
+    );
+    let secret = client
+        .get_secret(GetSecretRequest {
+            store_name: "local.file".into(),
+            key: "db-user-pass:password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["db-user-pass:password"], "redis123");
+    assert_ready(&layotto);
+
+    // The control: another password in the store, and the sequencer is refused by redis.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("secrets.json");
+    std::fs::write(&wrong, r#"{"db-user-pass": {"password": "not-it"}}"#).unwrap();
+    let err = start_error(&ref_example(&etcd, &redis, &wrong)).to_string();
+    assert!(err.contains("sequencer \"redis\""), "{err}");
+}

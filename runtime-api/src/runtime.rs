@@ -4,7 +4,11 @@
 //! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
 //! [`Arc<Runtime>`], so two listeners serving the API see the same data.
 
-use std::sync::Arc;
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
@@ -18,7 +22,13 @@ use serde_json::Value;
 use tracing::info;
 
 use crate::{
-    components::{Components, app_callback::AppSettings, component::Component, registry::BuildCx},
+    components::{
+        Components,
+        app_callback::AppSettings,
+        component::Component,
+        registry::{BuildCx, RefTargets},
+        secret::SecretStore,
+    },
     error::chain,
     filter::KIND,
 };
@@ -29,6 +39,13 @@ const NOT_SERVED: &[&str] = &["custom_component"];
 
 /// The key of LayOtto's `app` block in `grpc_config`.
 const APP_KEY: &str = "app";
+
+/// The blocks references may name, built first and in this order (secret stores take no
+/// references; config stores and every other block may name secret stores).
+const REFERENCED_BLOCKS: [&[&str]; 2] = [
+    &["secret_store", "secret_stores"],
+    &["config_store", "config_stores"],
+];
 
 /// Everything the runtime APIs serve, shared by all shards.
 pub struct Runtime {
@@ -109,6 +126,8 @@ pub struct RuntimeBuilder<'a> {
     clock: Arc<dyn Clock>,
     components: Components,
     app: Option<(AppSettings, String)>,
+    /// The secret stores a reference has started (read) already.
+    started_stores: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> RuntimeBuilder<'a> {
@@ -119,6 +138,7 @@ impl<'a> RuntimeBuilder<'a> {
             clock: Arc::new(MonotonicClock::default()),
             components: Components::default(),
             app: None,
+            started_stores: RefCell::default(),
         }
     }
 
@@ -129,7 +149,9 @@ impl<'a> RuntimeBuilder<'a> {
     }
 
     /// Adds the building blocks of one `grpc_config` (found at `path`). Component names must
-    /// be unique per block across every `grpc_config`.
+    /// be unique per block across every `grpc_config`. Secret stores are built first, then
+    /// config stores, then the rest in their order, so references (`secret_ref`,
+    /// `component_ref`) find what they name wherever it is declared.
     pub fn add(&mut self, grpc_config: &Value, path: &str, findings: &mut Findings) {
         let blocks = match grpc_config {
             Value::Null => return,
@@ -139,16 +161,40 @@ impl<'a> RuntimeBuilder<'a> {
                 return;
             }
         };
+        let mut blocks: Vec<(&String, &Value)> = blocks.iter().collect();
+        blocks.sort_by_key(|(block, _)| {
+            REFERENCED_BLOCKS
+                .iter()
+                .position(|keys| keys.contains(&block.as_str()))
+                .unwrap_or(REFERENCED_BLOCKS.len())
+        });
         for (block, entries) in blocks {
             let block_path = join(path, block);
             if block == APP_KEY {
                 self.add_app(entries, block_path, findings);
                 continue;
             }
+            let stores = BuiltStores {
+                secrets: self
+                    .components
+                    .secrets
+                    .iter()
+                    .map(|(name, store)| (name.to_owned(), store.clone()))
+                    .collect(),
+                config_stores: self
+                    .components
+                    .config_stores
+                    .iter()
+                    .map(|(name, _)| name.to_owned())
+                    .collect(),
+                started: &self.started_stores,
+            };
+            let takes_refs = !REFERENCED_BLOCKS[0].contains(&block.as_str());
             let mut cx = BuildCx {
                 backend: self.backend,
                 clock: &self.clock,
                 findings,
+                refs: takes_refs.then_some(&stores as &dyn RefTargets),
             };
             if self
                 .components
@@ -203,6 +249,37 @@ impl<'a> RuntimeBuilder<'a> {
             app: self.app.map(|(app, _)| app),
             backend: self.backend.clone(),
         })
+    }
+}
+
+/// The secret and config stores built so far, which the references of later blocks name.
+struct BuiltStores<'b> {
+    secrets: BTreeMap<String, Arc<dyn SecretStore>>,
+    config_stores: Vec<String>,
+    started: &'b RefCell<BTreeSet<String>>,
+}
+
+impl RefTargets for BuiltStores<'_> {
+    fn secret(&self, store: &str, key: &str) -> Option<Result<HashMap<String, String>, String>> {
+        let found = self.secrets.get(store)?;
+        if !self.started.borrow().contains(store) {
+            if let Err(err) = block_on(found.start()) {
+                return Some(Err(format!(
+                    "secret store \"{store}\" cannot start: {}",
+                    chain(&err)
+                )));
+            }
+            self.started.borrow_mut().insert(store.to_owned());
+        }
+        Some(found.get(key).map_err(|err| chain(&err).to_string()))
+    }
+
+    fn secret_stores(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    fn config_stores(&self) -> Vec<String> {
+        self.config_stores.clone()
     }
 }
 
@@ -283,6 +360,70 @@ mod tests {
         assert_eq!(
             unknown,
             r#"no state component named "nope" is configured (configured: ["mem"])"#
+        );
+    }
+
+    #[test]
+    fn secret_refs_fill_metadata_from_stores_declared_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        std::fs::write(&file, r#"{"db": {"pass": "p1"}, "plain": "v"}"#).unwrap();
+        let (runtime, findings) = build(&[json!({
+            // Declared before the stores it names, as in LayOtto's config_ref_example.json.
+            "hellos": {"h": {"type": "helloworld", "hello": "hi",
+                "secret_ref": [
+                    {"store_name": "files", "key": "db:pass", "sub_key": "db:pass", "inject_as": "redisPassword"},
+                    {"store_name": "files", "key": "plain"}
+                ],
+                "component_ref": {"config_store": "cfg", "secret_store": "files"}}},
+            "config_store": {"cfg": {"type": "in-memory"}},
+            "secret_store": {"files": {"type": "local.file", "metadata": {"secretsFile": file}}}
+        })]);
+        assert!(findings.errors.is_empty(), "{:?}", errors(&findings));
+        let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
+        // Injected, then reported unread by helloworld (which, as LayOtto's, reads none).
+        for path in [
+            "cfg0.hellos.h.component_ref",
+            "cfg0.hellos.h.metadata.plain",
+            "cfg0.hellos.h.metadata.redisPassword",
+        ] {
+            assert!(ignored.contains(&path), "{path} not in {ignored:?}");
+        }
+        assert_eq!(
+            runtime.components().hellos.get("h").unwrap().hello(""),
+            "hi"
+        );
+    }
+
+    #[test]
+    fn unresolvable_refs_are_errors_at_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        std::fs::write(&file, r#"{"k": "v"}"#).unwrap();
+        let (_, findings) = build(&[json!({
+            "hellos": {"bad": {"hello": "x",
+                "secret_ref": [
+                    {"store_name": "nope", "key": "k"},
+                    {"store_name": "files", "key": "missing"},
+                    {"store_name": "files", "key": "k", "sub_key": "other"},
+                    {"store_name": "files"}
+                ],
+                "component_ref": {"config_store": "gone"}}},
+            "secret_store": {
+                "files": {"type": "local.file", "metadata": {"secretsFile": file}},
+                "chained": {"type": "local.env", "secret_ref": []}
+            }
+        })]);
+        assert_starts_with(
+            &errors(&findings),
+            &[
+                "cfg0.secret_store.chained.secret_ref: a secret store cannot take secret_ref",
+                "cfg0.hellos.bad.secret_ref[0].store_name: no secret store \"nope\" (configured: [\"files\"])",
+                "cfg0.hellos.bad.secret_ref[1].key: secret_store \"files\": no secret \"missing\"",
+                "cfg0.hellos.bad.secret_ref[2].sub_key: secret \"k\" of secret store \"files\" has no \"other\"",
+                "cfg0.hellos.bad.secret_ref[3]: missing field `key`",
+                "cfg0.hellos.bad.component_ref.config_store: no config_store component \"gone\"",
+            ],
         );
     }
 
