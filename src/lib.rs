@@ -10,7 +10,7 @@
 //! threads and component clients on the backend pool's.
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 pub use layotto_core::{
     CoreError,
@@ -46,6 +46,9 @@ const BACKEND_CAPACITY: usize = 16_384;
 pub struct Options {
     /// Number of shards; `None`: one per CPU the process may run on.
     pub shards: Option<usize>,
+    /// A directory of Dapr component files (Dapr's `--resources-path`), built beside the
+    /// config's components.
+    pub resources_path: Option<PathBuf>,
 }
 
 /// Why the runtime did not start.
@@ -81,7 +84,13 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     metrics.register(Arc::new(pool.handle()));
     let health = Arc::new(HealthRegistry::default());
     // The components are the process's, built once before any listener: every API serves them.
-    let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
+    let runtime = Runtime::from_config_and_resources(
+        &config,
+        options.resources_path.as_deref(),
+        &pool.handle(),
+        &health,
+        &mut findings,
+    );
     let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
     let chains = build_chains(&ctx, &runtime, &mut findings);
     if !findings.errors.is_empty() {

@@ -49,6 +49,9 @@ struct StartArgs {
     /// Number of shards (one pinned thread each); default: one per allowed CPU.
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// A directory of Dapr component files (YAML, `kind: Component`) to serve beside the config's.
+    #[arg(long, value_name = "DIR")]
+    resources_path: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn start(args: &StartArgs) -> Result<ExitCode> {
     };
     let options = Options {
         shards: args.shards,
+        resources_path: args.resources_path.clone(),
     };
     let prepared = match layotto::prepare(&text, options) {
         Ok(prepared) => prepared,

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod components;
+mod dapr_resources;
 pub mod error;
 pub mod filter;
 pub mod grpc;

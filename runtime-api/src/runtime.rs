@@ -7,6 +7,7 @@
 use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
     sync::Arc,
 };
 
@@ -29,6 +30,7 @@ use crate::{
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
     },
+    dapr_resources,
     error::chain,
     filter::KIND,
 };
@@ -63,6 +65,18 @@ impl Runtime {
         health: &HealthRegistry,
         findings: &mut Findings,
     ) -> Arc<Self> {
+        Self::from_config_and_resources(config, None, backend, health, findings)
+    }
+
+    /// Like [`Runtime::from_config`], plus the Dapr component files in `resources_path` (Dapr's
+    /// `--resources-path`), added after the config's components.
+    pub fn from_config_and_resources(
+        config: &Config,
+        resources_path: Option<&Path>,
+        backend: &BackendHandle,
+        health: &HealthRegistry,
+        findings: &mut Findings,
+    ) -> Arc<Self> {
         let mut builder = RuntimeBuilder::new(backend);
         for listener in &config.listeners {
             for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
@@ -71,6 +85,9 @@ impl Runtime {
                     builder.add(grpc_config, &path, findings);
                 }
             }
+        }
+        if let Some(dir) = resources_path {
+            builder.add_dapr_resources(dir, findings);
         }
         builder.finish(health, findings)
     }
@@ -162,44 +179,16 @@ impl<'a> RuntimeBuilder<'a> {
             }
         };
         let mut blocks: Vec<(&String, &Value)> = blocks.iter().collect();
-        blocks.sort_by_key(|(block, _)| {
-            REFERENCED_BLOCKS
-                .iter()
-                .position(|keys| keys.contains(&block.as_str()))
-                .unwrap_or(REFERENCED_BLOCKS.len())
-        });
+        blocks.sort_by_key(|(block, _)| build_order(block));
         for (block, entries) in blocks {
             let block_path = join(path, block);
             if block == APP_KEY {
                 self.add_app(entries, block_path, findings);
                 continue;
             }
-            let stores = BuiltStores {
-                secrets: self
-                    .components
-                    .secrets
-                    .iter()
-                    .map(|(name, store)| (name.to_owned(), store.clone()))
-                    .collect(),
-                config_stores: self
-                    .components
-                    .config_stores
-                    .iter()
-                    .map(|(name, _)| name.to_owned())
-                    .collect(),
-                started: &self.started_stores,
-            };
-            let takes_refs = !REFERENCED_BLOCKS[0].contains(&block.as_str());
-            let mut cx = BuildCx {
-                backend: self.backend,
-                clock: &self.clock,
-                findings,
-                refs: takes_refs.then_some(&stores as &dyn RefTargets),
-            };
-            if self
-                .components
-                .add_block(block, entries, &block_path, &mut cx)
-            {
+            if self.build_with(block, findings, |components, cx| {
+                components.add_block(block, entries, &block_path, cx)
+            }) {
                 continue;
             }
             if NOT_SERVED.contains(&block.as_str()) {
@@ -215,6 +204,57 @@ impl<'a> RuntimeBuilder<'a> {
                 );
             }
         }
+    }
+
+    /// Adds the components of the Dapr component files in `dir` (see [`dapr_resources`]),
+    /// secret stores first, then config stores, then the rest, as [`RuntimeBuilder::add`].
+    pub fn add_dapr_resources(&mut self, dir: &Path, findings: &mut Findings) {
+        let mut components = dapr_resources::read_dir(dir, findings);
+        components.sort_by_key(|component| build_order(component.block));
+        for component in components {
+            self.build_with(component.block, findings, |components, cx| {
+                components.add_entry(
+                    component.block,
+                    &component.name,
+                    &component.entry,
+                    &component.path,
+                    cx,
+                )
+            });
+        }
+    }
+
+    /// Runs `build` for block `block` with a build context whose references see the stores
+    /// built so far (none for a secret store); answers what `build` answers.
+    fn build_with(
+        &mut self,
+        block: &str,
+        findings: &mut Findings,
+        build: impl FnOnce(&mut Components, &mut BuildCx<'_>) -> bool,
+    ) -> bool {
+        let stores = BuiltStores {
+            secrets: self
+                .components
+                .secrets
+                .iter()
+                .map(|(name, store)| (name.to_owned(), store.clone()))
+                .collect(),
+            config_stores: self
+                .components
+                .config_stores
+                .iter()
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+            started: &self.started_stores,
+        };
+        let takes_refs = !REFERENCED_BLOCKS[0].contains(&block);
+        let mut cx = BuildCx {
+            backend: self.backend,
+            clock: &self.clock,
+            findings,
+            refs: takes_refs.then_some(&stores as &dyn RefTargets),
+        };
+        build(&mut self.components, &mut cx)
     }
 
     fn add_app(&mut self, entries: &Value, path: String, findings: &mut Findings) {
@@ -250,6 +290,14 @@ impl<'a> RuntimeBuilder<'a> {
             backend: self.backend.clone(),
         })
     }
+}
+
+/// Where block `block` comes in the build: the referenced blocks first, in their order.
+fn build_order(block: &str) -> usize {
+    REFERENCED_BLOCKS
+        .iter()
+        .position(|keys| keys.contains(&block))
+        .unwrap_or(REFERENCED_BLOCKS.len())
 }
 
 /// The secret and config stores built so far, which the references of later blocks name.

@@ -151,14 +151,30 @@ macro_rules! blocks {
                 path: &str,
                 cx: &mut BuildCx<'_>,
             ) -> bool {
+                if !Self::KEYS.contains(&key) {
+                    return false;
+                }
+                for (name, config) in named(entries, path, cx.findings) {
+                    self.add_entry(key, name, config, &join(path, name), cx);
+                }
+                true
+            }
+
+            /// Builds entry `name` of block `key`, declared at `path`; `false` if no block has
+            /// that key.
+            pub fn add_entry(
+                &mut self,
+                key: &str,
+                name: &str,
+                config: &Value,
+                path: &str,
+                cx: &mut BuildCx<'_>,
+            ) -> bool {
                 match key {
                     $(
                         $($key)|+ => {
-                            for (name, config) in named(entries, path, cx.findings) {
-                                let entry_path = join(path, name);
-                                if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
-                                    self.$field.insert(name, entry_path, built, cx);
-                                }
+                            if let Some(built) = $module::BACKENDS.build(name, config, path, cx) {
+                                self.$field.insert(name, path.to_owned(), built, cx);
                             }
                         }
                     )+
