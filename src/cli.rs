@@ -59,6 +59,10 @@ pub(crate) struct StartArgs {
     /// Number of shards (one pinned thread each); default: one per allowed CPU.
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<usize>,
+    /// A directory of Dapr component files (YAML, `kind: Component`) served beside the config's
+    /// components (Dapr's `--resources-path`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) resources_path: Option<PathBuf>,
     /// LayOtto's flags that layotto-rs accepts and does not use.
     #[command(flatten)]
     pub(crate) unused: UnusedFlags,
@@ -148,6 +152,7 @@ const USED_LONG: &[&str] = &[
     "lp",
     "drain-time-s",
     "shards",
+    "resources-path",
     "wait",
 ];
 

@@ -52,6 +52,9 @@ const BACKEND_CAPACITY: usize = 16_384;
 pub struct Options {
     /// Number of shards; `None`: one per CPU the process may run on.
     pub shards: Option<usize>,
+    /// A directory of Dapr component files (Dapr's `--resources-path`), built beside the
+    /// config's components.
+    pub resources_path: Option<PathBuf>,
 }
 
 /// Why the runtime did not start.
@@ -87,7 +90,13 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     metrics.register(Arc::new(pool.handle()));
     let health = Arc::new(HealthRegistry::default());
     // The components are the process's, built once before any listener: every API serves them.
-    let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
+    let runtime = Runtime::from_config_and_resources(
+        &config,
+        options.resources_path.as_deref(),
+        &pool.handle(),
+        &health,
+        &mut findings,
+    );
     let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
     let (trigger, signal) = shutdown::channel();
     let trigger = Arc::new(trigger);

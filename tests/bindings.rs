@@ -246,3 +246,72 @@ async fn invoke_service_forwards_to_the_target_app_over_http() {
         .unwrap_err();
     assert_eq!(down.code(), Code::Unavailable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_bindings_and_invocations_verify_the_server_against_the_configured_ca() {
+    let server = https::HttpsServer::start();
+    let config = grpc_config(
+        json!({
+            "bindings": {
+                // Dapr's MTLSRootCA: a file path or the PEM itself.
+                "bindings_demo": {"type": "http", "metadata": {
+                    "url": format!("{}/api", server.url()),
+                    "MTLSRootCA": server.ca_file.to_str().unwrap()}},
+                "pem": {"type": "http", "metadata": {
+                    "url": server.url(), "MTLSRootCA": server.ca_pem}},
+                "untrusted": {"type": "http", "metadata": {"url": server.url(), "timeout": "5"}}
+            },
+            "rpcs": {"http": {"type": "http", "metadata": {
+                "targets": format!("secure={};bare={}", server.url(), server.address),
+                "MTLSRootCA": server.ca_pem, "timeout": "5"}}}
+        }),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config);
+    let mut client = runtime_client(layotto.address("grpc")).await;
+
+    let created = client
+        .invoke_binding(request("create", "orders", "o-7"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&created.data[..], b"POST /api/orders o-7");
+    assert_eq!(created.metadata["statusCode"], "200");
+    let mut pem = request("get", "x", "");
+    pem.name = "pem".into();
+    let fetched = client.invoke_binding(pem).await.unwrap().into_inner();
+    assert_eq!(&fetched.data[..], b"GET /x ");
+
+    // The test CA is in no system store: refused, naming the URL and why.
+    let mut untrusted = request("get", "x", "");
+    untrusted.name = "untrusted".into();
+    let err = client.invoke_binding(untrusted).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    let url = format!("{}/x", server.url());
+    assert!(
+        err.message().contains(&format!("TLS with {url} failed"))
+            && err.message().contains("invalid peer certificate"),
+        "{}",
+        err.message()
+    );
+
+    let reply = client
+        .invoke_service(invoke("secure", "api/orders/7", Verb::Get, "v=1", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&reply.data.unwrap().value[..], b"GET /api/orders/7?v=1 ");
+    assert_eq!(reply.content_type, "text/plain");
+    // A target without a scheme is plain HTTP: the TLS server does not answer it as HTTP.
+    let plain = client
+        .invoke_service(invoke("bare", "x", Verb::Get, "", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        plain
+            .message()
+            .contains(&format!("http://{}/x", server.address)),
+        "{}",
+        plain.message()
+    );
+}

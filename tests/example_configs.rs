@@ -1,7 +1,10 @@
 //! The example configurations in `configs/` start and serve what they describe. Each is run as
 //! written, with only its fixed ports moved to free ones (and etcd, redis, zookeeper and
-//! upstreams to the test's): in the test process, and `config_tcp_proxy.json` by the real binary
-//! (its dumps go under `$HOME`, which only a process of its own can be given).
+//! upstreams to the test's): in the test process, and by the real binary `config_tcp_proxy.json`
+//! (its dumps go under `$HOME`, which only a process of its own can be given) and LayOtto's
+//! `config.json` and `config_standalone.json` (their `https://mosn.io` binding goes to the test's
+//! HTTPS server, trusted through `SSL_CERT_FILE`, the system store's override, and the
+//! standalone one reads its secrets file relative to LayOtto's `cmd/layotto`).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -13,10 +16,13 @@ mod common;
 
 use std::{net::SocketAddr, process::Command};
 
-use common::{etcd::EtcdServer, redis::RedisServer, zookeeper::ZookeeperServer, *};
+use common::{
+    etcd::EtcdServer, https::HttpsServer, redis::RedisServer, zookeeper::ZookeeperServer, *,
+};
 use layotto_proto::runtime::{
-    GetNextIdRequest, GetStateRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest,
-    TryLockRequest, sequencer_options::AutoIncrement,
+    FileRequest, GetFileMetaRequest, GetNextIdRequest, GetSecretRequest, GetStateRequest,
+    InvokeBindingRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest, TryLockRequest,
+    sequencer_options::AutoIncrement,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -54,7 +60,7 @@ async fn say_hello(address: SocketAddr, component: &str) -> Result<String, tonic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_serves_grpc_actuator_and_metrics() {
-    let layotto = Layotto::start(&example("config_standalone.json", &free_ports()));
+    let layotto = Layotto::start(&example("config_in_memory.json", &free_ports()));
     assert_eq!(
         say_hello(layotto.address("grpc"), "quick_start_demo")
             .await
@@ -389,4 +395,206 @@ async fn integrate_test_example_serves_every_component_it_declares() {
         .into_inner();
     assert_eq!(secret.data["db-user-pass:username"], "admin");
     assert_ready(&layotto);
+}
+
+/// Starts LayOtto's `configs/<name>` with the real binary, run from `<dir>/cmd/layotto` as
+/// LayOtto's is (so `../../configs/secret/...` is `<dir>/configs/secret/...`, a copy of ours),
+/// its fixed ports moved to free ones, its `https://mosn.io` binding sent to `server` (whose CA
+/// the process trusts through `SSL_CERT_FILE`) and `SECRET_DEMO` in its environment.
+fn start_layotto_default(name: &str, server: &HttpsServer, dir: &std::path::Path) -> LayottoBinary {
+    let cwd = dir.join("cmd/layotto");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::create_dir_all(dir.join("configs/secret")).unwrap();
+    std::fs::copy(
+        "configs/secret/config_secret_local_file.json",
+        dir.join("configs/secret/config_secret_local_file.json"),
+    )
+    .unwrap();
+    let mut replacements = layotto_ports();
+    replacements.extend([
+        ("\"port\": 34903", "\"port\": 0".to_owned()),
+        ("https://mosn.io", server.url()),
+    ]);
+    if name == "config.json" {
+        replacements.push(("0.0.0.0:34904", "127.0.0.1:0".to_owned()));
+        replacements.retain(|(from, _)| *from != "127.0.0.1:34904");
+    }
+    let mut command = Command::new(binary());
+    command
+        .current_dir(&cwd)
+        .env("SSL_CERT_FILE", &server.ca_file)
+        .env("SECRET_DEMO", "from-env");
+    LayottoBinary::start_with(command, &example(name, &replacements), &[], 3)
+}
+
+/// What LayOtto's `config.json` and `config_standalone.json` both declare is served: hello,
+/// in-memory state, lock, sequencer and pub/sub, the `local.env` secret store (`secret_demo`
+/// or `secret_demo1`), the HTTPS binding, the actuator and Prometheus.
+async fn assert_serves_layotto_defaults(layotto: &LayottoBinary, env_store: &str) {
+    let address = layotto.address("grpc");
+    assert_eq!(
+        say_hello(address, "helloworld").await.unwrap(),
+        "greeting, example"
+    );
+    let mut client = runtime_client(address).await;
+    client
+        .save_state(SaveStateRequest {
+            store_name: "state_demo".into(),
+            states: vec![item("layotto-default", "v")],
+        })
+        .await
+        .unwrap();
+    let got = client
+        .get_state(GetStateRequest {
+            store_name: "state_demo".into(),
+            key: "layotto-default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.data, b"v".as_slice());
+    assert!(try_lock(&mut client, "layotto-default", "me", 10).await);
+    assert!(!try_lock(&mut client, "layotto-default", "you", 10).await);
+    let first = next_id(&mut client, "sequencer_demo", "ids", AutoIncrement::Strong).await;
+    assert_eq!(
+        next_id(&mut client, "sequencer_demo", "ids", AutoIncrement::Strong).await,
+        first + 1
+    );
+    client
+        .publish_event(PublishEventRequest {
+            pubsub_name: "pub_subs_demo".into(),
+            topic: "layotto-default".into(),
+            data: b"event".to_vec().into(),
+            data_content_type: "text/plain".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap();
+    let secret = client
+        .get_secret(GetSecretRequest {
+            store_name: env_store.into(),
+            key: "SECRET_DEMO".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["SECRET_DEMO"], "from-env");
+    let fetched = client
+        .invoke_binding(InvokeBindingRequest {
+            name: "bindings_demo".into(),
+            operation: "get".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&fetched.data[..], b"GET /layotto ");
+    let (status, body) =
+        http_get(layotto.address("actuator"), "/actuator/health/readiness").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_get(layotto.address("prometheus"), "/metrics").unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layotto_config_json_serves_what_it_declares() {
+    let (server, dir) = (HttpsServer::start(), tempfile::tempdir().unwrap());
+    let layotto = start_layotto_default("config.json", &server, dir.path());
+    assert_serves_layotto_defaults(&layotto, "secret_demo").await;
+    // LayOtto's Go extension point has nothing to run here: said so, not refused.
+    assert!(layotto.output().contains("custom_component"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layotto_config_standalone_json_serves_what_it_declares() {
+    let (server, dir) = (HttpsServer::start(), tempfile::tempdir().unwrap());
+    let layotto = start_layotto_default("config_standalone.json", &server, dir.path());
+    assert_serves_layotto_defaults(&layotto, "secret_demo1").await;
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let secret = client
+        .get_secret(GetSecretRequest {
+            store_name: "secret_demo".into(),
+            key: "db-user-pass:password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["db-user-pass:password"], "redis123");
+    // A `local` file store without rootPath takes names as paths, as LayOtto's.
+    let path = dir
+        .path()
+        .join("configs/secret/config_secret_local_file.json");
+    let meta = client
+        .get_file_meta(GetFileMetaRequest {
+            request: Some(FileRequest {
+                store_name: "file_demo".into(),
+                name: path.to_str().unwrap().into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.size, std::fs::metadata(&path).unwrap().len() as i64);
+}
+
+/// LayOtto's `config_ref_example.json` with its servers moved to the test's and its secrets
+/// file (relative to LayOtto's `cmd/layotto`) to `secrets`.
+fn ref_example(etcd: &EtcdServer, redis: &RedisServer, secrets: &std::path::Path) -> Value {
+    let mut replacements = layotto_ports();
+    replacements.extend([
+        ("127.0.0.1:2379", etcd.endpoint()),
+        ("127.0.0.1:6380", redis.endpoint()),
+        (
+            "../../configs/secret/config_secret_local_file.json",
+            secrets.to_str().unwrap().to_owned(),
+        ),
+    ]);
+    example("config_ref_example.json", &replacements)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref_example_fills_the_redis_password_from_the_secret_store() {
+    let (etcd, redis) = (EtcdServer::start(), RedisServer::start());
+    // The password LayOtto's secrets file holds: without it the sequencer cannot connect.
+    ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("redis123")
+        .query::<()>(&mut redis.client())
+        .unwrap();
+    let secrets = std::fs::canonicalize("configs/secret/config_secret_local_file.json").unwrap();
+    let layotto = Layotto::start(&ref_example(&etcd, &redis, &secrets));
+    let address = layotto.address("grpc");
+    assert_eq!(
+        say_hello(address, "helloworld").await.unwrap(),
+        "greeting, example"
+    );
+    let mut client = runtime_client(address).await;
+    let first = next_id(&mut client, "redis", "ref-example", AutoIncrement::Strong).await;
+    assert_eq!(
+        next_id(&mut client, "redis", "ref-example", AutoIncrement::Strong).await,
+        first + 1
+    );
+    let secret = client
+        .get_secret(GetSecretRequest {
+            store_name: "local.file".into(),
+            key: "db-user-pass:password".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(secret.data["db-user-pass:password"], "redis123");
+    assert_ready(&layotto);
+
+    // The control: another password in the store, and the sequencer is refused by redis.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("secrets.json");
+    std::fs::write(&wrong, r#"{"db-user-pass": {"password": "not-it"}}"#).unwrap();
+    let err = start_error(&ref_example(&etcd, &redis, &wrong)).to_string();
+    assert!(err.contains("sequencer \"redis\""), "{err}");
 }

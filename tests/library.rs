@@ -70,8 +70,14 @@ fn port_0_resolves_to_the_port_every_shard_serves_and_stop_drains() {
 #[test]
 fn a_stop_requested_before_start_drains_as_soon_as_it_runs() {
     let config = proxy_config(&[("proxy", &[dead_address()], json!({}))], json!({}));
-    let prepared = layotto::prepare(&config.to_string(), Options { shards: Some(1) })
-        .unwrap_or_else(|err| panic!("{err}"));
+    let prepared = layotto::prepare(
+        &config.to_string(),
+        Options {
+            shards: Some(1),
+            ..Options::default()
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
     prepared.stop_handle().stop();
     let running = prepared.start().unwrap_or_else(|err| panic!("{err}"));
     let report = running.join().unwrap();

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod components;
 pub mod dapr_http;
+mod dapr_resources;
 pub mod error;
 pub mod filter;
 pub mod grpc;

@@ -4,7 +4,12 @@
 //! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
 //! [`Arc<Runtime>`], so two listeners serving the API see the same data.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::Path,
+    sync::Arc,
+};
 
 use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
@@ -18,7 +23,14 @@ use serde_json::Value;
 use tracing::info;
 
 use crate::{
-    components::{Components, app_callback::AppSettings, component::Component, registry::BuildCx},
+    components::{
+        Components,
+        app_callback::AppSettings,
+        component::Component,
+        registry::{BuildCx, RefTargets},
+        secret::SecretStore,
+    },
+    dapr_resources,
     error::chain,
     filter::KIND,
 };
@@ -29,6 +41,13 @@ const NOT_SERVED: &[&str] = &["custom_component"];
 
 /// The key of LayOtto's `app` block in `grpc_config`.
 const APP_KEY: &str = "app";
+
+/// The blocks references may name, built first and in this order (secret stores take no
+/// references; config stores and every other block may name secret stores).
+const REFERENCED_BLOCKS: [&[&str]; 2] = [
+    &["secret_store", "secret_stores"],
+    &["config_store", "config_stores"],
+];
 
 /// Everything the runtime APIs serve, shared by all shards.
 pub struct Runtime {
@@ -52,6 +71,18 @@ impl Runtime {
         health: &HealthRegistry,
         findings: &mut Findings,
     ) -> Arc<Self> {
+        Self::from_config_and_resources(config, None, backend, health, findings)
+    }
+
+    /// Like [`Runtime::from_config`], plus the Dapr component files in `resources_path` (Dapr's
+    /// `--resources-path`), added after the config's components.
+    pub fn from_config_and_resources(
+        config: &Config,
+        resources_path: Option<&Path>,
+        backend: &BackendHandle,
+        health: &HealthRegistry,
+        findings: &mut Findings,
+    ) -> Arc<Self> {
         let mut builder = RuntimeBuilder::new(backend);
         for listener in &config.listeners {
             for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
@@ -60,6 +91,9 @@ impl Runtime {
                     builder.add(grpc_config, &path, findings);
                 }
             }
+        }
+        if let Some(dir) = resources_path {
+            builder.add_dapr_resources(dir, findings);
         }
         builder.finish(health, findings)
     }
@@ -131,6 +165,8 @@ pub struct RuntimeBuilder<'a> {
     clock: Arc<dyn Clock>,
     components: Components,
     app: Option<(AppSettings, String)>,
+    /// The secret stores a reference has started (read) already.
+    started_stores: RefCell<BTreeSet<String>>,
 }
 
 impl<'a> RuntimeBuilder<'a> {
@@ -141,6 +177,7 @@ impl<'a> RuntimeBuilder<'a> {
             clock: Arc::new(MonotonicClock::default()),
             components: Components::default(),
             app: None,
+            started_stores: RefCell::default(),
         }
     }
 
@@ -151,7 +188,9 @@ impl<'a> RuntimeBuilder<'a> {
     }
 
     /// Adds the building blocks of one `grpc_config` (found at `path`). Component names must
-    /// be unique per block across every `grpc_config`.
+    /// be unique per block across every `grpc_config`. Secret stores are built first, then
+    /// config stores, then the rest in their order, so references (`secret_ref`,
+    /// `component_ref`) find what they name wherever it is declared.
     pub fn add(&mut self, grpc_config: &Value, path: &str, findings: &mut Findings) {
         let blocks = match grpc_config {
             Value::Null => return,
@@ -161,21 +200,17 @@ impl<'a> RuntimeBuilder<'a> {
                 return;
             }
         };
+        let mut blocks: Vec<(&String, &Value)> = blocks.iter().collect();
+        blocks.sort_by_key(|(block, _)| build_order(block));
         for (block, entries) in blocks {
             let block_path = join(path, block);
             if block == APP_KEY {
                 self.add_app(entries, block_path, findings);
                 continue;
             }
-            let mut cx = BuildCx {
-                backend: self.backend,
-                clock: &self.clock,
-                findings,
-            };
-            if self
-                .components
-                .add_block(block, entries, &block_path, &mut cx)
-            {
+            if self.build_with(block, findings, |components, cx| {
+                components.add_block(block, entries, &block_path, cx)
+            }) {
                 continue;
             }
             if NOT_SERVED.contains(&block.as_str()) {
@@ -191,6 +226,57 @@ impl<'a> RuntimeBuilder<'a> {
                 );
             }
         }
+    }
+
+    /// Adds the components of the Dapr component files in `dir` (see [`dapr_resources`]),
+    /// secret stores first, then config stores, then the rest, as [`RuntimeBuilder::add`].
+    pub fn add_dapr_resources(&mut self, dir: &Path, findings: &mut Findings) {
+        let mut components = dapr_resources::read_dir(dir, findings);
+        components.sort_by_key(|component| build_order(component.block));
+        for component in components {
+            self.build_with(component.block, findings, |components, cx| {
+                components.add_entry(
+                    component.block,
+                    &component.name,
+                    &component.entry,
+                    &component.path,
+                    cx,
+                )
+            });
+        }
+    }
+
+    /// Runs `build` for block `block` with a build context whose references see the stores
+    /// built so far (none for a secret store); answers what `build` answers.
+    fn build_with(
+        &mut self,
+        block: &str,
+        findings: &mut Findings,
+        build: impl FnOnce(&mut Components, &mut BuildCx<'_>) -> bool,
+    ) -> bool {
+        let stores = BuiltStores {
+            secrets: self
+                .components
+                .secrets
+                .iter()
+                .map(|(name, store)| (name.to_owned(), store.clone()))
+                .collect(),
+            config_stores: self
+                .components
+                .config_stores
+                .iter()
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+            started: &self.started_stores,
+        };
+        let takes_refs = !REFERENCED_BLOCKS[0].contains(&block);
+        let mut cx = BuildCx {
+            backend: self.backend,
+            clock: &self.clock,
+            findings,
+            refs: takes_refs.then_some(&stores as &dyn RefTargets),
+        };
+        build(&mut self.components, &mut cx)
     }
 
     fn add_app(&mut self, entries: &Value, path: String, findings: &mut Findings) {
@@ -226,6 +312,45 @@ impl<'a> RuntimeBuilder<'a> {
             backend: self.backend.clone(),
             extended_metadata: Default::default(),
         })
+    }
+}
+
+/// Where block `block` comes in the build: the referenced blocks first, in their order.
+fn build_order(block: &str) -> usize {
+    REFERENCED_BLOCKS
+        .iter()
+        .position(|keys| keys.contains(&block))
+        .unwrap_or(REFERENCED_BLOCKS.len())
+}
+
+/// The secret and config stores built so far, which the references of later blocks name.
+struct BuiltStores<'b> {
+    secrets: BTreeMap<String, Arc<dyn SecretStore>>,
+    config_stores: Vec<String>,
+    started: &'b RefCell<BTreeSet<String>>,
+}
+
+impl RefTargets for BuiltStores<'_> {
+    fn secret(&self, store: &str, key: &str) -> Option<Result<HashMap<String, String>, String>> {
+        let found = self.secrets.get(store)?;
+        if !self.started.borrow().contains(store) {
+            if let Err(err) = block_on(found.start()) {
+                return Some(Err(format!(
+                    "secret store \"{store}\" cannot start: {}",
+                    chain(&err)
+                )));
+            }
+            self.started.borrow_mut().insert(store.to_owned());
+        }
+        Some(found.get(key).map_err(|err| chain(&err).to_string()))
+    }
+
+    fn secret_stores(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    fn config_stores(&self) -> Vec<String> {
+        self.config_stores.clone()
     }
 }
 
@@ -306,6 +431,70 @@ mod tests {
         assert_eq!(
             unknown,
             r#"no state component named "nope" is configured (configured: ["mem"])"#
+        );
+    }
+
+    #[test]
+    fn secret_refs_fill_metadata_from_stores_declared_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        std::fs::write(&file, r#"{"db": {"pass": "p1"}, "plain": "v"}"#).unwrap();
+        let (runtime, findings) = build(&[json!({
+            // Declared before the stores it names, as in LayOtto's config_ref_example.json.
+            "hellos": {"h": {"type": "helloworld", "hello": "hi",
+                "secret_ref": [
+                    {"store_name": "files", "key": "db:pass", "sub_key": "db:pass", "inject_as": "redisPassword"},
+                    {"store_name": "files", "key": "plain"}
+                ],
+                "component_ref": {"config_store": "cfg", "secret_store": "files"}}},
+            "config_store": {"cfg": {"type": "in-memory"}},
+            "secret_store": {"files": {"type": "local.file", "metadata": {"secretsFile": file}}}
+        })]);
+        assert!(findings.errors.is_empty(), "{:?}", errors(&findings));
+        let ignored: Vec<&str> = findings.ignored.iter().map(|i| i.path.as_str()).collect();
+        // Injected, then reported unread by helloworld (which, as LayOtto's, reads none).
+        for path in [
+            "cfg0.hellos.h.component_ref",
+            "cfg0.hellos.h.metadata.plain",
+            "cfg0.hellos.h.metadata.redisPassword",
+        ] {
+            assert!(ignored.contains(&path), "{path} not in {ignored:?}");
+        }
+        assert_eq!(
+            runtime.components().hellos.get("h").unwrap().hello(""),
+            "hi"
+        );
+    }
+
+    #[test]
+    fn unresolvable_refs_are_errors_at_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.json");
+        std::fs::write(&file, r#"{"k": "v"}"#).unwrap();
+        let (_, findings) = build(&[json!({
+            "hellos": {"bad": {"hello": "x",
+                "secret_ref": [
+                    {"store_name": "nope", "key": "k"},
+                    {"store_name": "files", "key": "missing"},
+                    {"store_name": "files", "key": "k", "sub_key": "other"},
+                    {"store_name": "files"}
+                ],
+                "component_ref": {"config_store": "gone"}}},
+            "secret_store": {
+                "files": {"type": "local.file", "metadata": {"secretsFile": file}},
+                "chained": {"type": "local.env", "secret_ref": []}
+            }
+        })]);
+        assert_starts_with(
+            &errors(&findings),
+            &[
+                "cfg0.secret_store.chained.secret_ref: a secret store cannot take secret_ref",
+                "cfg0.hellos.bad.secret_ref[0].store_name: no secret store \"nope\" (configured: [\"files\"])",
+                "cfg0.hellos.bad.secret_ref[1].key: secret_store \"files\": no secret \"missing\"",
+                "cfg0.hellos.bad.secret_ref[2].sub_key: secret \"k\" of secret store \"files\" has no \"other\"",
+                "cfg0.hellos.bad.secret_ref[3]: missing field `key`",
+                "cfg0.hellos.bad.component_ref.config_store: no config_store component \"gone\"",
+            ],
         );
     }
 

@@ -9,6 +9,7 @@
 )]
 
 pub mod etcd;
+pub mod https;
 pub mod redis;
 pub mod zookeeper;
 
@@ -55,6 +56,18 @@ impl Layotto {
             config,
             Options {
                 shards: Some(shards),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Starts `config` with the Dapr component files in `dir` (`--resources-path`).
+    pub fn with_resources(config: &Value, dir: &std::path::Path) -> Self {
+        Self::start_with_options(
+            config,
+            Options {
+                resources_path: Some(dir.to_owned()),
+                ..Options::default()
             },
         )
     }

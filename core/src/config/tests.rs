@@ -14,8 +14,8 @@ fn errors(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn layotto_standalone_example_loads() {
-    let (config, findings) = parse(include_str!("../../../configs/config_standalone.json"));
+fn in_memory_example_loads() {
+    let (config, findings) = parse(include_str!("../../../configs/config_in_memory.json"));
     assert!(findings.errors.is_empty(), "{:?}", findings.errors);
     assert_eq!(config.listeners.len(), 2);
     assert_eq!(config.listeners[0].name, "grpc");

@@ -169,18 +169,34 @@ macro_rules! blocks {
                 path: &str,
                 cx: &mut BuildCx<'_>,
             ) -> bool {
+                if !Self::KEYS.contains(&key) {
+                    return false;
+                }
+                for (name, config) in named(entries, path, cx.findings) {
+                    self.add_entry(key, name, config, &join(path, name), cx);
+                }
+                true
+            }
+
+            /// Builds entry `name` of block `key`, declared at `path`; `false` if no block has
+            /// that key.
+            pub fn add_entry(
+                &mut self,
+                key: &str,
+                name: &str,
+                config: &Value,
+                path: &str,
+                cx: &mut BuildCx<'_>,
+            ) -> bool {
                 match key {
                     $(
                         $($key)|+ => {
-                            for (name, config) in named(entries, path, cx.findings) {
-                                let entry_path = join(path, name);
-                                if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
-                                    let backend_type = config
-                                        .get("type")
-                                        .and_then(Value::as_str)
-                                        .or($module::BACKENDS.default_type);
-                                    self.$field.insert(name, entry_path, backend_type, built, cx);
-                                }
+                            if let Some(built) = $module::BACKENDS.build(name, config, path, cx) {
+                                let backend_type = config
+                                    .get("type")
+                                    .and_then(Value::as_str)
+                                    .or($module::BACKENDS.default_type);
+                                self.$field.insert(name, path.to_owned(), backend_type, built, cx);
                             }
                         }
                     )+

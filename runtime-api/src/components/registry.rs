@@ -2,6 +2,9 @@
 //! the entry's `type` to its backend's [`Constructor`], which reads what it needs from the
 //! [`Entry`] (LayOtto's `metadata` string map, and the few top-level keys a block allows).
 //! Every problem is recorded with its JSON path; metadata left unread is reported as ignored.
+//! LayOtto's references are resolved here too, before the backend reads the entry: `secret_ref`
+//! fills metadata keys from secret stores and `component_ref` names a config store and a secret
+//! store the component may use (both looked up through [`RefTargets`]).
 //! A leaf module: blocks and backends import it, it imports none of them. Main thread, start-up.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -11,6 +14,7 @@ use layotto_core::{
     clock::Clock,
     config::{Findings, join, loose_number},
 };
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// What building an entry may consult and where its problems go.
@@ -21,6 +25,42 @@ pub struct BuildCx<'a> {
     pub clock: &'a Arc<dyn Clock>,
     /// Problems and ignored settings, with JSON paths.
     pub findings: &'a mut Findings,
+    /// What `secret_ref` and `component_ref` resolve against; `None` while the secret stores
+    /// themselves are built (they cannot take references).
+    pub refs: Option<&'a dyn RefTargets>,
+}
+
+/// The components references may name: the secret and config stores, built before the other
+/// blocks.
+pub trait RefTargets {
+    /// Secret `key` of secret store `store` (started first if it was not yet, so a file store
+    /// has read its file): `None` if there is no such store, else the secret's map or why not.
+    fn secret(&self, store: &str, key: &str) -> Option<Result<HashMap<String, String>, String>>;
+    /// The secret stores' names.
+    fn secret_stores(&self) -> Vec<String>;
+    /// The config stores' names.
+    fn config_stores(&self) -> Vec<String>;
+}
+
+/// One item of LayOtto's `secret_ref`: metadata `inject_as` (or `sub_key`) becomes entry
+/// `sub_key` of secret `key` in secret store `store_name`.
+#[derive(Deserialize)]
+struct SecretRef {
+    store_name: String,
+    key: String,
+    #[serde(default)]
+    sub_key: String,
+    #[serde(default)]
+    inject_as: String,
+}
+
+/// LayOtto's `component_ref`: the config store and secret store a component may use.
+#[derive(Deserialize)]
+struct ComponentRef {
+    #[serde(default)]
+    config_store: String,
+    #[serde(default)]
+    secret_store: String,
 }
 
 /// Builds a backend's component from its entry (`None` after recording why not).
@@ -108,14 +148,31 @@ impl<T: ?Sized + 'static> Registry<T> {
             findings: cx.findings,
         };
         let before = entry.findings.errors.len();
+        let (mut secret_refs, mut component_ref) = (None, None);
         for (key, value) in map {
             match key.as_str() {
                 "type" => {}
                 "metadata" => entry.metadata = metadata(value, &join(path, key), entry.findings),
+                "secret_ref" => secret_refs = Some(value),
+                "component_ref" => component_ref = Some(value),
                 other if self.fields.contains(&other) => {
                     entry.fields.insert(key.clone(), value.clone());
                 }
                 _ => entry.findings.error(join(path, key), "unknown key"),
+            }
+        }
+        for (key, value) in [
+            ("secret_ref", secret_refs),
+            ("component_ref", component_ref),
+        ] {
+            let Some(value) = value else { continue };
+            let path = join(path, key);
+            match cx.refs {
+                None => entry
+                    .findings
+                    .error(path, format!("a {} cannot take {key}", self.kind)),
+                Some(refs) if key == "secret_ref" => entry.inject_secrets(value, &path, refs),
+                Some(refs) => entry.check_component_ref(value, &path, refs),
             }
         }
         (entry.findings.errors.len() == before).then_some(entry)
@@ -164,6 +221,92 @@ pub struct Entry<'f> {
 }
 
 impl Entry<'_> {
+    /// Fills metadata from the secrets `secret_ref` (at `path`) names, as LayOtto's injector:
+    /// each item's secret entry `sub_key` (empty: the `key` itself) becomes metadata
+    /// `inject_as` (empty: `sub_key`), over what the metadata had. A store, secret or entry
+    /// that is not there is an error at that item's key (LayOtto injects nothing for a missing
+    /// entry, and fails later for want of the value).
+    fn inject_secrets(&mut self, value: &Value, path: &str, refs: &dyn RefTargets) {
+        let Value::Array(items) = value else {
+            self.findings.error(
+                path,
+                "must be a list of {store_name, key, sub_key, inject_as}",
+            );
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let Some(item) = self.findings.decode::<SecretRef>(item, &item_path, &[]) else {
+                continue;
+            };
+            let secret = match refs.secret(&item.store_name, &item.key) {
+                None => {
+                    self.findings.error(
+                        join(&item_path, "store_name"),
+                        format!(
+                            "no secret store \"{}\" (configured: {:?})",
+                            item.store_name,
+                            refs.secret_stores()
+                        ),
+                    );
+                    continue;
+                }
+                Some(Err(why)) => {
+                    self.findings.error(join(&item_path, "key"), why);
+                    continue;
+                }
+                Some(Ok(secret)) => secret,
+            };
+            let sub_key = if item.sub_key.is_empty() {
+                &item.key
+            } else {
+                &item.sub_key
+            };
+            let Some(value) = secret.get(sub_key) else {
+                let mut keys: Vec<&String> = secret.keys().collect();
+                keys.sort();
+                self.findings.error(
+                    join(&item_path, "sub_key"),
+                    format!(
+                        "secret \"{}\" of secret store \"{}\" has no \"{sub_key}\" (it has {keys:?})",
+                        item.key, item.store_name
+                    ),
+                );
+                continue;
+            };
+            let name = if item.inject_as.is_empty() {
+                sub_key.clone()
+            } else {
+                item.inject_as
+            };
+            self.metadata.insert(name, value.clone());
+        }
+    }
+
+    /// Checks the stores `component_ref` (at `path`) names exist. LayOtto hands them to the
+    /// components that take them (its `helloworld`, which only keeps them); no layotto-rs
+    /// component uses them, which is noted.
+    fn check_component_ref(&mut self, value: &Value, path: &str, refs: &dyn RefTargets) {
+        let Some(wanted) = self.findings.decode::<ComponentRef>(value, path, &[]) else {
+            return;
+        };
+        for (key, name, known) in [
+            ("config_store", &wanted.config_store, refs.config_stores()),
+            ("secret_store", &wanted.secret_store, refs.secret_stores()),
+        ] {
+            if !name.is_empty() && !known.contains(name) {
+                self.findings.error(
+                    join(path, key),
+                    format!("no {key} component \"{name}\" (configured: {known:?})"),
+                );
+            }
+        }
+        self.findings.ignore(
+            path,
+            "the referenced stores exist; no layotto-rs component uses them",
+        );
+    }
+
     /// The component's name (what calls pass as `store_name`, `pubsub_name`, ...).
     pub fn name(&self) -> &str {
         &self.name

@@ -11,7 +11,6 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use layotto_core::backend::BackendHandle;
 
 use super::{BindingResponse, OutputBinding};
 use crate::{
@@ -22,36 +21,25 @@ use crate::{
 /// A binding's timeout unless its metadata's `timeout` says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds one from its entry: `url` (required) and `timeout` (seconds).
+/// Builds one from its entry: `url` (required, `http://` or `https://`), `timeout` (seconds)
+/// and the client's TLS metadata ([`HttpClient::from_entry`]).
 pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn OutputBinding>> {
-    let url = entry.take("url").filter(|url| url.starts_with("http://"));
+    let url = entry
+        .take("url")
+        .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
     let timeout = entry.seconds("timeout", DEFAULT_TIMEOUT);
     let Some(url) = url else {
-        entry.metadata_error("url", "an http binding needs an http:// url");
+        entry.metadata_error("url", "an http binding needs an http:// or https:// url");
         return None;
     };
-    Some(Arc::new(HttpBinding::new(
-        entry.component().to_owned(),
-        url,
-        timeout?,
-        entry.backend().clone(),
-    )))
+    let http = HttpClient::from_entry(entry, timeout?)?;
+    Some(Arc::new(HttpBinding { url, http }))
 }
 
 /// An `http` output binding.
 struct HttpBinding {
     url: String,
     http: HttpClient,
-}
-
-impl HttpBinding {
-    /// A binding for `component` (for messages) to `url`.
-    fn new(component: String, url: String, timeout: Duration, backend: BackendHandle) -> Self {
-        Self {
-            url,
-            http: HttpClient::new(component, timeout, backend),
-        }
-    }
 }
 
 impl Component for HttpBinding {}
@@ -79,12 +67,15 @@ impl OutputBinding for HttpBinding {
                 )));
             }
         };
-        let path = metadata.remove("path").unwrap_or_default();
-        let url = format!(
-            "{}/{}",
-            self.url.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
+        // As Dapr's: the url as configured, or with the `path` metadata after one `/`.
+        let url = match metadata.remove("path").filter(|path| !path.is_empty()) {
+            Some(path) => format!(
+                "{}/{}",
+                self.url.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            ),
+            None => self.url.clone(),
+        };
         let headers = metadata
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()));

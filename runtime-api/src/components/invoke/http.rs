@@ -1,13 +1,13 @@
-//! The `http` invoker (LayOtto's HTTP path of `InvokeService`): it maps app ids to `host:port` (`metadata.targets`, `app2=127.0.0.1:8080;app3=...`);
-//! a call becomes `VERB http://<target>/<method>?<querystring>` with the request data as the
-//! body and its content type, and the answer's body and content type come back. Bounded by the
-//! component's timeout; runs on the backend pool.
+//! The `http` invoker (LayOtto's HTTP path of `InvokeService`): it maps app ids to `host:port`
+//! (`metadata.targets`, `app2=127.0.0.1:8080;app3=https://10.0.0.3:8443`; a target is called
+//! over HTTPS when it says `https://`); a call becomes `VERB <target>/<method>?<querystring>`
+//! with the request data as the body and its content type, and the answer's body and content
+//! type come back. Bounded by the component's timeout; runs on the backend pool.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use layotto_core::backend::BackendHandle;
 
 use super::{Invoked, Invoker};
 use crate::{
@@ -22,7 +22,9 @@ use crate::{
 /// A call's timeout unless the metadata's `timeout` says.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds one from its entry: `targets` (`app_id=host:port;...`) and `timeout` (seconds).
+/// Builds one from its entry: `targets` (`app_id=host:port;...`, each address optionally behind
+/// `http://` or `https://`), `timeout` (seconds) and the client's TLS metadata
+/// ([`HttpClient::from_entry`]).
 pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
     let timeout = entry.seconds("timeout", DEFAULT_TIMEOUT);
     let mut targets = HashMap::new();
@@ -34,38 +36,26 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
     {
         match pair.split_once('=') {
             Some((id, address)) if is_endpoint(address.trim()) && !id.trim().is_empty() => {
-                targets.insert(id.trim().to_owned(), address.trim().to_owned());
+                let address = address.trim();
+                let base = if address.starts_with("http://") || address.starts_with("https://") {
+                    address.to_owned()
+                } else {
+                    format!("http://{address}")
+                };
+                targets.insert(id.trim().to_owned(), base);
             }
             _ => entry.metadata_error("targets", format!("\"{pair}\" is not app_id=host:port")),
         }
     }
-    Some(Arc::new(ServiceInvoker::new(
-        entry.component().to_owned(),
-        targets,
-        timeout?,
-        entry.backend().clone(),
-    )))
+    let http = HttpClient::from_entry(entry, timeout?)?;
+    Some(Arc::new(ServiceInvoker { targets, http }))
 }
 
 /// Where app ids are and how to call them.
 struct ServiceInvoker {
+    /// App id → the base URL of its target (`http://host:port` or `https://host:port`).
     targets: HashMap<String, String>,
     http: HttpClient,
-}
-
-impl ServiceInvoker {
-    /// An invoker for `component` calling `targets` (app id → `host:port`).
-    fn new(
-        component: String,
-        targets: HashMap<String, String>,
-        timeout: Duration,
-        backend: BackendHandle,
-    ) -> Self {
-        Self {
-            targets,
-            http: HttpClient::new(component, timeout, backend),
-        }
-    }
 }
 
 impl Component for ServiceInvoker {}
@@ -89,7 +79,7 @@ impl Invoker for ServiceInvoker {
                 self.http.component()
             )));
         };
-        let mut url = format!("http://{target}/{}", method.trim_start_matches('/'));
+        let mut url = format!("{target}/{}", method.trim_start_matches('/'));
         if !querystring.is_empty() {
             url.push('?');
             url.push_str(querystring.trim_start_matches('?'));
