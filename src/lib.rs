@@ -88,6 +88,12 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
         return Err(StartError::InvalidConfig(findings.errors));
     }
     let (trigger, signal) = shutdown::channel();
+    let stop = StopHandle(Arc::new(trigger));
+    // Dapr's `Shutdown` rpc stops the process as SIGTERM does.
+    runtime.on_shutdown({
+        let stop = stop.clone();
+        move || stop.stop()
+    });
     Ok(Prepared {
         config,
         ignored: findings.ignored,
@@ -96,7 +102,7 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
         chains,
         metrics,
         pool,
-        stop: StopHandle(Arc::new(trigger)),
+        stop,
         signal,
     })
 }

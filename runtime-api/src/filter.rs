@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::{
     api::RuntimeApi,
+    dapr::DaprApi,
     grpc::server::{GrpcServerFactory, GrpcSettings},
     runtime::Runtime,
 };
@@ -30,6 +31,8 @@ struct GrpcFilterConfig {
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_control_frame_burst: Option<u32>,
+    /// Dapr's API token: every Dapr rpc must carry it in `dapr-api-token`.
+    dapr_api_token: Option<String>,
 }
 
 /// The `grpc` terminal's builder: runtime API servers over `runtime`.
@@ -124,11 +127,21 @@ fn build(
             format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
         );
     }
+    // The config's token, else Dapr's environment variable; empty means none.
+    let token: Option<Arc<str>> = config
+        .dapr_api_token
+        .or_else(|| std::env::var(crate::dapr::TOKEN_ENV).ok())
+        .filter(|token| !token.is_empty())
+        .map(Arc::from);
     let server = GrpcServerFactory::new(
         settings,
         {
             let runtime = runtime.clone();
-            Arc::new(move |_shard| RuntimeApi::router(runtime.clone()))
+            Arc::new(move |_shard| {
+                let mut router = RuntimeApi::router(runtime.clone());
+                DaprApi::add_routes(&mut router, runtime.clone(), token.clone());
+                router
+            })
         },
         ctx.stream_filters.clone(),
         ctx.listener.map_or("grpc", |l| l.name.as_str()),

@@ -4,7 +4,7 @@
 //! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
 //! [`Arc<Runtime>`], so two listeners serving the API see the same data.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
@@ -19,6 +19,7 @@ use tracing::info;
 
 use crate::{
     components::{Components, app_callback::AppSettings, component::Component, registry::BuildCx},
+    dapr::DaprShared,
     error::chain,
     filter::KIND,
 };
@@ -35,6 +36,8 @@ pub struct Runtime {
     components: Components,
     app: Option<AppSettings>,
     backend: BackendHandle,
+    dapr: DaprShared,
+    stop: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Runtime {
@@ -68,6 +71,28 @@ impl Runtime {
         self.app
             .as_ref()
             .map_or("layotto", |app| app.app_id.as_str())
+    }
+
+    /// What Dapr's API keeps for the whole process (extended metadata, subscriptions).
+    pub fn dapr(&self) -> &DaprShared {
+        &self.dapr
+    }
+
+    /// Lets the API stop the process (Dapr's `Shutdown`): `stop` starts the drain SIGTERM
+    /// starts. Set once, by whoever runs the runtime; later calls are ignored.
+    pub fn on_shutdown(&self, stop: impl Fn() + Send + Sync + 'static) {
+        let _ = self.stop.set(Box::new(stop));
+    }
+
+    /// Starts the process's stop; false when no one gave a way to ([`Runtime::on_shutdown`]).
+    pub fn shutdown(&self) -> bool {
+        match self.stop.get() {
+            Some(stop) => {
+                stop();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The backend pool remote components run on.
@@ -202,6 +227,8 @@ impl<'a> RuntimeBuilder<'a> {
             components: self.components,
             app: self.app.map(|(app, _)| app),
             backend: self.backend.clone(),
+            dapr: DaprShared::default(),
+            stop: OnceLock::new(),
         })
     }
 }

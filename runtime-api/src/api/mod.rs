@@ -7,12 +7,12 @@ mod binding;
 mod configuration;
 mod file;
 mod hello;
-mod invoke;
+pub(crate) mod invoke;
 mod lock;
 mod pubsub;
 mod secret;
 mod sequencer;
-mod state;
+pub(crate) mod state;
 
 use std::{rc::Rc, sync::Arc};
 

@@ -196,7 +196,7 @@ fn concurrency(options: Option<&StateOptions>) -> Concurrency {
 }
 
 /// The `ttlInSeconds` metadata (Dapr's): a positive number of seconds, or -1 for none.
-fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+pub(crate) fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
     let Some(value) = metadata.get("ttlInSeconds") else {
         return Ok(None);
     };

@@ -36,6 +36,8 @@ use registry::{BuildCx, named};
 pub struct Block<T: ?Sized> {
     label: &'static str,
     by_name: BTreeMap<String, (String, Arc<T>)>,
+    /// The config `type` of each component, by name.
+    types: BTreeMap<String, String>,
 }
 
 impl<T: ?Sized> Block<T> {
@@ -43,6 +45,7 @@ impl<T: ?Sized> Block<T> {
         Self {
             label,
             by_name: BTreeMap::new(),
+            types: BTreeMap::new(),
         }
     }
 
@@ -75,6 +78,11 @@ impl<T: ?Sized> Block<T> {
         self.by_name.get(name).map(|(path, _)| path.as_str())
     }
 
+    /// The config `type` of the component called `name` (`in-memory`, `redis`, ...).
+    pub fn type_of(&self, name: &str) -> Option<&str> {
+        self.types.get(name).map(String::as_str)
+    }
+
     /// How many are configured.
     pub fn len(&self) -> usize {
         self.by_name.len()
@@ -85,8 +93,16 @@ impl<T: ?Sized> Block<T> {
         self.by_name.is_empty()
     }
 
-    /// Adds `component` declared at `path`, unless the name is taken (recorded with both paths).
-    fn insert(&mut self, name: &str, path: String, component: Arc<T>, cx: &mut BuildCx<'_>) {
+    /// Adds `component` of config type `kind` declared at `path`, unless the name is taken
+    /// (recorded with both paths).
+    fn insert(
+        &mut self,
+        name: &str,
+        kind: String,
+        path: String,
+        component: Arc<T>,
+        cx: &mut BuildCx<'_>,
+    ) {
         if let Some((first, _)) = self.by_name.get(name) {
             cx.findings.error(
                 path,
@@ -98,6 +114,7 @@ impl<T: ?Sized> Block<T> {
             return;
         }
         self.by_name.insert(name.to_owned(), (path, component));
+        self.types.insert(name.to_owned(), kind);
     }
 }
 
@@ -157,7 +174,13 @@ macro_rules! blocks {
                             for (name, config) in named(entries, path, cx.findings) {
                                 let entry_path = join(path, name);
                                 if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
-                                    self.$field.insert(name, entry_path, built, cx);
+                                    let kind = config
+                                        .get("type")
+                                        .and_then(Value::as_str)
+                                        .or($module::BACKENDS.default_type)
+                                        .unwrap_or_default()
+                                        .to_owned();
+                                    self.$field.insert(name, kind, entry_path, built, cx);
                                 }
                             }
                         }
@@ -165,6 +188,18 @@ macro_rules! blocks {
                     _ => return false,
                 }
                 true
+            }
+
+            /// Every component's label and config `type`, in table order.
+            pub fn types(&self) -> Vec<(Label, &str)> {
+                let mut all = Vec::new();
+                $(
+                    for (name, _) in self.$field.iter() {
+                        let kind = self.$field.type_of(name).unwrap_or_default();
+                        all.push((Label { block: $label, name: name.to_owned() }, kind));
+                    }
+                )+
+                all
             }
 
             /// Every component with its label, in table order.
