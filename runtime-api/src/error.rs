@@ -319,7 +319,7 @@ pub fn dapr_status(err: ApiError, op: DaprOp<'_>) -> Status {
     let cause = chain(&err).to_string();
     let code = match (&err, op) {
         (ApiError::EtagMismatch(_), DaprOp::StateTransaction)
-        | (ApiError::NotFound(_), DaprOp::Secret { .. }) => Code::Internal,
+        | (ApiError::NotFound(_), DaprOp::Secret { .. } | DaprOp::Binding { .. }) => Code::Internal,
         _ => err.code(),
     };
     if matches!(
@@ -506,6 +506,52 @@ mod tests {
             (limited.code, limited.message.as_str()),
             (Code::Unknown, "over")
         );
+    }
+
+    #[test]
+    fn dapr_statuses_follow_daprd() {
+        let unknown = |known: Vec<String>| ApiError::UnknownComponent {
+            block: "state",
+            name: "s".into(),
+            known,
+        };
+        let save = DaprOp::StateSave { store: "s" };
+        let cases = [
+            (
+                dapr_status(unknown(vec!["a".into()]), save),
+                Code::InvalidArgument,
+                "state store s is not found",
+            ),
+            (
+                dapr_status(unknown(vec![]), save),
+                Code::FailedPrecondition,
+                "state store s is not configured",
+            ),
+            (
+                dapr_status(ApiError::EtagMismatch("k".into()), save),
+                Code::Aborted,
+                "failed saving state in state store s: possible etag mismatch. error from state store: etag mismatch for key \"k\"",
+            ),
+            (
+                dapr_status(ApiError::EtagMismatch("k".into()), DaprOp::StateTransaction),
+                Code::Internal,
+                "error while executing state transaction: possible etag mismatch",
+            ),
+            (
+                dapr_status(ApiError::unavailable("redis down"), DaprOp::TryLock),
+                Code::Unavailable,
+                "failed to try acquiring lock: redis down",
+            ),
+            (
+                dapr_status(ApiError::InvalidArgument("bad".into()), save),
+                Code::InvalidArgument,
+                "bad",
+            ),
+        ];
+        for (status, code, message) in cases {
+            assert_eq!(status.code, code, "{}", status.message);
+            assert!(status.message.starts_with(message), "{}", status.message);
+        }
     }
 
     #[test]

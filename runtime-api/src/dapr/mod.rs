@@ -115,3 +115,37 @@ fn guarded(token: Option<Arc<str>>, handler: Handler) -> Handler {
 fn fail(op: DaprOp<'_>) -> impl FnOnce(ApiError) -> Status + '_ {
     move |err| dapr_status(err, op)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use layotto_core::{backend::BackendPool, config::Findings, health::HealthRegistry};
+    use prost::Message;
+
+    use super::*;
+    use crate::runtime::RuntimeBuilder;
+
+    #[test]
+    fn every_rpc_of_daprs_service_is_routed_and_nothing_else() {
+        let pool = BackendPool::start(1, 4).unwrap();
+        let backend = pool.handle();
+        let runtime = RuntimeBuilder::new(&backend)
+            .finish(&HealthRegistry::default(), &mut Findings::default());
+        let mut router = Router::default();
+        DaprApi::add_routes(&mut router, runtime, None);
+        let routed: BTreeSet<String> = router.paths().map(str::to_owned).collect();
+        let set =
+            prost_types::FileDescriptorSet::decode(layotto_proto::dapr::DESCRIPTOR_SET).unwrap();
+        let declared: BTreeSet<String> = set
+            .file
+            .iter()
+            .flat_map(|f| &f.service)
+            .filter(|s| s.name() == "Dapr")
+            .flat_map(|s| &s.method)
+            .map(|m| path(m.name()))
+            .collect();
+        assert_eq!(declared.len(), 72);
+        assert_eq!(routed, declared);
+    }
+}
