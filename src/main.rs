@@ -15,7 +15,8 @@ use layotto::{Options, StartError, StopHandle};
 use layotto_core::config::{Config, LogLevel, LogPath};
 use tracing::{error, info, warn};
 
-/// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904.
+/// The configuration used when `start` is given no `-c`: a gRPC listener on 127.0.0.1:34904
+/// (LayOtto's port) and one on 127.0.0.1:50001 (Dapr's gRPC port), serving the same components.
 const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
 
 /// Exit code for a configuration that cannot be used.

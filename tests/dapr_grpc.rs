@@ -1265,3 +1265,35 @@ async fn dapr_api_token_from_the_environment_and_shutdown_stop_the_binary_cleanl
     let status = layotto.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", layotto.output());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_serves_daprs_api_on_50001_over_the_same_components() {
+    let mut layotto = LayottoBinary::start_default();
+    assert_eq!(
+        layotto.address("dapr-grpc"),
+        "127.0.0.1:50001".parse().unwrap()
+    );
+    let mut client = dapr_client(layotto.address("dapr-grpc")).await;
+    client
+        .save_state(SaveStateRequest {
+            store_name: "state_demo".into(),
+            states: vec![item("greeting", "hello")],
+        })
+        .await
+        .unwrap();
+    // The LayOtto listener serves the same store: the Dapr key is `layotto||greeting`, the
+    // default app id being `layotto`.
+    let mut layotto_client = runtime_client(layotto.address("grpc")).await;
+    let seen = layotto_client
+        .get_state(layotto::GetStateRequest {
+            store_name: "state_demo".into(),
+            key: "layotto||greeting".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&seen.data[..], b"hello");
+    drop((client, layotto_client));
+    layotto.stop_and_summary("dapr-grpc");
+}

@@ -243,11 +243,14 @@ impl LayottoBinary {
         Self::spawn(command, dir, expected_listeners)
     }
 
-    /// `layotto start` with no config file: the embedded default.
+    /// `layotto start` with no config file: the embedded default (waits for all its listeners).
     pub fn start_default() -> Self {
+        let default: Value =
+            serde_json::from_str(include_str!("../../configs/default.json")).unwrap();
+        let listeners = default["servers"][0]["listeners"].as_array().unwrap().len();
         let mut command = Command::new(binary());
         command.arg("start");
-        Self::spawn(command, tempfile::tempdir().unwrap(), 1)
+        Self::spawn(command, tempfile::tempdir().unwrap(), listeners)
     }
 
     fn spawn(mut command: Command, dir: tempfile::TempDir, expected_listeners: usize) -> Self {
