@@ -83,17 +83,12 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     // The components are the process's, built once before any listener: every API serves them.
     let runtime = Runtime::from_config(&config, &pool.handle(), &health, &mut findings);
     let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
-    let chains = build_chains(&ctx, &runtime, &mut findings);
+    let (trigger, signal) = shutdown::channel();
+    let trigger = Arc::new(trigger);
+    let chains = build_chains(&ctx, &runtime, &trigger, &mut findings);
     if !findings.errors.is_empty() {
         return Err(StartError::InvalidConfig(findings.errors));
     }
-    let (trigger, signal) = shutdown::channel();
-    let stop = StopHandle(Arc::new(trigger));
-    // Dapr's `Shutdown` rpc stops the process as SIGTERM does.
-    runtime.on_shutdown({
-        let stop = stop.clone();
-        move || stop.stop()
-    });
     Ok(Prepared {
         config,
         ignored: findings.ignored,
@@ -102,7 +97,7 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
         chains,
         metrics,
         pool,
-        stop,
+        stop: StopHandle(trigger),
         signal,
     })
 }
@@ -112,17 +107,23 @@ type Chain = (String, SocketAddr, Arc<dyn HandlerFactory>);
 
 /// Every listener's filter chain: the one place the filter registry is wired (this crate's
 /// filters, plus the runtime API's `grpc` terminal serving `runtime` and its `grpc_metric`
-/// stream filter). Problems go to `findings`; listeners whose terminal is not served are left
-/// out.
+/// stream filter (its Dapr `Shutdown` pulls `stop`), and the `dapr_http` terminal serving Dapr's HTTP API over the same runtime,
+/// whose shutdown route pulls `stop`). Problems go to `findings`; listeners whose terminal is
+/// not served are left out.
 fn build_chains(
     ctx: &BuildContext<'_>,
     runtime: &Arc<Runtime>,
+    stop: &Arc<ShutdownTrigger>,
     findings: &mut Findings,
 ) -> Vec<Chain> {
     let registry = FilterRegistry::default()
         .with_terminal(
             layotto_runtime_api::KIND,
-            layotto_runtime_api::builder(runtime.clone()),
+            layotto_runtime_api::builder(runtime.clone(), stop.clone()),
+        )
+        .with_terminal(
+            layotto_runtime_api::dapr_http::KIND,
+            layotto_runtime_api::dapr_http::builder(runtime.clone(), stop.clone()),
         )
         .with_stream_filter(
             layotto_runtime_api::filter::METRIC_FILTER_KIND,

@@ -12,6 +12,7 @@ pub mod chain;
 pub mod connection_limit;
 pub mod error;
 pub mod flow_control;
+pub mod http1;
 pub mod observed;
 pub mod rate_limit;
 pub mod registry;

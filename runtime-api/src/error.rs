@@ -1,4 +1,5 @@
-//! Errors of the runtime API and the one place they become gRPC statuses. Every error says where
+//! Errors of the runtime API and the one place they become gRPC statuses (and Dapr HTTP
+//! answers, [`DaprHttpError`]). Every error says where
 //! it started ([`Origin`]), whether a retry can help ([`ApiError::retryable`]) and keeps the error
 //! it came from as its `source`, so log lines and status messages carry the whole cause chain
 //! ([`chain`]). Sans-IO; used on every thread.
@@ -370,6 +371,112 @@ pub fn dapr_status(err: ApiError, op: DaprOp<'_>) -> Status {
     Status::new(code, message)
 }
 
+/// The Dapr error codes of one Dapr HTTP operation (daprd's `pkg/messages/errorcodes`): what an
+/// unknown component and a failure of the operation are answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaprCodes {
+    /// Status and `errorCode` for a component name that is not configured (daprd: 400
+    /// `ERR_STATE_STORE_NOT_FOUND`, 404 `ERR_PUBSUB_NOT_FOUND`, 401 `ERR_SECRET_STORE_NOT_FOUND`).
+    pub unknown_component: (u16, &'static str),
+    /// `errorCode` of a failed operation (`ERR_STATE_SAVE`, `ERR_TRY_LOCK`, ...).
+    pub failed: &'static str,
+}
+
+/// A Dapr HTTP API call's failure as daprd answers it: a status and the JSON body
+/// `{"errorCode": ..., "message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DaprHttpError {
+    /// The HTTP status.
+    #[serde(skip)]
+    pub status: u16,
+    /// Dapr's error code.
+    #[serde(rename = "errorCode")]
+    pub error_code: &'static str,
+    /// What went wrong, with the cause chain.
+    pub message: String,
+}
+
+impl DaprHttpError {
+    /// An error answered with `status`, `error_code` and `message`.
+    pub fn new(status: u16, error_code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error_code,
+            message: message.into(),
+        }
+    }
+
+    /// A body that does not parse (daprd's `ERR_MALFORMED_REQUEST`, 400).
+    pub fn malformed(message: impl fmt::Display) -> Self {
+        Self::new(
+            400,
+            "ERR_MALFORMED_REQUEST",
+            format!("failed deserializing HTTP body: {message}"),
+        )
+    }
+
+    /// A body over the cap: 413 (daprd answers a body past its `--max-body-size` with
+    /// `ERR_BODY_READ`; the code is daprd's, the status says what happened).
+    pub fn body_too_large(max: usize) -> Self {
+        Self::new(
+            413,
+            "ERR_BODY_READ",
+            format!("failed to read request body: larger than {max} bytes"),
+        )
+    }
+
+    /// A body that could not be read (daprd's `ERR_BODY_READ`, 400).
+    pub fn body_read(err: &(dyn StdError + 'static)) -> Self {
+        Self::new(
+            400,
+            "ERR_BODY_READ",
+            format!("failed to read request body: {}", chain(err)),
+        )
+    }
+
+    /// A missing or wrong `dapr-api-token` (daprd answers 401 with this text).
+    pub fn invalid_token() -> Self {
+        Self::new(401, Self::INVALID_TOKEN, "invalid api token")
+    }
+
+    /// The code of [`DaprHttpError::invalid_token`] (daprd answers it as plain text, no code).
+    pub const INVALID_TOKEN: &'static str = "ERR_UNAUTHORIZED";
+
+    /// No route for this method and path (404; daprd's router answers the same status).
+    pub fn no_route(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            404,
+            "ERR_NOT_FOUND",
+            format!("method \"{method} {path}\" is not found"),
+        )
+    }
+}
+
+impl ApiError {
+    /// The Dapr HTTP answer for this error in an operation with `codes`: unknown components as
+    /// the block's codes say, a malformed request 400, an etag mismatch 409 (daprd's
+    /// `ERR_STATE_SAVE`/`ERR_STATE_DELETE` statuses), a refused secret 403 `ERR_PERMISSION_DENIED`,
+    /// everything else 500 with the operation's code (daprd answers a missing secret and an
+    /// unreachable store so too).
+    pub fn dapr_http(&self, codes: DaprCodes) -> DaprHttpError {
+        let message = chain(self).to_string();
+        let (status, code) = match self {
+            Self::UnknownComponent { .. } => codes.unknown_component,
+            Self::InvalidArgument(_) => (400, codes.failed),
+            Self::EtagMismatch(_) => (409, codes.failed),
+            Self::PermissionDenied(_) => (403, "ERR_PERMISSION_DENIED"),
+            Self::Unauthenticated(_) => (401, DaprHttpError::INVALID_TOKEN),
+            Self::Unimplemented(_) => (501, "ERR_API_UNIMPLEMENTED"),
+            Self::NotFound(_)
+            | Self::Unavailable { .. }
+            | Self::Backend { .. }
+            | Self::Internal { .. }
+            | Self::Transport(_) => (500, codes.failed),
+        };
+        DaprHttpError::new(status, code, message)
+    }
+}
+
 /// The gRPC code for a failed HTTP/2 stream, as tonic's `code_from_h2`: a client's CANCEL is
 /// CANCELLED, REFUSED_STREAM is UNAVAILABLE, ENHANCE_YOUR_CALM is RESOURCE_EXHAUSTED,
 /// INADEQUATE_SECURITY is PERMISSION_DENIED, the protocol errors are INTERNAL; an I/O error (the
@@ -552,6 +659,51 @@ mod tests {
             assert_eq!(status.code, code, "{}", status.message);
             assert!(status.message.starts_with(message), "{}", status.message);
         }
+    }
+
+    #[test]
+    fn maps_each_error_to_its_dapr_http_answer() {
+        let codes = DaprCodes {
+            unknown_component: (400, "ERR_STATE_STORE_NOT_FOUND"),
+            failed: "ERR_STATE_SAVE",
+        };
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (
+                ApiError::UnknownComponent {
+                    block: "state",
+                    name: "x".into(),
+                    known: vec![],
+                },
+                400,
+                "ERR_STATE_STORE_NOT_FOUND",
+            ),
+            (
+                ApiError::InvalidArgument("bad".into()),
+                400,
+                "ERR_STATE_SAVE",
+            ),
+            (ApiError::EtagMismatch("k".into()), 409, "ERR_STATE_SAVE"),
+            (
+                ApiError::PermissionDenied("no".into()),
+                403,
+                "ERR_PERMISSION_DENIED",
+            ),
+            (ApiError::NotFound("s".into()), 500, "ERR_STATE_SAVE"),
+            (ApiError::unreachable("redis", io()), 500, "ERR_STATE_SAVE"),
+            (ApiError::internal("boom"), 500, "ERR_STATE_SAVE"),
+        ];
+        for (err, status, code) in cases {
+            let answer = err.dapr_http(codes);
+            assert_eq!((answer.status, answer.error_code), (status, code), "{err}");
+            assert_eq!(answer.message, chain(&err).to_string());
+        }
+        let body = serde_json::to_value(DaprHttpError::malformed("eof")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"errorCode": "ERR_MALFORMED_REQUEST",
+                               "message": "failed deserializing HTTP body: eof"})
+        );
     }
 
     #[test]

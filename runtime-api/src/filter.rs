@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use layotto_core::config::{FilterConfig, Findings, join, parse_duration};
+use layotto_core::{
+    config::{FilterConfig, Findings, join, parse_duration},
+    shutdown::ShutdownTrigger,
+};
 use layotto_filters::{
     chain::TerminalFactory, registry::BuildContext, stream::StreamFilterFactory,
 };
@@ -35,14 +38,16 @@ struct GrpcFilterConfig {
     dapr_api_token: Option<String>,
 }
 
-/// The `grpc` terminal's builder: runtime API servers over `runtime`.
+/// The `grpc` terminal's builder: runtime API servers (LayOtto's and Dapr's services) over
+/// `runtime`, whose Dapr `Shutdown` pulls `stop`.
 pub fn builder(
     runtime: Arc<Runtime>,
+    stop: Arc<ShutdownTrigger>,
 ) -> impl Fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>
 + Send
 + Sync
 + 'static {
-    move |filter, ctx, findings| build(filter, ctx, findings, &runtime)
+    move |filter, ctx, findings| build(filter, ctx, findings, &runtime, &stop)
 }
 
 /// Builds the runtime API server from a `grpc` filter entry, recording problems in `findings`.
@@ -51,6 +56,7 @@ fn build(
     ctx: &BuildContext<'_>,
     findings: &mut Findings,
     runtime: &Arc<Runtime>,
+    stop: &Arc<ShutdownTrigger>,
 ) -> Option<Arc<dyn TerminalFactory>> {
     let path = join(&filter.path, "config");
     // `grpc_config` is the runtime's (see [`Runtime::from_config`]); the rest is this filter's.
@@ -136,10 +142,10 @@ fn build(
     let server = GrpcServerFactory::new(
         settings,
         {
-            let runtime = runtime.clone();
+            let (runtime, stop) = (runtime.clone(), stop.clone());
             Arc::new(move |_shard| {
                 let mut router = RuntimeApi::router(runtime.clone());
-                DaprApi::add_routes(&mut router, runtime.clone(), token.clone());
+                DaprApi::add_routes(&mut router, runtime.clone(), stop.clone(), token.clone());
                 router
             })
         },

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod components;
 pub mod dapr;
+pub mod dapr_http;
 pub mod error;
 pub mod filter;
 pub mod grpc;

@@ -4,7 +4,7 @@
 //! `Runtime` service on each shard, and whatever API comes next) is a thin layer over a shared
 //! [`Arc<Runtime>`], so two listeners serving the API see the same data.
 
-use std::sync::{Arc, OnceLock};
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures_lite::future::{BoxedLocal, block_on};
 use layotto_core::{
@@ -37,7 +37,12 @@ pub struct Runtime {
     app: Option<AppSettings>,
     backend: BackendHandle,
     dapr: DaprShared,
-    stop: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
+    #[expect(
+        clippy::disallowed_types,
+        reason = "a few entries set and read rarely, each access a map operation: never held across an await"
+    )]
+    extended_metadata: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Runtime {
@@ -73,26 +78,25 @@ impl Runtime {
             .map_or("layotto", |app| app.app_id.as_str())
     }
 
-    /// What Dapr's API keeps for the whole process (extended metadata, subscriptions).
+    /// What Dapr's API keeps for the whole process (its subscriptions).
     pub fn dapr(&self) -> &DaprShared {
         &self.dapr
     }
 
-    /// Lets the API stop the process (Dapr's `Shutdown`): `stop` starts the drain SIGTERM
-    /// starts. Set once, by whoever runs the runtime; later calls are ignored.
-    pub fn on_shutdown(&self, stop: impl Fn() + Send + Sync + 'static) {
-        let _ = self.stop.set(Box::new(stop));
+    /// Dapr's extended metadata: what callers set with `PUT /v1.0/metadata/{key}`.
+    pub fn extended_metadata(&self) -> BTreeMap<String, String> {
+        self.extended_metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    /// Starts the process's stop; false when no one gave a way to ([`Runtime::on_shutdown`]).
-    pub fn shutdown(&self) -> bool {
-        match self.stop.get() {
-            Some(stop) => {
-                stop();
-                true
-            }
-            None => false,
-        }
+    /// Sets extended metadata `key` to `value`.
+    pub fn set_extended_metadata(&self, key: String, value: String) {
+        self.extended_metadata
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, value);
     }
 
     /// The backend pool remote components run on.
@@ -228,7 +232,7 @@ impl<'a> RuntimeBuilder<'a> {
             app: self.app.map(|(app, _)| app),
             backend: self.backend.clone(),
             dapr: DaprShared::default(),
-            stop: OnceLock::new(),
+            extended_metadata: Default::default(),
         })
     }
 }

@@ -12,7 +12,7 @@ mod lock;
 mod pubsub;
 mod secret;
 mod sequencer;
-pub(crate) mod state;
+mod state;
 
 use std::{rc::Rc, sync::Arc};
 

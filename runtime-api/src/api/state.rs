@@ -11,7 +11,6 @@ use layotto_proto::runtime::{
 };
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use super::{RuntimeApi, path};
 use crate::{
@@ -168,7 +167,7 @@ fn require_key(key: &str) -> Result<(), ApiError> {
 
 fn upsert(item: StateItem) -> Result<StateOperation, ApiError> {
     require_key(&item.key)?;
-    let ttl = ttl(&item.metadata)?;
+    let ttl = state::ttl(&item.metadata)?;
     Ok(StateOperation::Upsert {
         concurrency: concurrency(item.options.as_ref()),
         etag: item.etag.map(|e| e.value).filter(|e| !e.is_empty()),
@@ -192,19 +191,5 @@ fn concurrency(options: Option<&StateOptions>) -> Concurrency {
         Some(StateConcurrency::ConcurrencyFirstWrite) => Concurrency::FirstWrite,
         Some(StateConcurrency::ConcurrencyLastWrite) => Concurrency::LastWrite,
         _ => Concurrency::Unspecified,
-    }
-}
-
-/// The `ttlInSeconds` metadata (Dapr's): a positive number of seconds, or -1 for none.
-pub(crate) fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
-    let Some(value) = metadata.get("ttlInSeconds") else {
-        return Ok(None);
-    };
-    match value.parse::<i64>() {
-        Ok(-1) => Ok(None),
-        Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds as u64))),
-        _ => Err(ApiError::InvalidArgument(format!(
-            "ttlInSeconds must be a positive number of seconds or -1, not \"{value}\""
-        ))),
     }
 }

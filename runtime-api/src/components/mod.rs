@@ -36,7 +36,7 @@ use registry::{BuildCx, named};
 pub struct Block<T: ?Sized> {
     label: &'static str,
     by_name: BTreeMap<String, (String, Arc<T>)>,
-    /// The config `type` of each component, by name.
+    /// Each component's backend type (`redis`, `in-memory`), as its entry gives it.
     types: BTreeMap<String, String>,
 }
 
@@ -78,8 +78,8 @@ impl<T: ?Sized> Block<T> {
         self.by_name.get(name).map(|(path, _)| path.as_str())
     }
 
-    /// The config `type` of the component called `name` (`in-memory`, `redis`, ...).
-    pub fn type_of(&self, name: &str) -> Option<&str> {
+    /// The backend type of the component called `name` (`redis`, `in-memory`).
+    pub fn backend_type(&self, name: &str) -> Option<&str> {
         self.types.get(name).map(String::as_str)
     }
 
@@ -93,13 +93,12 @@ impl<T: ?Sized> Block<T> {
         self.by_name.is_empty()
     }
 
-    /// Adds `component` of config type `kind` declared at `path`, unless the name is taken
-    /// (recorded with both paths).
+    /// Adds `component` declared at `path`, unless the name is taken (recorded with both paths).
     fn insert(
         &mut self,
         name: &str,
-        kind: String,
         path: String,
+        backend_type: Option<&str>,
         component: Arc<T>,
         cx: &mut BuildCx<'_>,
     ) {
@@ -114,7 +113,9 @@ impl<T: ?Sized> Block<T> {
             return;
         }
         self.by_name.insert(name.to_owned(), (path, component));
-        self.types.insert(name.to_owned(), kind);
+        if let Some(backend_type) = backend_type {
+            self.types.insert(name.to_owned(), backend_type.to_owned());
+        }
     }
 }
 
@@ -174,13 +175,11 @@ macro_rules! blocks {
                             for (name, config) in named(entries, path, cx.findings) {
                                 let entry_path = join(path, name);
                                 if let Some(built) = $module::BACKENDS.build(name, config, &entry_path, cx) {
-                                    let kind = config
+                                    let backend_type = config
                                         .get("type")
                                         .and_then(Value::as_str)
-                                        .or($module::BACKENDS.default_type)
-                                        .unwrap_or_default()
-                                        .to_owned();
-                                    self.$field.insert(name, kind, entry_path, built, cx);
+                                        .or($module::BACKENDS.default_type);
+                                    self.$field.insert(name, entry_path, backend_type, built, cx);
                                 }
                             }
                         }
@@ -195,7 +194,7 @@ macro_rules! blocks {
                 let mut all = Vec::new();
                 $(
                     for (name, _) in self.$field.iter() {
-                        let kind = self.$field.type_of(name).unwrap_or_default();
+                        let kind = self.$field.backend_type(name).unwrap_or_default();
                         all.push((Label { block: $label, name: name.to_owned() }, kind));
                     }
                 )+

@@ -89,7 +89,7 @@ impl DaprApi {
         Ok(GetMetadataResponse {
             id: self.app_id().to_owned(),
             registered_components,
-            extended_metadata: self.shared().extended_metadata().into_iter().collect(),
+            extended_metadata: self.runtime.extended_metadata().into_iter().collect(),
             subscriptions,
             runtime_version: concat!("layotto-rs ", env!("CARGO_PKG_VERSION")).into(),
             ..Default::default()
@@ -100,15 +100,13 @@ impl DaprApi {
         if request.key.is_empty() {
             return Err(ApiError::InvalidArgument("the metadata key is empty".into()).into());
         }
-        self.shared().set_metadata(request.key, request.value);
+        self.runtime
+            .set_extended_metadata(request.key, request.value);
         Ok(())
     }
 
     async fn shutdown(self: Rc<Self>, _request: ShutdownRequest) -> Result<(), Status> {
-        if self.runtime.shutdown() {
-            Ok(())
-        } else {
-            Err(ApiError::internal("this runtime cannot be stopped from its API").into())
-        }
+        self.stop.trigger();
+        Ok(())
     }
 }

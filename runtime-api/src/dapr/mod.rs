@@ -21,6 +21,7 @@ mod unimplemented;
 
 use std::{rc::Rc, sync::Arc};
 
+use layotto_core::shutdown::ShutdownTrigger;
 pub use shared::DaprShared;
 
 use crate::{
@@ -50,13 +51,20 @@ fn path(rpc: &str) -> String {
 /// Dapr's API on one shard.
 pub struct DaprApi {
     runtime: Arc<Runtime>,
+    /// Pulled by `Shutdown`: the drain SIGTERM starts.
+    stop: Arc<ShutdownTrigger>,
 }
 
 impl DaprApi {
-    /// Adds every Dapr rpc to `router`, over `runtime`; with `token`, each call must carry it
-    /// in `dapr-api-token` (else UNAUTHENTICATED).
-    pub fn add_routes(router: &mut Router, runtime: Arc<Runtime>, token: Option<Arc<str>>) {
-        let api = Rc::new(Self { runtime });
+    /// Adds every Dapr rpc to `router`, over `runtime`, with `Shutdown` pulling `stop`; with
+    /// `token`, each call must carry it in `dapr-api-token` (else UNAUTHENTICATED).
+    pub fn add_routes(
+        router: &mut Router,
+        runtime: Arc<Runtime>,
+        stop: Arc<ShutdownTrigger>,
+        token: Option<Arc<str>>,
+    ) {
+        let api = Rc::new(Self { runtime, stop });
         let mut routes = Router::default();
         for add in [
             state::routes,
@@ -133,7 +141,8 @@ mod tests {
         let runtime = RuntimeBuilder::new(&backend)
             .finish(&HealthRegistry::default(), &mut Findings::default());
         let mut router = Router::default();
-        DaprApi::add_routes(&mut router, runtime, None);
+        let (stop, _signal) = layotto_core::shutdown::channel();
+        DaprApi::add_routes(&mut router, runtime, Arc::new(stop), None);
         let routed: BTreeSet<String> = router.paths().map(str::to_owned).collect();
         let set =
             prost_types::FileDescriptorSet::decode(layotto_proto::dapr::DESCRIPTOR_SET).unwrap();

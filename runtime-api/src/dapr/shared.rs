@@ -1,7 +1,8 @@
-//! What Dapr's API keeps for the whole process, whichever shard or listener a call arrives on:
-//! the extended metadata `SetMetadata` writes, the live configuration subscriptions (so
-//! `UnsubscribeConfiguration` on any connection ends a stream on another) and the streaming
-//! topic subscriptions `GetMetadata` lists. Shared by every shard behind short-held mutexes.
+//! What Dapr's gRPC API keeps for the whole process, whichever shard or listener a call arrives
+//! on: the live configuration subscriptions (so `UnsubscribeConfiguration` on any connection
+//! ends a stream on another) and the streaming topic subscriptions `GetMetadata` lists (the
+//! extended metadata is the runtime's, shared with the HTTP API). Shared by every shard behind
+//! short-held mutexes.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -28,7 +29,6 @@ pub struct TopicSubscription {
 )]
 #[derive(Default)]
 pub struct DaprShared {
-    extended_metadata: std::sync::Mutex<BTreeMap<String, String>>,
     configuration_subscriptions: std::sync::Mutex<HashMap<String, oneshot::Sender<()>>>,
     topic_subscriptions: std::sync::Mutex<BTreeMap<u64, TopicSubscription>>,
     next_id: AtomicU64,
@@ -43,16 +43,6 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DaprShared {
-    /// Sets extended metadata `key` to `value` (Dapr's `SetMetadata`).
-    pub fn set_metadata(&self, key: String, value: String) {
-        lock(&self.extended_metadata).insert(key, value);
-    }
-
-    /// The extended metadata.
-    pub fn extended_metadata(&self) -> BTreeMap<String, String> {
-        lock(&self.extended_metadata).clone()
-    }
-
     /// A new, process-unique subscription id.
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1

@@ -17,8 +17,7 @@ use layotto_proto::dapr::{
 
 use super::{DaprApi, fail, path, query};
 use crate::{
-    api::state::ttl,
-    components::state::{self, Concurrency, StateOperation},
+    components::state::{self, Concurrency, StateOperation, ttl},
     error::{ApiError, DaprOp},
     grpc::{
         router::{Router, unary},

@@ -92,8 +92,19 @@ fn is_binary(content_type: &str) -> bool {
     )
 }
 
-/// The CloudEvent JSON of `event`, as Dapr writes it.
+/// The publish metadata that sends the data as it is, without a CloudEvent (Dapr's).
+const RAW_PAYLOAD: &str = "rawPayload";
+
+/// The CloudEvent JSON of `event`, as Dapr writes it; with metadata `rawPayload` `true`, the
+/// data alone, as Dapr publishes it then.
 pub(super) fn to_json(event: &TopicEventRequest) -> Vec<u8> {
+    if event
+        .metadata
+        .get(RAW_PAYLOAD)
+        .is_some_and(|raw| raw.eq_ignore_ascii_case("true"))
+    {
+        return event.data.to_vec();
+    }
     let content_type = event.data_content_type.as_str();
     let (data, data_base64) = if is_binary(content_type) {
         (None, Some(BASE64.encode(&event.data)))
@@ -246,6 +257,15 @@ mod tests {
             written("application/json", b"not json")["data_base64"],
             json!("bm90IGpzb24=")
         );
+    }
+
+    #[test]
+    fn a_raw_payload_is_written_as_it_is() {
+        let mut raw = event("application/json", br#"{"orderId":1}"#);
+        raw.metadata.insert("rawPayload".into(), "true".into());
+        assert_eq!(to_json(&raw), br#"{"orderId":1}"#);
+        raw.metadata.insert("rawPayload".into(), "false".into());
+        assert_ne!(to_json(&raw), br#"{"orderId":1}"#);
     }
 
     #[test]

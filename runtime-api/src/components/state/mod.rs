@@ -7,7 +7,7 @@ mod memory;
 mod redis;
 mod zookeeper;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -111,6 +111,21 @@ pub fn check_write(
         Ok(())
     } else {
         Err(ApiError::EtagMismatch(key.to_owned()))
+    }
+}
+
+/// The `ttlInSeconds` metadata (Dapr's) of a write: a positive number of seconds, or -1 (or
+/// none) for no expiry.
+pub fn ttl(metadata: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = metadata.get("ttlInSeconds") else {
+        return Ok(None);
+    };
+    match value.parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(seconds) if seconds > 0 => Ok(Some(Duration::from_secs(seconds as u64))),
+        _ => Err(ApiError::InvalidArgument(format!(
+            "ttlInSeconds must be a positive number of seconds or -1, not \"{value}\""
+        ))),
     }
 }
 
