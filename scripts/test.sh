@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real etcd, redis and zookeeper servers on free
 # loopback ports; install them from Debian's packages first if they are missing (zookeeper's
-# package brings its Java runtime).
+# package brings its Java runtime), and python3-venv for the test with Dapr's Python SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,9 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -e /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+# tests/dapr_python_sdk.rs makes a virtual environment for Dapr's Python SDK (pip from PyPI).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
