@@ -9,7 +9,7 @@ mod file;
 mod hello;
 pub(crate) mod invoke;
 mod lock;
-mod pubsub;
+pub(crate) mod pubsub;
 mod secret;
 mod sequencer;
 mod state;

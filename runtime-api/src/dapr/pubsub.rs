@@ -2,12 +2,11 @@
 //! `BulkPublishEvent` (and its deprecated `BulkPublishEventAlpha1` name: each entry published,
 //! the failed ones listed) and the `SubscribeTopicEventsAlpha1` stream, which answers the first
 //! message with `initial_response` (the Python SDK waits for it) and then sends each event,
-//! waiting for the app's `event_processed` — SUCCESS and DROP move on, RETRY sends it again,
-//! bounded by the same [`Retries`] rule as LayOtto's stream. Runs on the calling shard.
+//! waiting for the app's `event_processed` — SUCCESS and DROP move on, RETRY sends it again —
+//! with the delivery loop of LayOtto's stream ([`deliver`]). Runs on the calling shard.
 
 use std::{collections::HashSet, rc::Rc};
 
-use glommio::timer::sleep;
 use layotto_proto::{
     dapr::runtime::{
         BulkPublishRequest, BulkPublishResponse, BulkPublishResponseFailedEntry,
@@ -22,7 +21,8 @@ use prost_types::{Struct, Value, value::Kind};
 
 use super::{DaprApi, fail, path, shared::TopicSubscription};
 use crate::{
-    components::pubsub::{Answer, Retries, cloud_event},
+    api::pubsub::{EventStream, deliver},
+    components::pubsub::cloud_event,
     error::{ApiError, DaprOp, chain},
     grpc::{
         call::{Requests, Responses},
@@ -164,7 +164,7 @@ impl DaprApi {
             .pubsubs
             .get(&initial.pubsub_name)
             .map_err(fail(op))?;
-        let mut events = broker.subscribe(&initial.topic).await.map_err(fail(op))?;
+        let events = broker.subscribe(&initial.topic).await.map_err(fail(op))?;
         let _listed = self.shared().add_topic_subscription(TopicSubscription {
             pubsub: initial.pubsub_name.clone(),
             topic: initial.topic.clone(),
@@ -178,37 +178,32 @@ impl DaprApi {
                 subscribe_topic_events_response_type: Some(initial_response),
             })
             .await?;
-        loop {
-            let delivery = futures_lite::future::or(async { Ok(events.recv().await) }, async {
-                // Nothing is in flight: a message now is out of turn, the end is the end.
-                match requests.next::<SubscribeTopicEventsRequestAlpha1>().await? {
-                    None => Ok(None),
-                    Some(_) => Err(Status::from(ApiError::InvalidArgument(
-                        "event_processed for no event in flight".into(),
-                    ))),
-                }
-            })
-            .await?;
-            let Some(delivery) = delivery else {
-                return Ok(());
-            };
-            let message = dapr_event(&delivery.event);
-            let mut retries = Retries::default();
-            loop {
-                let event = SubscribeTopicEventsResponseType::EventMessage(message.clone());
-                responses
-                    .send(&SubscribeTopicEventsResponseAlpha1 {
-                        subscribe_topic_events_response_type: Some(event),
-                    })
-                    .await?;
-                let Some(answer) = processed(&mut requests, &message.id).await? else {
-                    return Ok(());
-                };
-                if retries.settle(&answer, sleep).await.is_some() {
-                    break;
-                }
+        deliver::<DaprStream>(events, &mut requests, &mut responses).await
+    }
+}
+
+/// Dapr's `SubscribeTopicEventsAlpha1` messages.
+struct DaprStream;
+
+impl EventStream for DaprStream {
+    type Request = SubscribeTopicEventsRequestAlpha1;
+    type Response = SubscribeTopicEventsResponseAlpha1;
+
+    fn event_message(event: &layotto::TopicEventRequest) -> Self::Response {
+        SubscribeTopicEventsResponseAlpha1 {
+            subscribe_topic_events_response_type: Some(
+                SubscribeTopicEventsResponseType::EventMessage(dapr_event(event)),
+            ),
+        }
+    }
+
+    /// Dapr's statuses have LayOtto's numbers (SUCCESS, RETRY, DROP).
+    fn processed(request: Self::Request) -> Option<(String, i32)> {
+        match request.subscribe_topic_events_request_type? {
+            SubscribeTopicEventsRequestType::EventProcessed(processed) => {
+                Some((processed.id, processed.status.unwrap_or_default().status))
             }
-            delivery.finish();
+            SubscribeTopicEventsRequestType::InitialRequest(_) => None,
         }
     }
 }
@@ -240,21 +235,4 @@ fn dapr_event(event: &layotto::TopicEventRequest) -> TopicEventRequest {
         path: String::new(),
         extensions,
     }
-}
-
-/// Reads the client's `event_processed` for event `id` (skipping answers to other ids); `None`
-/// when the client has finished. Dapr's statuses have LayOtto's numbers (SUCCESS, RETRY, DROP).
-async fn processed(requests: &mut Requests, id: &str) -> Result<Option<Answer>, Status> {
-    while let Some(message) = requests.next::<SubscribeTopicEventsRequestAlpha1>().await? {
-        if let Some(SubscribeTopicEventsRequestType::EventProcessed(processed)) =
-            message.subscribe_topic_events_request_type
-            && processed.id == id
-        {
-            let status = processed.status.map(|s| s.status).unwrap_or_default();
-            let status = layotto::topic_event_response::TopicEventResponseStatus::try_from(status)
-                .map_err(|_| format!("unknown event status {status}"));
-            return Ok(Some(status));
-        }
-    }
-    Ok(None)
 }
