@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real etcd, redis and zookeeper servers on free
 # loopback ports; install them from Debian's packages first if they are missing (zookeeper's
-# package brings its Java runtime), and python3-venv for the test with Dapr's Python SDK.
+# package brings its Java runtime). tests/dapr_js.rs runs Dapr's JavaScript SDK with Debian's
+# nodejs (the SDK itself comes from npm into target/dapr-js, once); tests/dapr_python_sdk.rs makes
+# a virtual environment for Dapr's Python SDK (pip from PyPI), which needs python3-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,8 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -e /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
-# tests/dapr_python_sdk.rs makes a virtual environment for Dapr's Python SDK (pip from PyPI).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then

@@ -376,12 +376,16 @@ fn state_round_trip(layotto: &Layotto, client: &mut Client) {
     );
 
     // Etags: a stale one is 409, the current one writes and changes it.
-    client
-        .post_json(
-            "/v1.0/state/store",
-            json!([{"key": "a", "value": 2, "etag": "not-it"}]),
-        )
-        .assert_error(409, "ERR_STATE_SAVE");
+    let stale = client.post_json(
+        "/v1.0/state/store",
+        json!([{"key": "a", "value": 2, "etag": "not-it"}]),
+    );
+    stale.assert_error(409, "ERR_STATE_SAVE");
+    assert_eq!(
+        stale.json()["message"],
+        "etag mismatch for key \"app1||a\"",
+        "the message names the key"
+    );
     client
         .post_json(
             "/v1.0/state/store",
@@ -799,4 +803,68 @@ fn shutdown_stops_the_process_as_sigterm_does() {
     assert_eq!(client.send("POST", "/v1.0/shutdown", &[], b"").status, 204);
     let status = layotto.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", layotto.output());
+}
+
+#[test]
+fn null_maps_and_lists_read_as_empty_as_go_reads_them() {
+    let layotto = Layotto::start(&config(in_memory(), json!({})));
+    let mut client = Client::connect(layotto.address("dapr"));
+    let saved = client.post_json(
+        "/v1.0/state/store",
+        json!([{"key": "n", "value": 1, "etag": null, "metadata": null, "options": null}]),
+    );
+    assert_eq!(saved.status, 204, "{}", saved.text());
+    let applied = client.post_json(
+        "/v1.0/state/store/transaction",
+        json!({"operations": [{"operation": "delete", "request": {"key": "n", "metadata": null}}],
+               "metadata": null}),
+    );
+    assert_eq!(applied.status, 204, "{}", applied.text());
+    let bulk = client.post_json(
+        "/v1.0/state/store/bulk",
+        json!({"keys": null, "metadata": null}),
+    );
+    assert_eq!(bulk.json(), json!([]));
+}
+
+#[test]
+fn a_huge_head_is_refused_and_the_drain_closes_idle_connections() {
+    let mut layotto = Layotto::start(&config(in_memory(), json!({})));
+    let address = layotto.address("dapr");
+    let mut huge = Client::connect(address);
+    let value = "x".repeat(70 * 1024);
+    let refused = huge.send("GET", "/v1.0/healthz", &[("x-big", &value)], b"");
+    assert_eq!(refused.status, 431);
+
+    // A kept-alive connection waiting for its next request is closed by the drain at once,
+    // not after the head timeout.
+    let mut idle = Client::connect(address);
+    assert_eq!(idle.get("/v1.0/healthz").status, 204);
+    let started = Instant::now();
+    layotto.stop();
+    assert!(idle.is_closed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn daprs_api_token_variable_guards_the_api_of_the_binary() {
+    let mut command = std::process::Command::new(binary());
+    command.env("DAPR_API_TOKEN", "from-env");
+    let mut layotto = LayottoBinary::start_with(command, &config(in_memory(), json!({})), &[], 2);
+    let mut client = Client::connect(layotto.address("dapr"));
+    assert_eq!(client.get("/v1.0/healthz/outbound").status, 204);
+    assert_eq!(client.get("/v1.0/metadata").status, 401);
+    let allowed = client.send(
+        "GET",
+        "/v1.0/metadata",
+        &[("dapr-api-token", "from-env")],
+        b"",
+    );
+    assert_eq!(allowed.status, 200);
+    layotto.terminate();
+    assert_eq!(layotto.wait_exit().code(), Some(0));
 }

@@ -24,6 +24,8 @@ use tonic::Code;
 enum Backend {
     InMemory,
     Redis(RedisServer),
+    /// LayOtto's `redis_cluster` lock: Redlock over independent masters (locks only).
+    RedisCluster([RedisServer; 3]),
     Etcd(EtcdServer),
     Zookeeper(&'static ZookeeperServer),
 }
@@ -33,6 +35,7 @@ impl Backend {
         vec![
             Backend::InMemory,
             Backend::Redis(RedisServer::start()),
+            Backend::RedisCluster([(); 3].map(|()| RedisServer::start())),
             Backend::Etcd(EtcdServer::start()),
             Backend::Zookeeper(ZookeeperServer::shared()),
         ]
@@ -43,6 +46,11 @@ impl Backend {
         let mut metadata = match self {
             Backend::InMemory => json!({}),
             Backend::Redis(redis) => json!({"redisHost": redis.endpoint(), "redisPassword": ""}),
+            Backend::RedisCluster(hosts) => json!({
+                "redisHosts": hosts.iter().map(RedisServer::endpoint).collect::<Vec<_>>().join(","),
+                "redisPassword": "",
+                "timeout": "1"
+            }),
             Backend::Etcd(etcd) => json!({"endpoints": etcd.endpoint(), "dialTimeout": "5"}),
             Backend::Zookeeper(zookeeper) => json!({
                 "zookeeperHosts": zookeeper.endpoint(),
@@ -62,22 +70,26 @@ impl Backend {
         match self {
             Backend::InMemory => "in-memory",
             Backend::Redis(_) => "redis",
+            Backend::RedisCluster(_) => "redis_cluster",
             Backend::Etcd(_) => "etcd",
             Backend::Zookeeper(_) => "zookeeper",
         }
     }
 
+    /// Whether the type is also a sequencer.
+    fn has_sequencer(&self) -> bool {
+        !matches!(self, Backend::RedisCluster(_))
+    }
+
     fn config(&self) -> Value {
-        grpc_config(
-            json!({
-                "lock": {"lock_demo": self.component(json!({}))},
-                "sequencer": {
-                    "sequencer_demo": self.component(json!({})),
-                    "segmented": self.component(json!({"segmentCacheEnable": "true", "segmentStep": "5"}))
-                }
-            }),
-            json!({}),
-        )
+        let mut components = json!({"lock": {"lock_demo": self.component(json!({}))}});
+        if self.has_sequencer() {
+            components["sequencer"] = json!({
+                "sequencer_demo": self.component(json!({})),
+                "segmented": self.component(json!({"segmentCacheEnable": "true", "segmentStep": "5"}))
+            });
+        }
+        grpc_config(components, json!({}))
     }
 }
 
@@ -167,7 +179,7 @@ async fn locks_are_exclusive_owned_kept_alive_and_expire_on_every_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
-    for backend in Backend::all() {
+    for backend in Backend::all().into_iter().filter(Backend::has_sequencer) {
         let store = backend.name();
         let mut layotto = Layotto::start(&backend.config());
         let mut client = runtime_client(layotto.address("grpc")).await;
@@ -228,6 +240,74 @@ async fn ids_only_grow_strong_ones_by_one_and_survive_restarts() {
             "{store}: weak ids grow across restarts ({weak} after {last_weak})"
         );
     }
+}
+
+/// Who holds `resource` on each of `hosts` (read directly).
+fn holders(hosts: &[RedisServer], resource: &str) -> Vec<Option<String>> {
+    hosts
+        .iter()
+        .map(|host| {
+            ::redis::cmd("GET")
+                .arg(resource)
+                .query(&mut host.client())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_lock_is_held_by_a_majority_of_its_hosts() {
+    let backend = Backend::RedisCluster([(); 3].map(|()| RedisServer::start()));
+    let Backend::RedisCluster(hosts) = &backend else {
+        unreachable!()
+    };
+    let layotto = Layotto::start(&backend.config());
+    let mut client = runtime_client(layotto.address("grpc")).await;
+    let alice = || Some("alice".to_owned());
+
+    assert!(try_lock(&mut client, "r1", "alice", 60).await);
+    assert_eq!(holders(hosts, "r1"), [alice(), alice(), alice()]);
+
+    // Someone else holds it on one host: the majority still grants it.
+    let _: () = ::redis::cmd("SET")
+        .arg("r2")
+        .arg("mallory")
+        .query(&mut hosts[0].client())
+        .unwrap();
+    assert!(try_lock(&mut client, "r2", "alice", 60).await);
+    // ... on two: refused, and what alice got on the third is given back.
+    for host in &hosts[..2] {
+        let _: () = ::redis::cmd("SET")
+            .arg("r3")
+            .arg("mallory")
+            .query(&mut host.client())
+            .unwrap();
+    }
+    assert!(!try_lock(&mut client, "r3", "alice", 60).await);
+    assert_eq!(holders(hosts, "r3")[2], None);
+
+    // One host frozen: a majority is still there, for taking and releasing.
+    hosts[0].pause();
+    assert!(try_lock(&mut client, "r4", "alice", 60).await);
+    assert_eq!(
+        unlock(&mut client, "r4", "alice").await,
+        unlock_response::Status::Success
+    );
+    // Two frozen: no majority can answer, and the caller is told.
+    hosts[1].pause();
+    let err = client
+        .try_lock(TryLockRequest {
+            store_name: "lock_demo".into(),
+            resource_id: "r5".into(),
+            lock_owner: "alice".into(),
+            expire: 60,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    hosts[0].resume();
+    hosts[1].resume();
+    assert!(try_lock(&mut client, "r5", "alice", 60).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,6 +186,7 @@ where
     builder
         .timer(GlommioTimer)
         .header_read_timeout(limits.head_timeout)
+        .max_header_size(limits.max_head)
         .max_buf_size(limits.max_head.max(8192))
         .keep_alive(true);
     let connection = builder.serve_connection(HyperIo::new(stream), service);

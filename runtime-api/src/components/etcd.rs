@@ -1,12 +1,25 @@
 //! One etcd connection of a component (config store, lock, sequencer): connects at start-up,
 //! runs every call on the backend pool (etcd-client needs tokio) bounded by the component's
 //! timeout, and maps etcd's failures to [`ApiError`]s naming the component and the address.
+//!
+//! With several members, each has a client of its own and calls go to one of them (the
+//! preferred) until it fails to answer; the call is then made on the next member, within the
+//! same timeout, and that member becomes the preferred one. A member is asked with
+//! `require_leader`, so one cut off from the cluster's leader refuses instead of answering stale.
 
-use std::{future::Future, sync::OnceLock, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use etcd_client::{Client, ConnectOptions};
 use layotto_core::backend::BackendHandle;
-use tracing::info;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
 
 use super::{
     component::bounded_call,
@@ -31,12 +44,119 @@ pub struct EtcdSettings {
     pub credentials: Option<(String, String)>,
 }
 
-/// A component's etcd client.
+/// A component's etcd clients.
 pub struct EtcdConnection {
     component: String,
     settings: EtcdSettings,
     backend: BackendHandle,
-    client: OnceLock<Client>,
+    members: OnceLock<Arc<Members>>,
+}
+
+/// One client per etcd member, connected on first use, and the member calls go to first.
+/// Shared by the calls and watches of one component on the backend pool.
+pub struct Members {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    clients: Vec<OnceCell<Client>>,
+    preferred: AtomicUsize,
+}
+
+impl Members {
+    fn new(endpoints: Vec<String>, options: ConnectOptions) -> Self {
+        Self {
+            clients: endpoints.iter().map(|_| OnceCell::new()).collect(),
+            endpoints,
+            options,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether there are none (never, once connected).
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// The preferred member's index and client (connected now if it was not yet).
+    pub async fn preferred(&self) -> (usize, Result<Client, etcd_client::Error>) {
+        let member = self.preferred.load(Ordering::Relaxed);
+        let client = self.clients[member]
+            .get_or_try_init(|| {
+                Client::connect([&self.endpoints[member]], Some(self.options.clone()))
+            })
+            .await
+            .cloned();
+        (member, client)
+    }
+
+    /// Records that `member` did not answer: the next member becomes the preferred one (unless
+    /// another call moved on already).
+    pub fn failed(&self, member: usize) {
+        let next = (member + 1) % self.endpoints.len();
+        if self
+            .preferred
+            .compare_exchange(member, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && next != member
+        {
+            warn!(
+                "etcd member {} did not answer; calls go to {} now",
+                self.endpoints[member], self.endpoints[next]
+            );
+        }
+    }
+
+    /// Runs `op` on the preferred member, and on the next ones while a member does not answer
+    /// (each attempt but the last bounded by `attempt_timeout`); the last answer is the result.
+    async fn run<T, F, Fut>(
+        &self,
+        op: F,
+        attempt_timeout: Duration,
+    ) -> Result<T, etcd_client::Error>
+    where
+        F: FnOnce(Client) -> Fut + Clone,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempts_left = self.len();
+        loop {
+            attempts_left -= 1;
+            let (member, client) = self.preferred().await;
+            let answer = match client {
+                // The last attempt is bounded by the call's own timeout only.
+                Ok(client) if attempts_left == 0 => op.clone()(client).await,
+                Ok(client) => tokio::time::timeout(attempt_timeout, op.clone()(client))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(etcd_client::Error::IoError(
+                            std::io::ErrorKind::TimedOut.into(),
+                        ))
+                    }),
+                Err(err) => Err(err),
+            };
+            match answer {
+                Err(err) if attempts_left > 0 && not_answered(&err) => self.failed(member),
+                answer => return answer,
+            }
+        }
+    }
+}
+
+/// Whether `err` says the member did not answer (down, frozen, cut off from its leader),
+/// so another member may.
+fn not_answered(err: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    match err {
+        Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ),
+        Error::TransportError(_) | Error::IoError(_) => true,
+        _ => false,
+    }
 }
 
 impl EtcdConnection {
@@ -46,7 +166,7 @@ impl EtcdConnection {
             component,
             settings,
             backend,
-            client: OnceLock::new(),
+            members: OnceLock::new(),
         }
     }
 
@@ -108,53 +228,54 @@ impl EtcdConnection {
         &self.backend
     }
 
-    /// Connects and checks etcd answers (start-up, main thread).
+    /// Connects and checks a member answers (start-up, main thread).
     pub async fn connect(&self) -> Result<(), ApiError> {
-        let endpoints = self.settings.endpoints.clone();
         // Calls are bounded in `run`; a per-request timeout here would also cut watches.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.settings.timeout)
             .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some((user, password)) = &self.settings.credentials {
             options = options.with_user(user, password);
         }
-        let client = self
-            .run(async move {
-                let mut client = Client::connect(endpoints, Some(options)).await?;
-                client.status().await?;
-                Ok(client)
-            })
-            .await?;
+        let members = Arc::new(Members::new(self.settings.endpoints.clone(), options));
+        let _ = self.members.set(members);
+        self.health().await?;
         info!("{}: connected", self.describe());
-        let _ = self.client.set(client);
         Ok(())
     }
 
-    /// `Ok` when etcd answers a status request within the timeout (readiness).
+    /// `Ok` when a member answers a status request within the timeout (readiness).
     pub async fn health(&self) -> Result<(), ApiError> {
         self.call(|mut client| async move { client.status().await })
             .await
             .map(drop)
     }
 
-    /// The connected client.
-    pub fn client(&self) -> Result<Client, ApiError> {
-        self.client
+    /// The members' clients (for watches, which pick a member per session).
+    pub fn members(&self) -> Result<Arc<Members>, ApiError> {
+        self.members
             .get()
             .cloned()
             .ok_or_else(|| ApiError::unavailable(format!("{}: not connected", self.describe())))
     }
 
-    /// Runs `op` with a client on the backend pool, bounded by the timeout.
+    /// Runs `op` with a member's client on the backend pool, bounded by the timeout; a member
+    /// that does not answer (refused, reset, or silent for its share of the timeout) is passed
+    /// over for the next one. `op` may thus run more than once: etcd calls that change data are
+    /// made so that a repeat is harmless (puts of the same value, guarded transactions).
     pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, ApiError>
     where
-        F: FnOnce(Client) -> Fut + Send + 'static,
+        F: FnOnce(Client) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
         T: Send + 'static,
     {
-        let client = self.client()?;
-        self.run(async move { op(client).await }).await
+        let members = self.members()?;
+        // Each member gets an equal share of the timeout, so all may be tried within it.
+        let attempt_timeout = self.settings.timeout / members.len().max(1) as u32;
+        self.run(async move { members.run(op, attempt_timeout).await })
+            .await
     }
 
     /// Runs `op` on the backend pool, bounded by the timeout, mapping its errors.

@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DaprHttpApi, DaprRequest, Reply};
+use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::error::{DaprCodes, DaprHttpError};
 
 const INVOKE: DaprCodes = DaprCodes {
@@ -22,11 +22,11 @@ const INVOKE: DaprCodes = DaprCodes {
 /// daprd's `OutputBindingRequest`.
 #[derive(Deserialize)]
 struct BindingRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     operation: String,
     #[serde(default)]
     data: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     metadata: HashMap<String, String>,
 }
 

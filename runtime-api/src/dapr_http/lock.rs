@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DaprHttpApi, DaprRequest, Reply};
+use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::{
     components::lock::{LockStatus, LockStore},
     error::{DaprCodes, DaprHttpError},
@@ -25,11 +25,26 @@ const UNLOCK: DaprCodes = codes("ERR_UNLOCK");
 /// A Dapr `TryLockRequest`/`UnlockRequest` in protojson (camelCase, or the proto names).
 #[derive(Deserialize)]
 struct LockRequest {
-    #[serde(default, rename = "resourceId", alias = "resource_id")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        rename = "resourceId",
+        alias = "resource_id"
+    )]
     resource_id: String,
-    #[serde(default, rename = "lockOwner", alias = "lock_owner")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        rename = "lockOwner",
+        alias = "lock_owner"
+    )]
     lock_owner: String,
-    #[serde(default, rename = "expiryInSeconds", alias = "expiry_in_seconds")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        rename = "expiryInSeconds",
+        alias = "expiry_in_seconds"
+    )]
     expiry_in_seconds: i64,
 }
 

@@ -35,6 +35,16 @@ pub(super) fn segments(path: &str) -> Result<Vec<String>, DaprHttpError> {
         .collect()
 }
 
+/// Deserializes a field that may be `null` (Go clients send `null` for empty maps and lists) as
+/// its default; use with `#[serde(default, deserialize_with = "nullable")]`.
+pub(super) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// A request with its whole body read.
 pub(super) struct DaprRequest {
     /// The method.

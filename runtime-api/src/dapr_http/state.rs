@@ -10,7 +10,7 @@ use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, value::RawValue};
 
-use super::{DaprHttpApi, DaprRequest, Reply};
+use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::{
     components::state::{self, Concurrency, StateOperation, StateStore},
     error::{DaprCodes, DaprHttpError},
@@ -40,9 +40,9 @@ struct Item {
     value: Option<Value>,
     #[serde(default)]
     etag: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     metadata: HashMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     options: Options,
 }
 
@@ -54,9 +54,9 @@ struct Options {
 
 #[derive(Deserialize)]
 struct BulkRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     keys: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     parallelism: i32,
 }
 
@@ -74,9 +74,9 @@ struct BulkItem {
 
 #[derive(Deserialize)]
 struct TransactionRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     operations: Vec<Operation>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     metadata: HashMap<String, String>,
 }
 

@@ -7,7 +7,7 @@
 //! configured timeout; one watch task per subscribed app runs there too, resuming from its last
 //! revision after a loss.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use etcd_client::{
@@ -23,7 +23,10 @@ use super::{
     prepare_items,
 };
 use crate::{
-    components::{component::Component, etcd::EtcdConnection},
+    components::{
+        component::Component,
+        etcd::{EtcdConnection, Members},
+    },
     error::{ApiError, chain},
 };
 
@@ -171,14 +174,14 @@ impl ConfigStore for EtcdConfigStore {
     }
 
     async fn subscribe(&self, app_id: &str) -> Result<Subscription, ApiError> {
-        let client = self.etcd.client()?;
+        let members = self.etcd.members()?;
         let prefix = app_prefix(app_id);
         let describe = self.etcd.describe();
         let timeout = self.etcd.timeout();
         let subscription = self.hub.subscribe(app_id, |feed| {
             self.etcd
                 .backend()
-                .spawn(follow(client, prefix, feed, describe, timeout))
+                .spawn(follow(members, prefix, feed, describe, timeout))
                 .map_err(ApiError::from)
         })?;
         if subscription.ready(timeout).await {
@@ -201,10 +204,11 @@ fn entries<'a>(kvs: impl IntoIterator<Item = &'a KeyValue>) -> Vec<(&'a str, &'a
 }
 
 /// Follows `prefix` until the last subscriber goes, re-establishing the watch after a loss from
-/// the revision after the last one delivered, so changes made meanwhile are delivered. Each
-/// read-back is bounded by `timeout`. Backend pool.
+/// the revision after the last one delivered, so changes made meanwhile are delivered (on the
+/// next etcd member: the lost one may be down). Each read-back is bounded by `timeout`. Backend
+/// pool.
 async fn follow(
-    mut client: Client,
+    members: Arc<Members>,
     prefix: String,
     feed: WatchFeed,
     describe: String,
@@ -218,22 +222,28 @@ async fn follow(
     let mut next_revision = 0; // 0: from now
     let mut pause = RETRY_PAUSES.0;
     loop {
-        let session = Session {
-            client: &mut client,
-            prefix: &prefix,
-            events: &events,
-            ready: &ready,
-            timeout,
-        };
-        tokio::select! {
-            _ = &mut stopped => return,
-            lost = session.run(&mut next_revision) => {
-                if *ready.borrow() {
-                    pause = RETRY_PAUSES.0;
+        let (member, client) = members.preferred().await;
+        let lost = match client {
+            Ok(mut client) => {
+                let session = Session {
+                    client: &mut client,
+                    prefix: &prefix,
+                    events: &events,
+                    ready: &ready,
+                    timeout,
+                };
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    lost = session.run(&mut next_revision) => lost,
                 }
-                warn!("{describe}: watch on {prefix:?} lost ({lost}); retrying in {pause:?}");
             }
+            Err(err) => err.to_string(),
+        };
+        members.failed(member);
+        if *ready.borrow() {
+            pause = RETRY_PAUSES.0;
         }
+        warn!("{describe}: watch on {prefix:?} lost ({lost}); retrying in {pause:?}");
         tokio::select! {
             _ = &mut stopped => return,
             _ = tokio::time::sleep(pause) => {}

@@ -1,11 +1,12 @@
 //! The lock building block: the [`LockStore`] contract (TryLock, Unlock, LockKeepAlive with
 //! owner checks and expiry) and its stores: `in-memory`, `redis` (SET NX PX and Lua checks),
-//! `etcd` (keys bound to leases) and `zookeeper` (ephemeral znodes, a session per lock). Stores
-//! are shared by all shards.
+//! `redis_cluster` (Redlock over independent masters), `etcd` (keys bound to leases) and
+//! `zookeeper` (ephemeral znodes, a session per lock). Stores are shared by all shards.
 
 mod etcd;
 mod memory;
 mod redis;
+mod redis_cluster;
 mod zookeeper;
 
 use std::time::Duration;
@@ -61,6 +62,7 @@ pub(crate) const BACKENDS: Registry<dyn LockStore> = Registry {
     backends: &[
         ("in-memory", memory::build),
         ("redis", redis::build),
+        ("redis_cluster", redis_cluster::build),
         ("etcd", etcd::build),
         ("zookeeper", zookeeper::build),
     ],

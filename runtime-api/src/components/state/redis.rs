@@ -159,10 +159,12 @@ impl StateStore for RedisStateStore {
                 if chain(&err).to_string().contains("ETAG_MISMATCH") =>
             {
                 let message = chain(&err).to_string();
+                // redis-rs shows the reply's code and detail apart (`ETAG_MISMATCH": "<key>`).
                 let key = message
-                    .split("ETAG_MISMATCH ")
+                    .split("ETAG_MISMATCH")
                     .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(|rest| rest.trim_start_matches([':', ' ', '"']))
+                    .and_then(|rest| rest.split(['"', ' ']).next())
                     .unwrap_or_default();
                 Err(ApiError::EtagMismatch(key.to_owned()))
             }
