@@ -2,7 +2,8 @@
 # Runs the whole test suite. The tests start real etcd, redis and zookeeper servers on free
 # loopback ports; install them from Debian's packages first if they are missing (zookeeper's
 # package brings its Java runtime). tests/dapr_js.rs runs Dapr's JavaScript SDK with Debian's
-# nodejs (the SDK itself comes from npm into target/dapr-js, once).
+# nodejs (the SDK itself comes from npm into target/dapr-js, once); tests/dapr_python_sdk.rs makes
+# a virtual environment for Dapr's Python SDK (pip from PyPI), which needs python3-venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

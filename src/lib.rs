@@ -132,7 +132,7 @@ enum ListenOn {
 
 /// Every listener's filter chain: the one place the filter registry is wired (this crate's
 /// filters, plus the runtime API's `grpc` terminal serving `runtime` and its `grpc_metric`
-/// stream filter, and the `dapr_http` terminal serving Dapr's HTTP API over the same runtime,
+/// stream filter (its Dapr `Shutdown` pulls `stop`), and the `dapr_http` terminal serving Dapr's HTTP API over the same runtime,
 /// whose shutdown route pulls `stop`). Problems go to `findings`; listeners whose terminal is
 /// not served are left out.
 fn build_chains(
@@ -144,7 +144,7 @@ fn build_chains(
     let registry = FilterRegistry::default()
         .with_terminal(
             layotto_runtime_api::KIND,
-            layotto_runtime_api::builder(runtime.clone()),
+            layotto_runtime_api::builder(runtime.clone(), stop.clone()),
         )
         .with_terminal(
             layotto_runtime_api::dapr_http::KIND,

@@ -26,7 +26,8 @@ use layotto::{Options, StartError};
 use layotto_core::config::{Config, LogLevel, LogPath};
 use tracing::{error, info, warn};
 
-/// The configuration used when `start` finds no other: a gRPC listener on 127.0.0.1:34904.
+/// The configuration used when `start` finds no other: a gRPC listener on 127.0.0.1:34904
+/// (LayOtto's port) and one on 127.0.0.1:50001 (Dapr's gRPC port), serving the same components.
 const EMBEDDED_DEFAULT: &str = include_str!("../configs/default.json");
 
 /// Where LayOtto's `start` looks for its configuration without `-c` (relative to the working

@@ -73,17 +73,15 @@ fn validate(text: &str, backend: &BackendHandle) -> Findings {
     let config = Config::parse(text, &mut findings);
     let health = Arc::new(HealthRegistry::default());
     let runtime = Runtime::from_config(&config, backend, &health, &mut findings);
+    let stop = Arc::new(layotto_core::shutdown::channel().0);
     let registry = FilterRegistry::default()
         .with_terminal(
             layotto_runtime_api::KIND,
-            layotto_runtime_api::builder(runtime.clone()),
+            layotto_runtime_api::builder(runtime.clone(), stop.clone()),
         )
         .with_terminal(
             layotto_runtime_api::dapr_http::KIND,
-            layotto_runtime_api::dapr_http::builder(
-                runtime.clone(),
-                Arc::new(layotto_core::shutdown::channel().0),
-            ),
+            layotto_runtime_api::dapr_http::builder(runtime.clone(), stop),
         )
         .with_stream_filter(
             layotto_runtime_api::filter::METRIC_FILTER_KIND,

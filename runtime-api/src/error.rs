@@ -49,6 +49,12 @@ pub enum ApiError {
     /// The caller may not do this (a secret outside the store's scope).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The call lacks the API token the sidecar requires (Dapr's `dapr-api-token`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The rpc is part of the API but layotto-rs does not serve it.
+    #[error("{0}")]
+    Unimplemented(String),
     /// An etag (or first-write rule) did not match the stored item.
     #[error("etag mismatch for key \"{0}\"")]
     EtagMismatch(String),
@@ -132,7 +138,9 @@ impl ApiError {
             | Self::InvalidArgument(_)
             | Self::NotFound(_)
             | Self::PermissionDenied(_)
+            | Self::Unauthenticated(_)
             | Self::EtagMismatch(_) => Origin::Client,
+            Self::Unimplemented(_) => Origin::Component,
             Self::Unavailable { .. } | Self::Backend { .. } => Origin::Backend,
             Self::Internal { .. } => Origin::Component,
             Self::Transport(_) => Origin::Transport,
@@ -156,6 +164,8 @@ impl ApiError {
             Self::UnknownComponent { .. } | Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Unimplemented(_) => Code::Unimplemented,
             Self::EtagMismatch(_) => Code::Aborted,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::Backend { .. } | Self::Internal { .. } => Code::Internal,
@@ -196,6 +206,169 @@ impl From<CallRejection> for Status {
             }
         }
     }
+}
+
+/// What a Dapr rpc was doing when it failed: Dapr words its errors per operation (dapr/dapr
+/// v1.18.3 `pkg/messages/predefined.go`, `pkg/api/errors/*.go`, `pkg/api/grpc/grpc.go`), and
+/// [`dapr_status`] answers as daprd does.
+#[derive(Debug, Clone, Copy)]
+pub enum DaprOp<'a> {
+    /// `GetState`, `GetBulkState` of `key` in `store`.
+    StateGet {
+        /// The store.
+        store: &'a str,
+        /// The key.
+        key: &'a str,
+    },
+    /// `SaveState` in `store`.
+    StateSave {
+        /// The store.
+        store: &'a str,
+    },
+    /// `DeleteState` of `key`.
+    StateDelete {
+        /// The key.
+        key: &'a str,
+    },
+    /// `DeleteBulkState` in `store`.
+    StateDeleteBulk {
+        /// The store.
+        store: &'a str,
+    },
+    /// `ExecuteStateTransaction`.
+    StateTransaction,
+    /// `QueryStateAlpha1` on `store`.
+    StateQuery {
+        /// The store.
+        store: &'a str,
+    },
+    /// `PublishEvent` and the bulk publishes on `topic` of `pubsub`.
+    Publish {
+        /// The pub/sub component.
+        pubsub: &'a str,
+        /// The topic.
+        topic: &'a str,
+    },
+    /// `SubscribeTopicEventsAlpha1`.
+    Subscribe,
+    /// `InvokeBinding` of `name`.
+    Binding {
+        /// The binding.
+        name: &'a str,
+    },
+    /// `GetSecret`/`GetBulkSecret` of `key` in `store`.
+    Secret {
+        /// The store.
+        store: &'a str,
+        /// The key (empty for a bulk read).
+        key: &'a str,
+    },
+    /// `GetConfiguration` in `store`.
+    ConfigurationGet {
+        /// The store.
+        store: &'a str,
+    },
+    /// `SubscribeConfiguration` in `store`.
+    ConfigurationSubscribe {
+        /// The store.
+        store: &'a str,
+    },
+    /// `TryLockAlpha1`.
+    TryLock,
+    /// `UnlockAlpha1`.
+    Unlock,
+    /// `InvokeService` of app `app_id`.
+    Invoke {
+        /// The target app.
+        app_id: &'a str,
+    },
+    /// Anything else: the error's own message.
+    Other,
+}
+
+/// `err` as daprd answers it for `op`: an unknown component is `INVALID_ARGUMENT` "… is not
+/// found" (`FAILED_PRECONDITION` "… is not configured" when its block has none); an etag
+/// mismatch is `ABORTED` for saves and deletes but `INTERNAL` inside a transaction (daprd's
+/// codes); other errors keep their code, with Dapr's message around the cause chain.
+pub fn dapr_status(err: ApiError, op: DaprOp<'_>) -> Status {
+    if let ApiError::UnknownComponent { block, name, known } = &err {
+        let noun = match *block {
+            "state" => "state store",
+            "pub_subs" => "pubsub",
+            "config_store" => "configuration store",
+            "lock" => "lock store",
+            "secret_store" => "secret store",
+            "bindings" => "output binding",
+            other => other,
+        };
+        return if known.is_empty() {
+            Status::new(
+                Code::FailedPrecondition,
+                format!("{noun} {name} is not configured"),
+            )
+        } else if *block == "bindings" {
+            Status::new(
+                Code::Internal,
+                format!(
+                    "error invoking output binding {name}: couldn't find output binding {name}"
+                ),
+            )
+        } else {
+            Status::new(Code::InvalidArgument, format!("{noun} {name} is not found"))
+        };
+    }
+    let cause = chain(&err).to_string();
+    let code = match (&err, op) {
+        (ApiError::EtagMismatch(_), DaprOp::StateTransaction)
+        | (ApiError::NotFound(_), DaprOp::Secret { .. } | DaprOp::Binding { .. }) => Code::Internal,
+        _ => err.code(),
+    };
+    if matches!(
+        err,
+        ApiError::InvalidArgument(_) | ApiError::Unauthenticated(_) | ApiError::Unimplemented(_)
+    ) {
+        return Status::new(code, cause);
+    }
+    let cause = match err {
+        ApiError::EtagMismatch(_) => {
+            format!("possible etag mismatch. error from state store: {cause}")
+        }
+        _ => cause,
+    };
+    let message = match op {
+        DaprOp::StateGet { store, key } => {
+            format!("fail to get {key} from state store {store}: {cause}")
+        }
+        DaprOp::StateSave { store } => {
+            format!("failed saving state in state store {store}: {cause}")
+        }
+        DaprOp::StateDelete { key } => format!("failed deleting state with key {key}: {cause}"),
+        DaprOp::StateDeleteBulk { store } => {
+            format!("failed deleting state in state store {store}: {cause}")
+        }
+        DaprOp::StateTransaction => format!("error while executing state transaction: {cause}"),
+        DaprOp::StateQuery { store } => {
+            format!("failed query in state store {store}: {cause}")
+        }
+        DaprOp::Publish { pubsub, topic } => {
+            format!("error when publishing to topic {topic} in pubsub {pubsub}: {cause}")
+        }
+        DaprOp::Binding { name } => format!("error invoking output binding {name}: {cause}"),
+        DaprOp::Secret { store, key } => {
+            format!("failed getting secret with key {key} from secret store {store}: {cause}")
+        }
+        DaprOp::ConfigurationGet { store } => {
+            format!("failed to get configuration from Configuration store {store}: {cause}")
+        }
+        DaprOp::ConfigurationSubscribe { store } => {
+            format!("failed to subscribe configuration from Configuration store {store}: {cause}")
+        }
+        DaprOp::TryLock => format!("failed to try acquiring lock: {cause}"),
+        DaprOp::Unlock => format!("failed to release lock: {cause}"),
+        DaprOp::Invoke { app_id } => format!("failed to invoke, id: {app_id}, err: {cause}"),
+        DaprOp::Subscribe | DaprOp::Other => cause,
+    };
+    Status::new(code, message)
 }
 
 /// The Dapr error codes of one Dapr HTTP operation (daprd's `pkg/messages/errorcodes`): what an
@@ -292,6 +465,8 @@ impl ApiError {
             Self::InvalidArgument(_) => (400, codes.failed),
             Self::EtagMismatch(_) => (409, codes.failed),
             Self::PermissionDenied(_) => (403, "ERR_PERMISSION_DENIED"),
+            Self::Unauthenticated(_) => (401, DaprHttpError::INVALID_TOKEN),
+            Self::Unimplemented(_) => (501, "ERR_API_UNIMPLEMENTED"),
             Self::NotFound(_)
             | Self::Unavailable { .. }
             | Self::Backend { .. }
@@ -438,6 +613,52 @@ mod tests {
             (limited.code, limited.message.as_str()),
             (Code::Unknown, "over")
         );
+    }
+
+    #[test]
+    fn dapr_statuses_follow_daprd() {
+        let unknown = |known: Vec<String>| ApiError::UnknownComponent {
+            block: "state",
+            name: "s".into(),
+            known,
+        };
+        let save = DaprOp::StateSave { store: "s" };
+        let cases = [
+            (
+                dapr_status(unknown(vec!["a".into()]), save),
+                Code::InvalidArgument,
+                "state store s is not found",
+            ),
+            (
+                dapr_status(unknown(vec![]), save),
+                Code::FailedPrecondition,
+                "state store s is not configured",
+            ),
+            (
+                dapr_status(ApiError::EtagMismatch("k".into()), save),
+                Code::Aborted,
+                "failed saving state in state store s: possible etag mismatch. error from state store: etag mismatch for key \"k\"",
+            ),
+            (
+                dapr_status(ApiError::EtagMismatch("k".into()), DaprOp::StateTransaction),
+                Code::Internal,
+                "error while executing state transaction: possible etag mismatch",
+            ),
+            (
+                dapr_status(ApiError::unavailable("redis down"), DaprOp::TryLock),
+                Code::Unavailable,
+                "failed to try acquiring lock: redis down",
+            ),
+            (
+                dapr_status(ApiError::InvalidArgument("bad".into()), save),
+                Code::InvalidArgument,
+                "bad",
+            ),
+        ];
+        for (status, code, message) in cases {
+            assert_eq!(status.code, code, "{}", status.message);
+            assert!(status.message.starts_with(message), "{}", status.message);
+        }
     }
 
     #[test]

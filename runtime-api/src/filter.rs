@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use layotto_core::config::{FilterConfig, Findings, join, parse_duration};
+use layotto_core::{
+    config::{FilterConfig, Findings, join, parse_duration},
+    shutdown::ShutdownTrigger,
+};
 use layotto_filters::{
     chain::TerminalFactory, registry::BuildContext, stream::StreamFilterFactory,
 };
@@ -13,6 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     api::RuntimeApi,
+    dapr::DaprApi,
     grpc::{
         codec::HEADER_LEN,
         server::{GrpcServerFactory, GrpcSettings},
@@ -37,16 +41,20 @@ struct GrpcFilterConfig {
     max_control_frame_burst: Option<u32>,
     per_connection_buffer_limit_bytes: Option<usize>,
     listener_buffer_limit_bytes: Option<usize>,
+    /// Dapr's API token: every Dapr rpc must carry it in `dapr-api-token`.
+    dapr_api_token: Option<String>,
 }
 
-/// The `grpc` terminal's builder: runtime API servers over `runtime`.
+/// The `grpc` terminal's builder: runtime API servers (LayOtto's and Dapr's services) over
+/// `runtime`, whose Dapr `Shutdown` pulls `stop`.
 pub fn builder(
     runtime: Arc<Runtime>,
+    stop: Arc<ShutdownTrigger>,
 ) -> impl Fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn TerminalFactory>>
 + Send
 + Sync
 + 'static {
-    move |filter, ctx, findings| build(filter, ctx, findings, &runtime)
+    move |filter, ctx, findings| build(filter, ctx, findings, &runtime, &stop)
 }
 
 /// Builds the runtime API server from a `grpc` filter entry, recording problems in `findings`.
@@ -55,6 +63,7 @@ fn build(
     ctx: &BuildContext<'_>,
     findings: &mut Findings,
     runtime: &Arc<Runtime>,
+    stop: &Arc<ShutdownTrigger>,
 ) -> Option<Arc<dyn TerminalFactory>> {
     let path = join(&filter.path, "config");
     // `grpc_config` is the runtime's (see [`Runtime::from_config`]); the rest is this filter's.
@@ -150,11 +159,21 @@ fn build(
             format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
         );
     }
+    // The config's token, else Dapr's environment variable; empty means none.
+    let token: Option<Arc<str>> = config
+        .dapr_api_token
+        .or_else(|| std::env::var(crate::dapr::TOKEN_ENV).ok())
+        .filter(|token| !token.is_empty())
+        .map(Arc::from);
     let server = GrpcServerFactory::new(
         settings,
         {
-            let runtime = runtime.clone();
-            Arc::new(move |_shard| RuntimeApi::router(runtime.clone()))
+            let (runtime, stop) = (runtime.clone(), stop.clone());
+            Arc::new(move |_shard| {
+                let mut router = RuntimeApi::router(runtime.clone());
+                DaprApi::add_routes(&mut router, runtime.clone(), stop.clone(), token.clone());
+                router
+            })
         },
         ctx.stream_filters.clone(),
         ctx.listener.map_or("grpc", |l| l.name.as_str()),

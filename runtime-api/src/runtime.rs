@@ -30,6 +30,7 @@ use crate::{
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
     },
+    dapr::DaprShared,
     dapr_resources,
     error::chain,
     filter::KIND,
@@ -54,6 +55,7 @@ pub struct Runtime {
     components: Components,
     app: Option<AppSettings>,
     backend: BackendHandle,
+    dapr: DaprShared,
     /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
     #[expect(
         clippy::disallowed_types,
@@ -108,6 +110,11 @@ impl Runtime {
         self.app
             .as_ref()
             .map_or("layotto", |app| app.app_id.as_str())
+    }
+
+    /// What Dapr's API keeps for the whole process (its subscriptions).
+    pub fn dapr(&self) -> &DaprShared {
+        &self.dapr
     }
 
     /// Dapr's extended metadata: what callers set with `PUT /v1.0/metadata/{key}`.
@@ -310,6 +317,7 @@ impl<'a> RuntimeBuilder<'a> {
             components: self.components,
             app: self.app.map(|(app, _)| app),
             backend: self.backend.clone(),
+            dapr: DaprShared::default(),
             extended_metadata: Default::default(),
         })
     }

@@ -273,15 +273,18 @@ impl LayottoBinary {
     }
 
     /// `layotto start` with no config file (in an empty working directory, without
-    /// `$RUNTIME_CONFIG`): the embedded default.
+    /// `$RUNTIME_CONFIG`): the embedded default (waits for all its listeners).
     pub fn start_default() -> Self {
+        let default: Value =
+            serde_json::from_str(include_str!("../../configs/default.json")).unwrap();
+        let listeners = default["servers"][0]["listeners"].as_array().unwrap().len();
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(binary());
         command
             .arg("start")
             .current_dir(dir.path())
             .env_remove("RUNTIME_CONFIG");
-        Self::spawn(command, dir, 1)
+        Self::spawn(command, dir, listeners)
     }
 
     /// Runs a prepared command (its arguments, working directory and environment set by the

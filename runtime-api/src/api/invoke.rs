@@ -36,21 +36,7 @@ impl RuntimeApi {
         }
         let (verb, querystring) = match &message.http_extension {
             None => (None, ""),
-            Some(extension) => {
-                let verb = match extension.verb() {
-                    Verb::None => None,
-                    Verb::Get => Some(http::Method::GET),
-                    Verb::Head => Some(http::Method::HEAD),
-                    Verb::Post => Some(http::Method::POST),
-                    Verb::Put => Some(http::Method::PUT),
-                    Verb::Delete => Some(http::Method::DELETE),
-                    Verb::Connect => Some(http::Method::CONNECT),
-                    Verb::Options => Some(http::Method::OPTIONS),
-                    Verb::Trace => Some(http::Method::TRACE),
-                    Verb::Patch => Some(http::Method::PATCH),
-                };
-                (verb, extension.querystring.as_str())
-            }
+            Some(extension) => (http_method(extension.verb), extension.querystring.as_str()),
         };
         let data = message.data.map(|any| any.value).unwrap_or_default();
         let answer = invoker
@@ -70,5 +56,22 @@ impl RuntimeApi {
             }),
             content_type: answer.content_type,
         })
+    }
+}
+
+/// The HTTP method of an `HTTPExtension.Verb` (LayOtto's and Dapr's enums share the numbers);
+/// `None` for `NONE` or an unknown number.
+pub(crate) fn http_method(verb: i32) -> Option<http::Method> {
+    match Verb::try_from(verb).ok()? {
+        Verb::None => None,
+        Verb::Get => Some(http::Method::GET),
+        Verb::Head => Some(http::Method::HEAD),
+        Verb::Post => Some(http::Method::POST),
+        Verb::Put => Some(http::Method::PUT),
+        Verb::Delete => Some(http::Method::DELETE),
+        Verb::Connect => Some(http::Method::CONNECT),
+        Verb::Options => Some(http::Method::OPTIONS),
+        Verb::Trace => Some(http::Method::TRACE),
+        Verb::Patch => Some(http::Method::PATCH),
     }
 }

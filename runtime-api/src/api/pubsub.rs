@@ -3,15 +3,16 @@
 
 use std::rc::Rc;
 
-use crate::components::pubsub::Answer;
-use crate::components::pubsub::Retries;
-use crate::components::pubsub::cloud_event;
+use prost::Message;
+
+use crate::components::pubsub::{Answer, Retries, Subscription, cloud_event};
 use glommio::timer::sleep;
 use layotto_proto::runtime::{
     PublishEventRequest, SubscribeTopicEventsRequest, SubscribeTopicEventsResponse,
-    SubscribeTopicEventsResponseInitial,
+    SubscribeTopicEventsResponseInitial, TopicEventRequest,
     subscribe_topic_events_request::SubscribeTopicEventsRequestType,
     subscribe_topic_events_response::SubscribeTopicEventsResponseType,
+    topic_event_response::TopicEventResponseStatus,
 };
 
 use super::{RuntimeApi, path};
@@ -76,7 +77,7 @@ impl RuntimeApi {
         if initial.topic.is_empty() {
             return Err(ApiError::InvalidArgument("the topic is empty".into()).into());
         }
-        let mut events = broker.subscribe(&initial.topic).await?;
+        let events = broker.subscribe(&initial.topic).await?;
         let initial_response = SubscribeTopicEventsResponseType::InitialResponse(
             SubscribeTopicEventsResponseInitial {},
         );
@@ -85,50 +86,96 @@ impl RuntimeApi {
                 subscribe_topic_events_response_type: Some(initial_response),
             })
             .await?;
+        deliver::<LayOttoStream>(events, &mut requests, &mut responses).await
+    }
+}
+
+/// LayOtto's `SubscribeTopicEvents` messages.
+struct LayOttoStream;
+
+impl EventStream for LayOttoStream {
+    type Request = SubscribeTopicEventsRequest;
+    type Response = SubscribeTopicEventsResponse;
+
+    fn event_message(event: &TopicEventRequest) -> Self::Response {
+        SubscribeTopicEventsResponse {
+            subscribe_topic_events_response_type: Some(
+                SubscribeTopicEventsResponseType::EventMessage(event.clone()),
+            ),
+        }
+    }
+
+    fn processed(request: Self::Request) -> Option<(String, i32)> {
+        match request.subscribe_topic_events_request_type? {
+            SubscribeTopicEventsRequestType::EventProcessed(processed) => {
+                Some((processed.id, processed.status.unwrap_or_default().status))
+            }
+            SubscribeTopicEventsRequestType::InitialRequest(_) => None,
+        }
+    }
+}
+
+/// How a streaming-subscription API spells its messages after the first: LayOtto's
+/// `SubscribeTopicEvents` and Dapr's `SubscribeTopicEventsAlpha1` differ only in names (and in
+/// how an event is encoded), so both deliver with [`deliver`].
+pub(crate) trait EventStream {
+    /// The client's messages.
+    type Request: Message + Default;
+    /// The server's messages.
+    type Response: Message;
+    /// The `event_message` response carrying `event`.
+    fn event_message(event: &TopicEventRequest) -> Self::Response;
+    /// The event id and status of an `event_processed` message; `None` for any other.
+    fn processed(request: Self::Request) -> Option<(String, i32)>;
+}
+
+/// Sends each event of `events` as `event_message` and waits for the client's
+/// `event_processed` of its id: SUCCESS and DROP move on, RETRY (or an unknown status) sends it
+/// again, bounded by [`Retries`]. Ends when the client does.
+pub(crate) async fn deliver<S: EventStream>(
+    mut events: Subscription,
+    requests: &mut Requests,
+    responses: &mut Responses,
+) -> Result<(), Status> {
+    loop {
+        let delivery = futures_lite::future::or(async { Ok(events.recv().await) }, async {
+            // Nothing is in flight: a message now is out of turn, the end is the end.
+            match requests.next::<S::Request>().await? {
+                None => Ok(None),
+                Some(_) => Err(Status::from(ApiError::InvalidArgument(
+                    "event_processed for no event in flight".into(),
+                ))),
+            }
+        })
+        .await?;
+        let Some(delivery) = delivery else {
+            return Ok(());
+        };
+        let mut retries = Retries::default();
         loop {
-            let delivery = futures_lite::future::or(async { Ok(events.recv().await) }, async {
-                // Nothing is in flight: a message now is out of turn, the end is the end.
-                match requests.next::<SubscribeTopicEventsRequest>().await? {
-                    None => Ok(None),
-                    Some(_) => Err(Status::from(ApiError::InvalidArgument(
-                        "event_processed for no event in flight".into(),
-                    ))),
-                }
-            })
-            .await?;
-            let Some(delivery) = delivery else {
+            responses.send(&S::event_message(&delivery.event)).await?;
+            let Some(answer) = processed::<S>(requests, &delivery.event.id).await? else {
                 return Ok(());
             };
-            let mut retries = Retries::default();
-            loop {
-                let message =
-                    SubscribeTopicEventsResponseType::EventMessage(delivery.event.clone());
-                responses
-                    .send(&SubscribeTopicEventsResponse {
-                        subscribe_topic_events_response_type: Some(message),
-                    })
-                    .await?;
-                let Some(answer) = processed(&mut requests, &delivery.event.id).await? else {
-                    return Ok(());
-                };
-                if retries.settle(&answer, sleep).await.is_some() {
-                    break;
-                }
+            if retries.settle(&answer, sleep).await.is_some() {
+                break;
             }
-            delivery.finish();
         }
+        delivery.finish();
     }
 }
 
 /// Reads the client's `event_processed` for event `id` (skipping answers to other ids); `None`
 /// when the client has finished.
-async fn processed(requests: &mut Requests, id: &str) -> Result<Option<Answer>, Status> {
-    while let Some(message) = requests.next::<SubscribeTopicEventsRequest>().await? {
-        if let Some(SubscribeTopicEventsRequestType::EventProcessed(processed)) =
-            message.subscribe_topic_events_request_type
-            && processed.id == id
+async fn processed<S: EventStream>(
+    requests: &mut Requests,
+    id: &str,
+) -> Result<Option<Answer>, Status> {
+    while let Some(message) = requests.next::<S::Request>().await? {
+        if let Some((answered, status)) = S::processed(message)
+            && answered == id
         {
-            let status = processed.status.unwrap_or_default().status();
+            let status = TopicEventResponseStatus::try_from(status).unwrap_or_default();
             return Ok(Some(Ok(status)));
         }
     }

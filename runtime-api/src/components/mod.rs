@@ -205,6 +205,18 @@ macro_rules! blocks {
                 true
             }
 
+            /// Every component's label and config `type`, in table order.
+            pub fn types(&self) -> Vec<(Label, &str)> {
+                let mut all = Vec::new();
+                $(
+                    for (name, _) in self.$field.iter() {
+                        let kind = self.$field.backend_type(name).unwrap_or_default();
+                        all.push((Label { block: $label, name: name.to_owned() }, kind));
+                    }
+                )+
+                all
+            }
+
             /// Every component with its label, in table order.
             pub fn all(&self) -> Vec<(Label, Arc<dyn Component>)> {
                 let mut all = Vec::new();

@@ -14,6 +14,8 @@ use super::{
 
 /// What a handler receives: the request messages and the response sink.
 pub struct Call {
+    /// The request's headers (gRPC metadata such as `dapr-api-token`).
+    pub headers: http::HeaderMap,
     /// Incoming messages.
     pub requests: Requests,
     /// Outgoing messages.
@@ -39,6 +41,11 @@ impl Router {
     /// The handler for `path`.
     pub fn get(&self, path: &str) -> Option<&Handler> {
         self.routes.get(path)
+    }
+
+    /// Every route, taken out (to wrap each handler before adding it to another router).
+    pub fn into_routes(self) -> impl Iterator<Item = (String, Handler)> {
+        self.routes.into_iter()
     }
 
     /// Every routed path.

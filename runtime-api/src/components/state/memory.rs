@@ -77,6 +77,25 @@ impl StateStore for InMemoryStateStore {
             }))
     }
 
+    async fn scan(&self, prefix: &str) -> Result<Option<Vec<(String, StateEntry)>>, ApiError> {
+        let now = self.clock.now();
+        let mut found: Vec<(String, StateEntry)> = self
+            .lock()
+            .entries
+            .iter()
+            .filter(|(key, entry)| key.starts_with(prefix) && entry.live(now))
+            .map(|(key, entry)| {
+                let entry = StateEntry {
+                    value: entry.value.clone(),
+                    etag: entry.etag.to_string(),
+                };
+                (key.clone(), entry)
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(found))
+    }
+
     async fn apply(&self, operations: Vec<StateOperation>) -> Result<(), ApiError> {
         let now = self.clock.now();
         let mut inner = self.lock();

@@ -85,6 +85,13 @@ pub trait StateStore: Component {
 
     /// Applies every operation, in order, atomically: if any etag check fails, nothing changes.
     async fn apply(&self, operations: Vec<StateOperation>) -> Result<(), ApiError>;
+
+    /// Every live entry whose key starts with `prefix`, in key order, for queries (Dapr's
+    /// `QueryStateAlpha1`); `None` when the store cannot list its keys.
+    async fn scan(&self, prefix: &str) -> Result<Option<Vec<(String, StateEntry)>>, ApiError> {
+        let _ = prefix;
+        Ok(None)
+    }
 }
 
 /// Checks a write of `key` against its current etag under the concurrency rules.
