@@ -14,6 +14,7 @@ use layotto_core::{
     config::{Config, Findings, join},
     health::{HealthCheck, HealthRegistry},
 };
+use layotto_filters::http_proxy::HttpProxyDirectory;
 use serde_json::Value;
 use tracing::info;
 
@@ -46,13 +47,16 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the components of every `grpc` filter in `config`, recording problems (with their
     /// JSON paths) in `findings`; their health checks go into `health`.
+    /// `http_proxies` is where the listeners' HTTP proxies will be found (LayOtto's `mosn`
+    /// invoker hands calls to one).
     pub fn from_config(
         config: &Config,
         backend: &BackendHandle,
         health: &HealthRegistry,
+        http_proxies: &Arc<HttpProxyDirectory>,
         findings: &mut Findings,
     ) -> Arc<Self> {
-        let mut builder = RuntimeBuilder::new(backend);
+        let mut builder = RuntimeBuilder::new(backend).with_http_proxies(http_proxies.clone());
         for listener in &config.listeners {
             for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
                 if let Some(grpc_config) = filter.config.get("grpc_config") {
@@ -129,6 +133,7 @@ impl Runtime {
 pub struct RuntimeBuilder<'a> {
     backend: &'a BackendHandle,
     clock: Arc<dyn Clock>,
+    http_proxies: Arc<HttpProxyDirectory>,
     components: Components,
     app: Option<(AppSettings, String)>,
 }
@@ -139,6 +144,7 @@ impl<'a> RuntimeBuilder<'a> {
         Self {
             backend,
             clock: Arc::new(MonotonicClock::default()),
+            http_proxies: Arc::default(),
             components: Components::default(),
             app: None,
         }
@@ -147,6 +153,12 @@ impl<'a> RuntimeBuilder<'a> {
     /// Time-dependent components (TTLs, lock expiry) built after this run on `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Components handing calls to a listener's HTTP proxy find it in `http_proxies`.
+    pub fn with_http_proxies(mut self, http_proxies: Arc<HttpProxyDirectory>) -> Self {
+        self.http_proxies = http_proxies;
         self
     }
 
@@ -171,6 +183,7 @@ impl<'a> RuntimeBuilder<'a> {
                 backend: self.backend,
                 clock: &self.clock,
                 findings,
+                http_proxies: &self.http_proxies,
             };
             if self
                 .components

@@ -14,6 +14,8 @@ use super::{
 
 /// What a handler receives: the request messages and the response sink.
 pub struct Call {
+    /// The request's headers (gRPC metadata such as `dapr-api-token`).
+    pub headers: http::HeaderMap,
     /// Incoming messages.
     pub requests: Requests,
     /// Outgoing messages.

@@ -233,6 +233,7 @@ impl GrpcServer {
         };
         let max = self.settings.max_message_size;
         let work = handler(Call {
+            headers: parts.headers,
             requests: Requests::new(body, max),
             responses: Responses::new(response.clone(), max),
         });
