@@ -410,7 +410,10 @@ impl ShardProxy {
             });
         };
         let timeout = action.timeout;
-        let cluster_at = self.plan.cluster_index[&action.cluster];
+        // Every route's cluster was found when the proxy was built (or the config was refused).
+        let Some(&cluster_at) = self.plan.cluster_index.get(&action.cluster) else {
+            return Err(Failure::NoHost(action.cluster.clone()));
+        };
         let cluster = &self.plan.clusters[cluster_at];
         let (host, mut sender) = self.connection(cluster_at, cluster).await?;
         prepare_upstream(&mut request, host);
