@@ -89,18 +89,26 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     let metrics = Arc::new(MetricsRegistry::default());
     metrics.register(Arc::new(pool.handle()));
     let health = Arc::new(HealthRegistry::default());
+    let ctx = BuildContext::new(
+        &config,
+        plan.len(),
+        pool.handle(),
+        metrics.clone(),
+        health.clone(),
+    );
     // The components are the process's, built once before any listener: every API serves them.
     let runtime = Runtime::from_config_and_resources(
         &config,
         options.resources_path.as_deref(),
         &pool.handle(),
         &health,
+        &ctx.http_proxies,
         &mut findings,
     );
-    let ctx = BuildContext::new(&config, plan.len(), pool.handle(), metrics.clone(), health);
     let (trigger, signal) = shutdown::channel();
     let trigger = Arc::new(trigger);
     let chains = build_chains(&ctx, &runtime, &trigger, &mut findings);
+    ctx.http_proxies.check(&mut findings);
     if !findings.errors.is_empty() {
         return Err(StartError::InvalidConfig(findings.errors));
     }

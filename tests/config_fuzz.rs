@@ -72,7 +72,13 @@ fn validate(text: &str, backend: &BackendHandle) -> Findings {
     let mut findings = Findings::default();
     let config = Config::parse(text, &mut findings);
     let health = Arc::new(HealthRegistry::default());
-    let runtime = Runtime::from_config(&config, backend, &health, &mut findings);
+    let runtime = Runtime::from_config(
+        &config,
+        backend,
+        &health,
+        &Default::default(),
+        &mut findings,
+    );
     let stop = Arc::new(layotto_core::shutdown::channel().0);
     let registry = FilterRegistry::default()
         .with_terminal(

@@ -41,23 +41,20 @@ const IGNORED_PROXY_KEYS: &[&str] = &[
     "extend_config",
 ];
 
-/// Builds the actuator from a `proxy` filter entry on a listener with `actuator_filter`; other
-/// `proxy` listeners are not served (noted, not an error).
+/// True when the listener being built is LayOtto's actuator host (a `proxy` terminal with the
+/// `actuator_filter` stream filter).
+pub fn hosts_actuator(ctx: &BuildContext<'_>) -> bool {
+    ctx.listener
+        .is_some_and(|l| l.stream_filters.iter().any(|f| f.kind == FILTER_KIND))
+}
+
+/// Builds the actuator from the `proxy` filter entry of its listener (see [`hosts_actuator`];
+/// other `proxy` listeners are HTTP proxies, [`crate::http_proxy`]).
 pub fn build(
     filter: &FilterConfig,
     ctx: &BuildContext<'_>,
     findings: &mut Findings,
 ) -> Option<Arc<dyn TerminalFactory>> {
-    let is_actuator = ctx
-        .listener
-        .is_some_and(|l| l.stream_filters.iter().any(|f| f.kind == FILTER_KIND));
-    if !is_actuator {
-        findings.ignore(
-            filter.path.clone(),
-            "an HTTP proxy is served only as the actuator's host (with actuator_filter); listener not started",
-        );
-        return None;
-    }
     let _: Map<String, Value> = findings.decode(
         &filter.config,
         &join(&filter.path, "config"),

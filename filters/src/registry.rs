@@ -13,6 +13,7 @@ use layotto_core::{
 
 use crate::{
     chain::{FilterChainFactory, NetworkFilterFactory, TerminalFactory},
+    http_proxy::HttpProxyDirectory,
     stream::StreamFilterFactory,
 };
 
@@ -33,6 +34,8 @@ pub struct BuildContext<'a> {
     /// The stream filters of the listener being built (set by [`FilterRegistry::build`] for its
     /// terminal; empty otherwise).
     pub stream_filters: Vec<Arc<dyn StreamFilterFactory>>,
+    /// Where HTTP proxies are found by listener name (for in-process callers).
+    pub http_proxies: Arc<HttpProxyDirectory>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -52,6 +55,7 @@ impl<'a> BuildContext<'a> {
             health,
             listener: None,
             stream_filters: Vec::new(),
+            http_proxies: Arc::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl<'a> BuildContext<'a> {
             health: self.health.clone(),
             listener: Some(listener),
             stream_filters,
+            http_proxies: self.http_proxies.clone(),
         }
     }
 }
@@ -104,10 +109,7 @@ impl Default for FilterRegistry {
         Self {
             terminals: vec![
                 (crate::tcp_proxy::KIND, Arc::new(crate::tcp_proxy::build)),
-                (
-                    crate::actuator::PROXY_KIND,
-                    Arc::new(crate::actuator::build),
-                ),
+                (crate::http_proxy::KIND, Arc::new(crate::http_proxy::build)),
             ],
             filters: vec![
                 (

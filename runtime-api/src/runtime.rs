@@ -19,6 +19,7 @@ use layotto_core::{
     config::{Config, Findings, join},
     health::{HealthCheck, HealthRegistry},
 };
+use layotto_filters::http_proxy::HttpProxyDirectory;
 use serde_json::Value;
 use tracing::info;
 
@@ -67,13 +68,16 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the components of every `grpc` filter in `config`, recording problems (with their
     /// JSON paths) in `findings`; their health checks go into `health`.
+    /// `http_proxies` is where the listeners' HTTP proxies will be found (LayOtto's `mosn`
+    /// invoker hands calls to one).
     pub fn from_config(
         config: &Config,
         backend: &BackendHandle,
         health: &HealthRegistry,
+        http_proxies: &Arc<HttpProxyDirectory>,
         findings: &mut Findings,
     ) -> Arc<Self> {
-        Self::from_config_and_resources(config, None, backend, health, findings)
+        Self::from_config_and_resources(config, None, backend, health, http_proxies, findings)
     }
 
     /// Like [`Runtime::from_config`], plus the Dapr component files in `resources_path` (Dapr's
@@ -83,9 +87,10 @@ impl Runtime {
         resources_path: Option<&Path>,
         backend: &BackendHandle,
         health: &HealthRegistry,
+        http_proxies: &Arc<HttpProxyDirectory>,
         findings: &mut Findings,
     ) -> Arc<Self> {
-        let mut builder = RuntimeBuilder::new(backend);
+        let mut builder = RuntimeBuilder::new(backend).with_http_proxies(http_proxies.clone());
         for listener in &config.listeners {
             for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
                 if let Some(grpc_config) = filter.config.get("grpc_config") {
@@ -170,6 +175,7 @@ impl Runtime {
 pub struct RuntimeBuilder<'a> {
     backend: &'a BackendHandle,
     clock: Arc<dyn Clock>,
+    http_proxies: Arc<HttpProxyDirectory>,
     components: Components,
     app: Option<(AppSettings, String)>,
     /// The secret stores a reference has started (read) already.
@@ -182,6 +188,7 @@ impl<'a> RuntimeBuilder<'a> {
         Self {
             backend,
             clock: Arc::new(MonotonicClock::default()),
+            http_proxies: Arc::default(),
             components: Components::default(),
             app: None,
             started_stores: RefCell::default(),
@@ -191,6 +198,12 @@ impl<'a> RuntimeBuilder<'a> {
     /// Time-dependent components (TTLs, lock expiry) built after this run on `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Components handing calls to a listener's HTTP proxy find it in `http_proxies`.
+    pub fn with_http_proxies(mut self, http_proxies: Arc<HttpProxyDirectory>) -> Self {
+        self.http_proxies = http_proxies;
         self
     }
 
@@ -282,6 +295,7 @@ impl<'a> RuntimeBuilder<'a> {
             clock: &self.clock,
             findings,
             refs: takes_refs.then_some(&stores as &dyn RefTargets),
+            http_proxies: &self.http_proxies,
         };
         build(&mut self.components, &mut cx)
     }

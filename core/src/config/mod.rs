@@ -52,7 +52,6 @@ const IGNORED_SERVER: &[&str] = &[
     "processor",
     "use_netpoll_mode",
     "optimize_local_write",
-    "routers",
 ];
 const IGNORED_LISTENER: &[&str] = &[
     "type",
@@ -99,6 +98,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Upstream clusters by name order of the file.
     pub clusters: Vec<ClusterConfig>,
+    /// MOSN's route tables (`servers[0].routers`), each validated by the filter that uses it.
+    pub routers: Vec<RouterConfig>,
     /// Where to serve Prometheus metrics (`metrics.sinks[type=prometheus]`), if anywhere.
     pub prometheus: Option<PrometheusSink>,
     /// MOSN's top-level `pid`: where the binary writes its pid file, if the file says.
@@ -282,6 +283,31 @@ pub struct FilterConfig {
     pub path: String,
 }
 
+/// One of MOSN's route tables, `servers[0].routers[i]`: found by its `router_config_name`; the
+/// rest (`virtual_hosts`, …) is decoded by the filter naming it (the HTTP `proxy`).
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Its `router_config_name`.
+    pub name: String,
+    /// The whole entry.
+    pub config: Value,
+    /// JSON path of this entry.
+    pub path: String,
+}
+
+/// How a cluster picks a host (`lb_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    /// `LB_ROUNDROBIN` (the default): hosts in turn, in proportion to their weights.
+    #[default]
+    RoundRobin,
+    /// `LB_RANDOM`: a host drawn at random, in proportion to its weight.
+    Random,
+}
+
+/// MOSN's bounds of a host's `weight`; values outside are clamped, as MOSN does.
+pub const HOST_WEIGHTS: std::ops::RangeInclusive<u32> = 1..=128;
+
 /// An upstream cluster from `cluster_manager.clusters`.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -289,6 +315,10 @@ pub struct ClusterConfig {
     pub name: String,
     /// Host addresses, balanced round-robin.
     pub hosts: Vec<SocketAddr>,
+    /// Each host's `weight` (default 1, clamped to [`HOST_WEIGHTS`]), in the order of `hosts`.
+    pub weights: Vec<u32>,
+    /// How a host is picked (`lb_type`).
+    pub lb: LbPolicy,
     /// Limit on establishing an upstream connection.
     pub connect_timeout: Duration,
     /// Active TCP checks of the hosts (`health_check`), if configured.
@@ -340,6 +370,11 @@ impl Config {
         config
     }
 
+    /// The route table called `name` (`router_config_name`).
+    pub fn router(&self, name: &str) -> Option<&RouterConfig> {
+        self.routers.iter().find(|r| r.name == name)
+    }
+
     /// The cluster called `name`.
     pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
         self.clusters.iter().find(|c| c.name == name)
@@ -362,6 +397,8 @@ struct RawServer {
     reserved_fds: Option<usize>,
     #[serde(default)]
     listeners: Vec<Value>,
+    #[serde(default)]
+    routers: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +480,28 @@ fn read_server(value: &Value, config: &mut Config, findings: &mut Findings) {
         }
     }
     config.reserved_fds = server.reserved_fds;
+    let routers_path = join(&path, "routers");
+    for (i, router) in server.routers.into_iter().enumerate() {
+        let router_path = index(&routers_path, i);
+        let name = router
+            .get("router_config_name")
+            .cloned()
+            .map(serde_json::from_value::<String>);
+        match name {
+            Some(Ok(name)) => config.routers.push(RouterConfig {
+                name,
+                config: router,
+                path: router_path,
+            }),
+            Some(Err(err)) => {
+                findings.error(join(&router_path, "router_config_name"), err.to_string())
+            }
+            None => findings.error(
+                join(&router_path, "router_config_name"),
+                "missing: the name proxies refer to",
+            ),
+        }
+    }
     let listeners_path = join(&path, "listeners");
     if server.listeners.is_empty() {
         findings.error(listeners_path.clone(), "at least one listener is required");
@@ -561,14 +620,19 @@ fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<Cl
             format!("cluster type \"{kind}\" is not supported (expected \"SIMPLE\")"),
         );
     }
-    if let Some(lb) = raw.lb_type.as_deref()
-        && lb != "LB_ROUNDROBIN"
-    {
-        findings.error(
-            join(path, "lb_type"),
-            format!("load balancer \"{lb}\" is not supported (expected \"LB_ROUNDROBIN\")"),
-        );
-    }
+    let lb = match raw.lb_type.as_deref() {
+        None | Some("LB_ROUNDROBIN") => LbPolicy::RoundRobin,
+        Some("LB_RANDOM") => LbPolicy::Random,
+        Some(lb) => {
+            findings.error(
+                join(path, "lb_type"),
+                format!(
+                    "load balancer \"{lb}\" is not supported (expected \"LB_ROUNDROBIN\" or \"LB_RANDOM\")"
+                ),
+            );
+            LbPolicy::RoundRobin
+        }
+    };
     let connect_timeout = match raw.connect_timeout.as_deref().map(parse_duration) {
         None => DEFAULT_CONNECT_TIMEOUT,
         Some(Ok(timeout)) if !timeout.is_zero() => timeout,
@@ -594,15 +658,20 @@ fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<Cl
         };
         match parse_socket_addr(&host.address) {
             Ok(address) => hosts.push(address),
-            Err(err) => findings.error(join(&host_path, "address"), err),
+            Err(err) => {
+                findings.error(join(&host_path, "address"), err);
+                continue;
+            }
         }
-        weights.push(host.weight.unwrap_or(1));
-    }
-    if weights.windows(2).any(|w| w[0] != w[1]) {
-        findings.error(
-            hosts_path,
-            "weighted balancing is not supported; give every host the same weight",
-        );
+        let weight = host.weight.unwrap_or(1);
+        let clamped = weight.clamp(*HOST_WEIGHTS.start(), *HOST_WEIGHTS.end());
+        if clamped != weight {
+            findings.ignore(
+                join(&host_path, "weight"),
+                format!("weight {weight} taken as {clamped}, as MOSN clamps it"),
+            );
+        }
+        weights.push(clamped);
     }
     let health_check = raw.health_check.as_ref().and_then(|check| {
         host_health::read_health_check(check, &join(path, "health_check"), findings)
@@ -617,6 +686,8 @@ fn read_cluster(value: &Value, path: &str, findings: &mut Findings) -> Option<Cl
     Some(ClusterConfig {
         name: raw.name,
         hosts,
+        weights,
+        lb,
         connect_timeout,
         health_check,
         outlier_detection,
@@ -652,6 +723,15 @@ fn check_unique(config: &Config, findings: &mut Findings) {
             findings.error(
                 join(&listener.path, "address"),
                 format!("socket {} is already used by {first}", socket.display()),
+            );
+        }
+    }
+    let mut routers = HashMap::new();
+    for router in &config.routers {
+        if let Some(first) = routers.insert(router.name.as_str(), router.path.as_str()) {
+            findings.error(
+                join(&router.path, "router_config_name"),
+                format!("router \"{}\" is already declared at {first}", router.name),
             );
         }
     }

@@ -17,7 +17,7 @@ use futures_lite::{AsyncWriteExt, future::BoxedLocal};
 use glommio::net::TcpStream;
 use layotto_core::{
     clock::{Clock, MonotonicClock},
-    config::{Findings, join, parse_duration},
+    config::{Findings, LbPolicy, join, parse_duration},
     handler::ConnectionInfo,
     stats::ShardedCounter,
 };
@@ -138,6 +138,16 @@ pub fn build(
     };
     if cluster.hosts.is_empty() {
         return None; // already reported on the cluster
+    }
+    if cluster.lb != LbPolicy::RoundRobin || cluster.weights.windows(2).any(|w| w[0] != w[1]) {
+        findings.error(
+            cluster.path.clone(),
+            format!(
+                "tcp_proxy ({}) balances round robin over equal weights; this cluster asks for \
+                 LB_RANDOM or unequal host weights (the HTTP proxy serves those)",
+                filter.path
+            ),
+        );
     }
     if cluster.health_check.is_some() {
         findings.ignore(

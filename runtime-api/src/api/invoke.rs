@@ -1,4 +1,6 @@
-//! The service invocation rpc: `InvokeService`. Runs on the calling shard.
+//! The service invocation rpc: `InvokeService`. The call's metadata goes to the invoker (LayOtto's
+//! `mosn` invoker sends it on as request headers) and the headers it answers come back as the
+//! response's header metadata. Runs on the calling shard.
 
 use layotto_proto::runtime::{InvokeResponse, InvokeServiceRequest, http_extension::Verb};
 use std::rc::Rc;
@@ -7,24 +9,40 @@ use super::{RuntimeApi, path};
 use crate::{
     error::ApiError,
     grpc::{
-        router::{Router, unary},
-        status::Status,
+        router::{Call, Router},
+        status::{Code, Status},
     },
 };
 
 /// Adds this block's rpcs to `router`.
 pub(super) fn routes(router: &mut Router, api: &Rc<RuntimeApi>) {
+    let api = api.clone();
     router.add(
         path("InvokeService"),
-        unary(api.clone(), RuntimeApi::invoke_service),
+        Rc::new(move |mut call: Call| {
+            let api = api.clone();
+            Box::pin(async move {
+                let request = call
+                    .requests
+                    .next::<InvokeServiceRequest>()
+                    .await?
+                    .ok_or_else(|| {
+                        Status::new(Code::Internal, "the call carried no request message")
+                    })?;
+                let (response, metadata) = api.invoke_service(request, &call.headers).await?;
+                call.responses.add_metadata(metadata);
+                call.responses.send(&response).await
+            })
+        }),
     );
 }
 
 impl RuntimeApi {
     async fn invoke_service(
-        self: Rc<Self>,
+        &self,
         request: InvokeServiceRequest,
-    ) -> Result<InvokeResponse, Status> {
+        metadata: &http::HeaderMap,
+    ) -> Result<(InvokeResponse, http::HeaderMap), Status> {
         let invoker = self.components().invoker()?;
         let message = request
             .message
@@ -39,23 +57,25 @@ impl RuntimeApi {
             Some(extension) => (http_method(extension.verb), extension.querystring.as_str()),
         };
         let data = message.data.map(|any| any.value).unwrap_or_default();
-        let answer = invoker
-            .invoke(
+        let (answer, answer_metadata) = invoker
+            .invoke_with_metadata(
                 &request.id,
                 &message.method,
                 verb,
                 querystring,
                 data.into(),
                 &message.content_type,
+                metadata,
             )
             .await?;
-        Ok(InvokeResponse {
+        let response = InvokeResponse {
             data: Some(prost_types::Any {
                 type_url: String::new(),
                 value: answer.data.to_vec(),
             }),
             content_type: answer.content_type,
-        })
+        };
+        Ok((response, answer_metadata))
     }
 }
 

@@ -14,6 +14,7 @@ use layotto_core::{
     clock::Clock,
     config::{Findings, join, loose_number},
 };
+use layotto_filters::http_proxy::HttpProxyDirectory;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -25,6 +26,8 @@ pub struct BuildCx<'a> {
     pub clock: &'a Arc<dyn Clock>,
     /// Problems and ignored settings, with JSON paths.
     pub findings: &'a mut Findings,
+    /// The process's HTTP proxies by listener (LayOtto's `mosn` invoker hands calls to one).
+    pub http_proxies: &'a Arc<HttpProxyDirectory>,
     /// What `secret_ref` and `component_ref` resolve against; `None` while the secret stores
     /// themselves are built (they cannot take references).
     pub refs: Option<&'a dyn RefTargets>,
@@ -145,6 +148,7 @@ impl<T: ?Sized + 'static> Registry<T> {
             metadata: HashMap::new(),
             backend: cx.backend.clone(),
             clock: cx.clock.clone(),
+            http_proxies: cx.http_proxies.clone(),
             findings: cx.findings,
         };
         let before = entry.findings.errors.len();
@@ -217,6 +221,7 @@ pub struct Entry<'f> {
     metadata: HashMap<String, String>,
     backend: BackendHandle,
     clock: Arc<dyn Clock>,
+    http_proxies: Arc<HttpProxyDirectory>,
     findings: &'f mut Findings,
 }
 
@@ -327,6 +332,11 @@ impl Entry<'_> {
         &self.backend
     }
 
+    /// The process's HTTP proxies by listener.
+    pub fn http_proxies(&self) -> &Arc<HttpProxyDirectory> {
+        &self.http_proxies
+    }
+
     /// The clock for TTLs and expiry.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
@@ -370,6 +380,21 @@ impl Entry<'_> {
             );
         }
         parsed
+    }
+
+    /// Decodes `value` (found at `path`) as `T`; unknown keys are errors, except `ignorable`.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &str,
+        ignorable: &[&str],
+    ) -> Option<T> {
+        self.findings.decode(value, path, ignorable)
+    }
+
+    /// Records that what stands at `path` is recognised but not used.
+    pub fn ignore(&mut self, path: &str, note: impl Into<String>) {
+        self.findings.ignore(path, note);
     }
 
     /// Takes top-level key `key` (one of the registry's `fields`).

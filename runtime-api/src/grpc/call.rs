@@ -106,6 +106,8 @@ pub struct Responses {
     state: SharedResponse,
     max_message_size: usize,
     buffers: Rc<ConnectionBuffers>,
+    /// Header metadata to send with the response headers.
+    metadata: HeaderMap,
 }
 
 impl Responses {
@@ -118,6 +120,7 @@ impl Responses {
             state,
             max_message_size,
             buffers,
+            metadata: HeaderMap::new(),
         }
     }
 
@@ -142,6 +145,12 @@ impl Responses {
         Ok(())
     }
 
+    /// Adds header metadata to the response headers (before they are sent: with the first
+    /// message or [`Responses::send_headers`]; a trailers-only error answer carries none).
+    pub fn add_metadata(&mut self, metadata: HeaderMap) {
+        self.metadata.extend(metadata);
+    }
+
     /// Sends the response headers now, if not sent yet (otherwise they go with the first
     /// message), so the client learns the call was accepted.
     pub fn send_headers(&mut self) -> Result<(), Status> {
@@ -158,7 +167,7 @@ impl Responses {
             .map(|_| ())
     }
 
-    fn open(&self) -> Result<(), Status> {
+    fn open(&mut self) -> Result<(), Status> {
         let mut state = self.state.borrow_mut();
         if let ResponseState::Waiting(_) = &*state {
             let ResponseState::Waiting(mut respond) =
@@ -167,7 +176,7 @@ impl Responses {
                 unreachable!("checked above")
             };
             let stream = respond
-                .send_response(grpc_response(HeaderMap::new()), false)
+                .send_response(grpc_response(std::mem::take(&mut self.metadata)), false)
                 .map_err(gone)?;
             *state = ResponseState::Open(stream);
         }

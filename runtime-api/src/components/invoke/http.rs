@@ -26,6 +26,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `http://` or `https://`), `timeout` (seconds) and the client's TLS metadata
 /// ([`HttpClient::from_entry`]).
 pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
+    if entry.field("config").is_some() {
+        entry.error(
+            "config",
+            "unknown key (the mosn invoker's; this one reads metadata)",
+        );
+    }
     let timeout = entry.seconds("timeout", DEFAULT_TIMEOUT);
     let mut targets = HashMap::new();
     for pair in entry
