@@ -63,9 +63,6 @@ pub enum StartError {
     /// The configuration cannot be used: every problem found, each with its JSON path.
     #[error("invalid configuration, {} problem(s)", .0.len())]
     InvalidConfig(Vec<ConfigIssue>),
-    /// The configuration is valid but none of its listeners can be served.
-    #[error("no listener of the configuration can be served")]
-    NothingToServe,
     /// The backend pool's threads could not start.
     #[error("cannot start the backend pool: {0}")]
     BackendPool(#[source] std::io::Error),
@@ -222,9 +219,6 @@ impl Prepared {
     pub fn start(self) -> Result<Running, StartError> {
         for ignored in &self.ignored {
             warn!("{ignored}");
-        }
-        if self.chains.is_empty() {
-            return Err(StartError::NothingToServe);
         }
         self.runtime.start()?;
         for (_, _, chain) in &self.chains {

@@ -186,10 +186,6 @@ fn start_and_serve(args: &StartArgs, signals: &signals::Signals) -> Result<ExitC
     let drain = prepared.config().drain_timeout;
     let running = match prepared.start() {
         Ok(running) => running,
-        Err(StartError::NothingToServe) => {
-            error!("no listener in {described} can be served");
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
         Err(err) => return Err(err).context("cannot start"),
     };
     let _held = signals.serving(stop, drain);

@@ -41,16 +41,6 @@ fn invalid_configs_come_back_as_problems_with_their_paths() {
 }
 
 #[test]
-fn a_config_with_nothing_to_serve_is_refused() {
-    let config = json!({"servers": [{"listeners": [{
-        "name": "http",
-        "address": "127.0.0.1:0",
-        "filter_chains": [{"filters": [{"type": "proxy", "config": {}}]}]
-    }]}]});
-    assert!(matches!(start_error(&config), StartError::NothingToServe));
-}
-
-#[test]
 fn port_0_resolves_to_the_port_every_shard_serves_and_stop_drains() {
     let echo = echo_server();
     let config = proxy_config(&[("proxy", &[echo], json!({}))], json!({}));

@@ -92,10 +92,6 @@ pub type FilterBuilder =
 pub type StreamFilterBuilder =
     fn(&FilterConfig, &BuildContext<'_>, &mut Findings) -> Option<Arc<dyn StreamFilterFactory>>;
 
-/// Filter types LayOtto configs use that layotto-rs does not serve yet: a listener using one as
-/// its terminal is not started; as a stream filter it is ignored. Logged, never silent.
-const NOT_YET_SERVED: &[&str] = &[];
-
 /// The known filter types and how to build them.
 pub struct FilterRegistry {
     terminals: Vec<(&'static str, TerminalBuilder)>,
@@ -156,8 +152,7 @@ impl FilterRegistry {
         self
     }
 
-    /// Builds `listener`'s chain, or records why it cannot be built. `None` without a recorded
-    /// error means the listener is skipped (its terminal is not served yet).
+    /// Builds `listener`'s chain, or records why it cannot be built.
     pub fn build<'a>(
         &self,
         listener: &'a ListenerConfig,
@@ -172,7 +167,7 @@ impl FilterRegistry {
                 match self.stream_filters.iter().find(|(k, _)| *k == filter.kind) {
                     Some((_, build)) => build(filter, ctx, findings),
                     None => {
-                        self.not_served(filter, findings, "stream filter ignored");
+                        self.unknown_filter(filter, findings);
                         None
                     }
                 }
@@ -191,7 +186,7 @@ impl FilterRegistry {
                     );
                     None
                 } else {
-                    self.not_served(filter, findings, "network filter ignored");
+                    self.unknown_filter(filter, findings);
                     None
                 }
             })
@@ -203,32 +198,21 @@ impl FilterRegistry {
                 findings,
             )?,
             None => {
-                self.not_served(terminal, findings, "listener not started");
+                self.unknown_filter(terminal, findings);
                 return None;
             }
         };
         (built.len() == filters.len()).then(|| FilterChainFactory::new(built, terminal))
     }
 
-    /// Records a filter type that is known but not served (ignored, with `consequence`) or not
-    /// known at all (an error listing what is).
-    fn not_served(&self, filter: &FilterConfig, findings: &mut Findings, consequence: &str) {
-        if NOT_YET_SERVED.contains(&filter.kind.as_str()) {
-            findings.ignore(
-                filter.path.clone(),
-                format!(
-                    "filter \"{}\" is not served yet; {consequence}",
-                    filter.kind
-                ),
-            );
-        } else {
-            let mut known: Vec<&str> = self.terminals.iter().map(|(k, _)| *k).collect();
-            known.extend(self.filters.iter().map(|(k, _)| *k));
-            known.extend(self.stream_filters.iter().map(|(k, _)| *k));
-            findings.error(
-                join(&filter.path, "type"),
-                format!("unknown filter type \"{}\" (known: {known:?})", filter.kind),
-            );
-        }
+    /// Records a filter type that is not known (an error listing what is).
+    fn unknown_filter(&self, filter: &FilterConfig, findings: &mut Findings) {
+        let mut known: Vec<&str> = self.terminals.iter().map(|(k, _)| *k).collect();
+        known.extend(self.filters.iter().map(|(k, _)| *k));
+        known.extend(self.stream_filters.iter().map(|(k, _)| *k));
+        findings.error(
+            join(&filter.path, "type"),
+            format!("unknown filter type \"{}\" (known: {known:?})", filter.kind),
+        );
     }
 }
