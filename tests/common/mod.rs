@@ -10,6 +10,7 @@
 
 pub mod etcd;
 pub mod redis;
+pub mod redis_topology;
 pub mod zookeeper;
 
 use std::{
