@@ -18,10 +18,16 @@ use common::{
     *,
 };
 use layotto_proto::runtime::{
-    DeleteStateRequest, GetStateRequest, SaveStateRequest, StateItem, TryLockRequest,
+    DeleteStateRequest, GetStateRequest, PublishEventRequest, SaveStateRequest, StateItem,
+    SubscribeTopicEventsRequest, SubscribeTopicEventsRequestInitial,
+    SubscribeTopicEventsRequestProcessed, TopicEventResponse, TryLockRequest,
     runtime_client::RuntimeClient, sequencer_options::AutoIncrement,
+    subscribe_topic_events_request::SubscribeTopicEventsRequestType,
+    subscribe_topic_events_response::SubscribeTopicEventsResponseType,
+    topic_event_response::TopicEventResponseStatus,
 };
 use serde_json::json;
+use tokio::sync::mpsc;
 use tonic::{Code, transport::Channel};
 
 const STORE: &str = "state_demo";
@@ -279,4 +285,111 @@ fn redis_mode_keys_are_checked_naming_their_path() {
         "redisHost": "127.0.0.1:1", "redisType": "cluster", "failover": "true"
     }));
     assert!(both.contains("failover"), "{both}");
+}
+
+async fn publish(client: &mut RuntimeClient<Channel>, data: &str) -> Result<(), tonic::Status> {
+    client
+        .publish_event(PublishEventRequest {
+            pubsub_name: "ps".into(),
+            topic: "orders".into(),
+            data: data.as_bytes().to_vec().into(),
+            data_content_type: "text/plain".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_through_sentinel_delivers_after_a_failover() {
+    let mut servers = SentinelSetup::start();
+    let config = grpc_config(
+        json!({
+            "pub_subs": {"ps": {"type": "redis", "metadata": {
+                "redisHost": servers.sentinel.endpoint(),
+                "failover": "true",
+                "sentinelMasterName": MASTER_NAME,
+                "consumerID": "group1",
+                "timeout": "2",
+            }}},
+            "app": {"app_id": "app1"},
+        }),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config);
+    let address = layotto.address("grpc");
+    let mut subscriber = runtime_client(address).await;
+    let (answers, answer_stream) = mpsc::unbounded_channel();
+    answers
+        .send(SubscribeTopicEventsRequest {
+            subscribe_topic_events_request_type: Some(
+                SubscribeTopicEventsRequestType::InitialRequest(
+                    SubscribeTopicEventsRequestInitial {
+                        pubsub_name: "ps".into(),
+                        topic: "orders".into(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+        })
+        .unwrap();
+    let answer_stream = futures_util::stream::unfold(answer_stream, |mut s| async move {
+        s.recv().await.map(|m| (m, s))
+    });
+    let mut events = subscriber
+        .subscribe_topic_events(answer_stream)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap()
+            .subscribe_topic_events_response_type
+            .unwrap()
+    };
+    assert!(matches!(
+        next().await,
+        SubscribeTopicEventsResponseType::InitialResponse(_)
+    ));
+    let mut received = async |answers: &mpsc::UnboundedSender<SubscribeTopicEventsRequest>| {
+        let SubscribeTopicEventsResponseType::EventMessage(event) = next().await else {
+            panic!("expected an event");
+        };
+        answers
+            .send(SubscribeTopicEventsRequest {
+                subscribe_topic_events_request_type: Some(
+                    SubscribeTopicEventsRequestType::EventProcessed(
+                        SubscribeTopicEventsRequestProcessed {
+                            id: event.id.clone(),
+                            status: Some(TopicEventResponse {
+                                status: TopicEventResponseStatus::Success as i32,
+                            }),
+                        },
+                    ),
+                ),
+            })
+            .unwrap();
+        String::from_utf8(event.data.to_vec()).unwrap()
+    };
+
+    let mut publisher = runtime_client(address).await;
+    publish(&mut publisher, "before").await.unwrap();
+    assert_eq!(received(&answers).await, "before");
+    servers.wait_replicated();
+
+    servers.fail_over();
+
+    let started = Instant::now();
+    while publish(&mut publisher, "after").await.is_err() {
+        assert!(
+            started.elapsed() < WAIT,
+            "publishes never reached the new master"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The stream reader reconnects to the master the sentinels name now.
+    assert_eq!(received(&answers).await, "after");
 }
