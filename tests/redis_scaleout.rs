@@ -1,7 +1,7 @@
 //! Redis beyond one node, against real servers started here: a master found through Sentinel
 //! (acknowledged, replicated state survives killing the master, and layotto-rs follows the
-//! promoted replica), and a 3-master Redis Cluster (state over many slots, lock, sequencer;
-//! pub/sub refuses it at start-up).
+//! promoted replica, pub/sub included), and a 3-master Redis Cluster (state over many slots,
+//! lock, sequencer, pub/sub streams on every master).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -246,24 +246,6 @@ async fn redis_cluster_serves_state_lock_and_sequencer() {
 }
 
 #[test]
-fn pubsub_refuses_a_redis_cluster_naming_the_key() {
-    let config = grpc_config(
-        json!({"pub_subs": {"ps": {"type": "redis", "metadata": {
-            "redisHost": "127.0.0.1:1,127.0.0.1:2",
-            "redisType": "cluster"
-        }}}}),
-        json!({}),
-    );
-    let problems = config_problems(&config);
-    assert!(
-        problems
-            .iter()
-            .any(|problem| problem.contains("redisType") && problem.contains("not supported")),
-        "{problems:#?}"
-    );
-}
-
-#[test]
 fn redis_mode_keys_are_checked_naming_their_path() {
     let problems = |metadata: serde_json::Value| {
         config_problems(&grpc_config(
@@ -287,17 +269,93 @@ fn redis_mode_keys_are_checked_naming_their_path() {
     assert!(both.contains("failover"), "{both}");
 }
 
-async fn publish(client: &mut RuntimeClient<Channel>, data: &str) -> Result<(), tonic::Status> {
+async fn publish(
+    client: &mut RuntimeClient<Channel>,
+    topic: &str,
+    data: &str,
+) -> Result<(), tonic::Status> {
     client
         .publish_event(PublishEventRequest {
             pubsub_name: "ps".into(),
-            topic: "orders".into(),
+            topic: topic.into(),
             data: data.as_bytes().to_vec().into(),
             data_content_type: "text/plain".into(),
             metadata: Default::default(),
         })
         .await
         .map(drop)
+}
+
+/// A `SubscribeTopicEvents` stream on pub/sub `ps`, topic `topic`, past its initial response.
+struct Subscription {
+    answers: mpsc::UnboundedSender<SubscribeTopicEventsRequest>,
+    events: tonic::Streaming<layotto_proto::runtime::SubscribeTopicEventsResponse>,
+}
+
+impl Subscription {
+    async fn start(address: std::net::SocketAddr, topic: &str) -> Self {
+        let mut subscriber = runtime_client(address).await;
+        let (answers, answer_stream) = mpsc::unbounded_channel();
+        answers
+            .send(SubscribeTopicEventsRequest {
+                subscribe_topic_events_request_type: Some(
+                    SubscribeTopicEventsRequestType::InitialRequest(
+                        SubscribeTopicEventsRequestInitial {
+                            pubsub_name: "ps".into(),
+                            topic: topic.into(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+            })
+            .unwrap();
+        let answer_stream = futures_util::stream::unfold(answer_stream, |mut s| async move {
+            s.recv().await.map(|m| (m, s))
+        });
+        let events = subscriber
+            .subscribe_topic_events(answer_stream)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut subscription = Self { answers, events };
+        assert!(matches!(
+            subscription.next().await,
+            SubscribeTopicEventsResponseType::InitialResponse(_)
+        ));
+        subscription
+    }
+
+    async fn next(&mut self) -> SubscribeTopicEventsResponseType {
+        tokio::time::timeout(WAIT, self.events.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap()
+            .subscribe_topic_events_response_type
+            .unwrap()
+    }
+
+    /// The next event's data, acknowledged with SUCCESS.
+    async fn received(&mut self) -> String {
+        let SubscribeTopicEventsResponseType::EventMessage(event) = self.next().await else {
+            panic!("expected an event");
+        };
+        self.answers
+            .send(SubscribeTopicEventsRequest {
+                subscribe_topic_events_request_type: Some(
+                    SubscribeTopicEventsRequestType::EventProcessed(
+                        SubscribeTopicEventsRequestProcessed {
+                            id: event.id.clone(),
+                            status: Some(TopicEventResponse {
+                                status: TopicEventResponseStatus::Success as i32,
+                            }),
+                        },
+                    ),
+                ),
+            })
+            .unwrap();
+        String::from_utf8(event.data.to_vec()).unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,72 +376,16 @@ async fn pubsub_through_sentinel_delivers_after_a_failover() {
     );
     let layotto = Layotto::start(&config);
     let address = layotto.address("grpc");
-    let mut subscriber = runtime_client(address).await;
-    let (answers, answer_stream) = mpsc::unbounded_channel();
-    answers
-        .send(SubscribeTopicEventsRequest {
-            subscribe_topic_events_request_type: Some(
-                SubscribeTopicEventsRequestType::InitialRequest(
-                    SubscribeTopicEventsRequestInitial {
-                        pubsub_name: "ps".into(),
-                        topic: "orders".into(),
-                        ..Default::default()
-                    },
-                ),
-            ),
-        })
-        .unwrap();
-    let answer_stream = futures_util::stream::unfold(answer_stream, |mut s| async move {
-        s.recv().await.map(|m| (m, s))
-    });
-    let mut events = subscriber
-        .subscribe_topic_events(answer_stream)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut next = async || {
-        tokio::time::timeout(WAIT, events.message())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .unwrap()
-            .subscribe_topic_events_response_type
-            .unwrap()
-    };
-    assert!(matches!(
-        next().await,
-        SubscribeTopicEventsResponseType::InitialResponse(_)
-    ));
-    let mut received = async |answers: &mpsc::UnboundedSender<SubscribeTopicEventsRequest>| {
-        let SubscribeTopicEventsResponseType::EventMessage(event) = next().await else {
-            panic!("expected an event");
-        };
-        answers
-            .send(SubscribeTopicEventsRequest {
-                subscribe_topic_events_request_type: Some(
-                    SubscribeTopicEventsRequestType::EventProcessed(
-                        SubscribeTopicEventsRequestProcessed {
-                            id: event.id.clone(),
-                            status: Some(TopicEventResponse {
-                                status: TopicEventResponseStatus::Success as i32,
-                            }),
-                        },
-                    ),
-                ),
-            })
-            .unwrap();
-        String::from_utf8(event.data.to_vec()).unwrap()
-    };
-
+    let mut subscription = Subscription::start(address, "orders").await;
     let mut publisher = runtime_client(address).await;
-    publish(&mut publisher, "before").await.unwrap();
-    assert_eq!(received(&answers).await, "before");
+    publish(&mut publisher, "orders", "before").await.unwrap();
+    assert_eq!(subscription.received().await, "before");
     servers.wait_replicated();
 
     servers.fail_over();
 
     let started = Instant::now();
-    while publish(&mut publisher, "after").await.is_err() {
+    while publish(&mut publisher, "orders", "after").await.is_err() {
         assert!(
             started.elapsed() < WAIT,
             "publishes never reached the new master"
@@ -391,5 +393,43 @@ async fn pubsub_through_sentinel_delivers_after_a_failover() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // The stream reader reconnects to the master the sentinels name now.
-    assert_eq!(received(&answers).await, "after");
+    assert_eq!(subscription.received().await, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_on_a_redis_cluster_reads_each_stream_on_its_node() {
+    let cluster = RedisCluster::start();
+    let config = grpc_config(
+        json!({
+            "pub_subs": {"ps": {"type": "redis", "metadata": {
+                "redisHost": cluster.endpoints(),
+                "redisType": "cluster",
+                "consumerID": "group1",
+            }}},
+            "app": {"app_id": "app1"},
+        }),
+        json!({}),
+    );
+    let layotto = Layotto::start(&config);
+    let address = layotto.address("grpc");
+    // Topics whose streams land on every master.
+    let topics: Vec<String> = (0..12).map(|i| format!("topic-{i}")).collect();
+    let mut subscriptions = Vec::new();
+    for topic in &topics {
+        subscriptions.push(Subscription::start(address, topic).await);
+    }
+    let streams_per_node = cluster.keys_per_node();
+    assert!(
+        streams_per_node.iter().all(|&keys| keys > 0),
+        "streams not spread over the masters: {streams_per_node:?}"
+    );
+    let mut publisher = runtime_client(address).await;
+    for topic in &topics {
+        publish(&mut publisher, topic, &format!("to {topic}"))
+            .await
+            .unwrap();
+    }
+    for (topic, subscription) in topics.iter().zip(&mut subscriptions) {
+        assert_eq!(subscription.received().await, format!("to {topic}"));
+    }
 }

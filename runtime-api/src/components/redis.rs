@@ -7,7 +7,8 @@
 //! through Sentinel (`failover: true`, `sentinelMasterName`, `redisHost` the sentinels,
 //! comma-separated; re-resolved after a connection error or a `READONLY` reply, so the calls
 //! after a failover go to the promoted replica), and a Redis Cluster (`redisType: cluster`,
-//! `redisHost` seed nodes; the redis crate's cluster connection follows MOVED/ASK).
+//! `redisHost` seed nodes; the redis crate's cluster connection follows MOVED/ASK; dedicated
+//! connections for blocking reads go to the node owning their key's slot).
 //!
 //! The component's timeout is the only one applied: the manager gets no response timeout of its
 //! own (the redis crate's default would fail every call after 500 ms), connecting is bounded by
@@ -227,11 +228,6 @@ impl RedisConnection {
         format!("{} (redis at {})", self.component, self.settings.address)
     }
 
-    /// Whether it reaches a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.settings.mode == RedisMode::Cluster
-    }
-
     /// Connects and checks redis answers (start-up, main thread).
     pub async fn connect(&self) -> Result<(), ApiError> {
         let link = match &self.settings.mode {
@@ -256,10 +252,7 @@ impl RedisConnection {
     }
 
     async fn connect_node(&self) -> Result<Link, ApiError> {
-        let url = match &self.settings.password {
-            Some(password) => format!("redis://:{password}@{}/", self.settings.address),
-            None => format!("redis://{}/", self.settings.address),
-        };
+        let url = node_url(&self.settings.address, self.settings.password.as_deref());
         let client = redis::Client::open(url).map_err(|err| self.map_error(err))?;
         let config = self.manager_config();
         let connecting = client.clone();
@@ -347,18 +340,15 @@ impl RedisConnection {
             .ok_or_else(|| ApiError::unavailable(format!("{}: not connected", self.describe())))
     }
 
-    /// A way to open connections of their own (blocking reads); set by `connect`. Not for a
-    /// cluster (pub/sub refuses `redisType: cluster`).
+    /// A way to open connections of their own (blocking reads); set by `connect`.
     pub fn dedicated(&self) -> Result<DedicatedConnector, ApiError> {
         let source = match self.connected()? {
             Link::Node { client, .. } => DedicatedSource::Node(client.clone()),
             Link::Sentinel(master) => DedicatedSource::Sentinel(master.clone()),
-            Link::Cluster(_) => {
-                return Err(ApiError::unavailable(format!(
-                    "{}: no dedicated connections on a redis cluster",
-                    self.describe()
-                )));
-            }
+            Link::Cluster(cluster) => DedicatedSource::Cluster {
+                cluster: cluster.clone(),
+                password: self.settings.password.clone(),
+            },
         };
         Ok(DedicatedConnector {
             source,
@@ -445,18 +435,28 @@ enum DedicatedSource {
     Node(redis::Client),
     /// The master the sentinels name at each connect.
     Sentinel(Arc<SentinelMaster>),
+    /// The cluster node that owns the key's slot at each connect (asked of the cluster).
+    Cluster {
+        cluster: ClusterConnection,
+        password: Option<String>,
+    },
 }
 
 impl DedicatedConnector {
-    /// A new connection without a response timeout, connecting within the component's timeout
-    /// (through Sentinel: to the master the sentinels name now).
-    pub async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// A new connection for commands on `key` without a response timeout, connecting within
+    /// the component's timeout (through Sentinel: to the master the sentinels name now; on a
+    /// cluster: to the master owning `key`'s slot now).
+    pub async fn connect(&self, key: &str) -> redis::RedisResult<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(None);
         let client = match &self.source {
             DedicatedSource::Node(client) => client.clone(),
             DedicatedSource::Sentinel(master) => master.master_client().await?,
+            DedicatedSource::Cluster { cluster, password } => {
+                let owner = slot_owner(&mut cluster.clone(), key).await?;
+                redis::Client::open(node_url(&owner, password.as_deref()))?
+            }
         };
         client
             .get_multiplexed_async_connection_with_config(&config)
@@ -467,6 +467,50 @@ impl DedicatedConnector {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+}
+
+/// `redis://` URL of the node at `address`.
+fn node_url(address: &str, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("redis://:{password}@{address}/"),
+        None => format!("redis://{address}/"),
+    }
+}
+
+/// `host:port` of the cluster master serving `key`'s slot (`CLUSTER KEYSLOT`, `CLUSTER SLOTS`).
+async fn slot_owner(cluster: &mut ClusterConnection, key: &str) -> RedisResult<String> {
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(cluster)
+        .await?;
+    let ranges: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(cluster)
+        .await?;
+    for range in ranges {
+        let Value::Array(range) = range else {
+            continue;
+        };
+        let [
+            Value::Int(first),
+            Value::Int(last),
+            Value::Array(master),
+            ..,
+        ] = range.as_slice()
+        else {
+            continue;
+        };
+        if let ([Value::BulkString(host), Value::Int(port), ..], true) =
+            (master.as_slice(), (*first..=*last).contains(&slot))
+        {
+            return Ok(format!("{}:{port}", String::from_utf8_lossy(host)));
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::ClusterConnectionNotFound,
+        "no cluster master serves the key's slot",
+    )))
 }
 
 /// Dapr's `redisType` and `failover`/`sentinelMasterName`, as a [`RedisMode`].

@@ -225,17 +225,7 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn PubSub>> {
     let group = entry.take("consumerID").unwrap_or_else(|| "layotto".into());
     let name = entry.name().to_owned();
     let streams = StreamSettings::from_metadata(&name, group, |key| entry.take(key));
-    let redis = RedisConnection::from_entry(entry).filter(|redis| {
-        let cluster = redis.is_cluster();
-        if cluster {
-            entry.metadata_error(
-                "redisType",
-                "pub/sub on a redis cluster is not supported (blocking stream reads need the \
-                 stream's node); use a single node or Sentinel",
-            );
-        }
-        !cluster
-    });
+    let redis = RedisConnection::from_entry(entry);
     let streams = streams
         .map_err(|(key, message)| entry.metadata_error(key, message))
         .ok();
