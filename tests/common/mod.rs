@@ -11,6 +11,7 @@
 pub mod etcd;
 pub mod https;
 pub mod redis;
+pub mod redis_topology;
 pub mod zookeeper;
 
 use std::{

@@ -16,7 +16,7 @@ use super::{LockStatus, LockStore, redis::RedisLockStore};
 use crate::{
     components::{
         component::Component,
-        redis::{RedisConnection, RedisSettings},
+        redis::{RedisConnection, RedisMode, RedisSettings},
         registry::{Entry, is_endpoint},
     },
     error::ApiError,
@@ -210,6 +210,7 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn LockStore>> {
                 address,
                 password: password.clone(),
                 timeout,
+                mode: RedisMode::Node,
             };
             RedisLockStore::new(RedisConnection::new(
                 entry.component().to_owned(),

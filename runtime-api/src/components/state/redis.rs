@@ -1,7 +1,9 @@
 //! The `redis` state store, in Dapr's and LayOtto's layout: each key is a hash with fields
 //! `data` and `version`; the version is the etag. A batch (save, bulk delete, transaction) runs
 //! as one Lua script — checks of every operation first (later operations seeing earlier ones),
-//! then the writes — so it is atomic: other clients see all of it or none.
+//! then the writes — so it is atomic: other clients see all of it or none. On a Redis Cluster
+//! a batch's keys must share a hash slot (redis refuses it with CROSSSLOT otherwise, answered
+//! as an invalid argument).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -167,6 +169,19 @@ impl StateStore for RedisStateStore {
                     .and_then(|rest| rest.split(['"', ' ']).next())
                     .unwrap_or_default();
                 Err(ApiError::EtagMismatch(key.to_owned()))
+            }
+            Err(err @ ApiError::Backend { .. })
+                if chain(&err)
+                    .to_string()
+                    .to_ascii_uppercase()
+                    .contains("CROSSSLOT") =>
+            {
+                Err(ApiError::InvalidArgument(format!(
+                    "{}: on a redis cluster the keys of one batch must share a hash slot \
+                     (give them one {{hash tag}}): {}",
+                    self.redis.describe(),
+                    chain(&err)
+                )))
             }
             Err(err) => Err(err),
         }

@@ -37,7 +37,7 @@ impl Follower {
         let mut unacked = Vec::new();
         let mut pause = FIRST_RETRY;
         loop {
-            let followed = match self.connector.connect().await {
+            let followed = match self.connector.connect(&self.topic).await {
                 Ok(mut connection) => self.follow(&mut connection, &mut unacked, &mut pause).await,
                 Err(err) => Err(err),
             };
