@@ -8,7 +8,7 @@ use layotto_proto::dapr::runtime::{
     TryLockRequest, TryLockResponse, UnlockRequest, UnlockResponse, unlock_response,
 };
 
-use super::{DaprApi, fail, path};
+use super::{DaprApi, fail, keys, path};
 use crate::{
     components::lock::LockStatus,
     error::{ApiError, DaprOp},
@@ -38,12 +38,13 @@ impl DaprApi {
                 "LockOwner is empty in lock store {store}"
             )));
         }
-        if resource.contains("||") {
+        if keys::holds_separator(resource) {
             return Err(ApiError::InvalidArgument(format!(
-                "input key/keyPrefix '{resource}' can't contain '||'"
+                "input key/keyPrefix '{resource}' can't contain '{}'",
+                keys::SEPARATOR
             )));
         }
-        Ok(format!("lock||{}||{resource}", self.app_id()))
+        Ok(keys::lock_key(self.app_id(), resource))
     }
 
     async fn try_lock(self: Rc<Self>, request: TryLockRequest) -> Result<TryLockResponse, Status> {

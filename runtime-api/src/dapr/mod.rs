@@ -10,6 +10,7 @@
 mod binding;
 mod configuration;
 mod invoke;
+pub mod keys;
 mod lock;
 mod metadata;
 mod pubsub;

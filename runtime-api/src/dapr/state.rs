@@ -15,7 +15,7 @@ use layotto_proto::dapr::{
     },
 };
 
-use super::{DaprApi, fail, path, query};
+use super::{DaprApi, fail, keys, path, query};
 use crate::{
     components::state::{self, Concurrency, StateOperation, ttl},
     error::{ApiError, DaprOp},
@@ -24,9 +24,6 @@ use crate::{
         status::Status,
     },
 };
-
-/// Dapr's separator between the key prefix and the key.
-const SEPARATOR: &str = "||";
 
 /// Adds this block's rpcs to `router`.
 pub(super) fn routes(router: &mut Router, api: &Rc<DaprApi>) {
@@ -63,12 +60,13 @@ impl DaprApi {
                 "state key cannot be empty".into(),
             ));
         }
-        if key.contains(SEPARATOR) {
+        if keys::holds_separator(key) {
             return Err(ApiError::InvalidArgument(format!(
-                "input key/keyPrefix '{key}' can't contain '{SEPARATOR}'"
+                "input key/keyPrefix '{key}' can't contain '{}'",
+                keys::SEPARATOR
             )));
         }
-        Ok(format!("{}{SEPARATOR}{key}", self.app_id()))
+        Ok(keys::state_key(self.app_id(), key))
     }
 
     async fn get_state(
@@ -243,7 +241,7 @@ impl DaprApi {
             .get(&request.store_name)
             .map_err(fail(op))?;
         let query = query::Query::parse(&request.query).map_err(fail(op))?;
-        let prefix = format!("{}{SEPARATOR}", self.app_id());
+        let prefix = keys::state_prefix(self.app_id());
         let entries = store
             .scan(&prefix)
             .await

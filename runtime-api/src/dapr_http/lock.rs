@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::{
     components::lock::{LockStatus, LockStore},
+    dapr::keys,
     error::{DaprCodes, DaprHttpError},
 };
 
@@ -85,14 +86,10 @@ fn checked(api: &DaprHttpApi, store: &str, request: &LockRequest) -> Result<Stri
     if request.lock_owner.is_empty() {
         return Err(malformed("LockOwner is empty"));
     }
-    if request.resource_id.contains("||") {
+    if keys::holds_separator(&request.resource_id) {
         return Err(malformed("ResourceId contains '||'"));
     }
-    Ok(format!(
-        "lock||{}||{}",
-        api.runtime().app_id(),
-        request.resource_id
-    ))
+    Ok(keys::lock_key(api.runtime().app_id(), &request.resource_id))
 }
 
 /// `POST /v1.0-alpha1/lock/{store}`: 200 `{"success": ...}`.

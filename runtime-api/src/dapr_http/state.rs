@@ -13,11 +13,9 @@ use serde_json::{Value, value::RawValue};
 use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::{
     components::state::{self, Concurrency, StateOperation, StateStore},
+    dapr::keys,
     error::{DaprCodes, DaprHttpError},
 };
-
-/// daprd's separator between the app id and the key.
-const KEY_SEPARATOR: &str = "||";
 
 const fn codes(failed: &'static str) -> DaprCodes {
     DaprCodes {
@@ -107,14 +105,17 @@ fn stored_key(api: &DaprHttpApi, key: &str) -> Result<String, DaprHttpError> {
             "\"key\" is a required field",
         ));
     }
-    if key.contains(KEY_SEPARATOR) {
+    if keys::holds_separator(key) {
         return Err(DaprHttpError::new(
             400,
             "ERR_MALFORMED_REQUEST",
-            format!("input key/keyPrefix '{key}' can't contain '{KEY_SEPARATOR}'"),
+            format!(
+                "input key/keyPrefix '{key}' can't contain '{}'",
+                keys::SEPARATOR
+            ),
         ));
     }
-    Ok(format!("{}{KEY_SEPARATOR}{key}", api.runtime().app_id()))
+    Ok(keys::state_key(api.runtime().app_id(), key))
 }
 
 fn concurrency(name: Option<&str>) -> Concurrency {
