@@ -16,8 +16,7 @@ use std::{path::Path, process::Command};
 
 use common::{https::HttpsServer, redis::RedisServer, *};
 use layotto_proto::runtime::{
-    GetSecretRequest, GetStateRequest, InvokeBindingRequest, PublishEventRequest, SaveStateRequest,
-    TryLockRequest,
+    GetSecretRequest, InvokeBindingRequest, PublishEventRequest, TryLockRequest,
 };
 use serde_json::json;
 
@@ -97,23 +96,8 @@ async fn dapr_component_files_are_served_over_layottos_api() {
 
     let layotto = Layotto::with_resources(&grpc_config(json!({}), json!({})), dir);
     let mut client = runtime_client(layotto.address("grpc")).await;
-    client
-        .save_state(SaveStateRequest {
-            store_name: "statestore".into(),
-            states: vec![item("dapr", "from a component file")],
-        })
-        .await
-        .unwrap();
-    let got = client
-        .get_state(GetStateRequest {
-            store_name: "statestore".into(),
-            key: "dapr".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.data, b"from a component file".as_slice());
+    let read = save_and_read_back(&mut client, "statestore", "dapr", "from a component file").await;
+    assert_eq!(read, b"from a component file".as_slice());
     let lock = TryLockRequest {
         store_name: "lockstore".into(),
         resource_id: "dapr-lock".into(),

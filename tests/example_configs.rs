@@ -20,9 +20,8 @@ use common::{
     etcd::EtcdServer, https::HttpsServer, redis::RedisServer, zookeeper::ZookeeperServer, *,
 };
 use layotto_proto::runtime::{
-    FileRequest, GetFileMetaRequest, GetNextIdRequest, GetSecretRequest, GetStateRequest,
-    InvokeBindingRequest, PublishEventRequest, SaveStateRequest, SayHelloRequest, TryLockRequest,
-    sequencer_options::AutoIncrement,
+    FileRequest, GetFileMetaRequest, GetNextIdRequest, GetSecretRequest, InvokeBindingRequest,
+    PublishEventRequest, SayHelloRequest, TryLockRequest, sequencer_options::AutoIncrement,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -326,23 +325,8 @@ async fn integrate_test_example_serves_every_component_it_declares() {
         .items;
     assert!(items.is_empty());
     for store in ["redis_state_demo", "zookeeper_state_demo"] {
-        client
-            .save_state(SaveStateRequest {
-                store_name: store.into(),
-                states: vec![item("integrate", store)],
-            })
-            .await
-            .unwrap();
-        let got = client
-            .get_state(GetStateRequest {
-                store_name: store.into(),
-                key: "integrate".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(got.data, store.as_bytes(), "{store}");
+        let read = save_and_read_back(&mut client, store, "integrate", store).await;
+        assert_eq!(read, store.as_bytes(), "{store}");
     }
     for store in ["redis_lock_demo", "etcd_lock_demo", "zookeeper_lock_demo"] {
         let lock = TryLockRequest {
@@ -437,23 +421,8 @@ async fn assert_serves_layotto_defaults(layotto: &LayottoBinary, env_store: &str
         "greeting, example"
     );
     let mut client = runtime_client(address).await;
-    client
-        .save_state(SaveStateRequest {
-            store_name: "state_demo".into(),
-            states: vec![item("layotto-default", "v")],
-        })
-        .await
-        .unwrap();
-    let got = client
-        .get_state(GetStateRequest {
-            store_name: "state_demo".into(),
-            key: "layotto-default".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.data, b"v".as_slice());
+    let read = save_and_read_back(&mut client, "state_demo", "layotto-default", "v").await;
+    assert_eq!(read, b"v".as_slice());
     assert!(try_lock(&mut client, "layotto-default", "me", 10).await);
     assert!(!try_lock(&mut client, "layotto-default", "you", 10).await);
     let first = next_id(&mut client, "sequencer_demo", "ids", AutoIncrement::Strong).await;

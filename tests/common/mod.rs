@@ -594,6 +594,32 @@ pub fn run_to_exit(config: &str) -> (Option<i32>, String) {
     )
 }
 
+/// Saves `key` = `value` in state store `store` and answers what `GetState` reads back.
+pub async fn save_and_read_back(
+    client: &mut RuntimeClient<Channel>,
+    store: &str,
+    key: &str,
+    value: &str,
+) -> bytes::Bytes {
+    client
+        .save_state(layotto_proto::runtime::SaveStateRequest {
+            store_name: store.into(),
+            states: vec![item(key, value)],
+        })
+        .await
+        .unwrap();
+    client
+        .get_state(layotto_proto::runtime::GetStateRequest {
+            store_name: store.into(),
+            key: key.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .data
+}
+
 /// A state item with `value`.
 pub fn item(key: &str, value: &str) -> layotto_proto::runtime::StateItem {
     layotto_proto::runtime::StateItem {
