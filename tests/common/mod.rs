@@ -275,17 +275,39 @@ impl LayottoBinary {
 
     /// `layotto start` with no config file (in an empty working directory, without
     /// `$RUNTIME_CONFIG`): the embedded default (waits for all its listeners).
+    ///
+    /// The default listens on fixed ports (LayOtto's 34904, daprd's 3500 and 50001), two of
+    /// them inside Linux's ephemeral range, so a client socket of a test running beside this
+    /// one (or of any process on the machine) may hold one for a while. Such a start is
+    /// retried once the ports can be bound again, a few times, instead of failing the test.
     pub fn start_default() -> Self {
         let default: Value =
             serde_json::from_str(include_str!("../../configs/default.json")).unwrap();
-        let listeners = default["servers"][0]["listeners"].as_array().unwrap().len();
-        let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(binary());
-        command
-            .arg("start")
-            .current_dir(dir.path())
-            .env_remove("RUNTIME_CONFIG");
-        Self::spawn(command, dir, listeners)
+        let listeners = default["servers"][0]["listeners"].as_array().unwrap();
+        let ports: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|listener| listener["address"].as_str().unwrap().parse().unwrap())
+            .collect();
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            wait_until_bindable(&ports);
+            let dir = tempfile::tempdir().unwrap();
+            let mut command = Command::new(binary());
+            command
+                .arg("start")
+                .current_dir(dir.path())
+                .env_remove("RUNTIME_CONFIG");
+            match Self::try_spawn(command, dir, listeners.len()) {
+                Ok(started) => return started,
+                Err(failure)
+                    if failure.contains("Address already in use") && attempt < ATTEMPTS =>
+                {
+                    eprintln!("a fixed port was taken, starting again:\n{failure}");
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Runs a prepared command (its arguments, working directory and environment set by the
@@ -299,7 +321,18 @@ impl LayottoBinary {
         self.dir.path().join("configs").join("config.json")
     }
 
-    fn spawn(mut command: Command, dir: tempfile::TempDir, expected_listeners: usize) -> Self {
+    fn spawn(command: Command, dir: tempfile::TempDir, expected_listeners: usize) -> Self {
+        Self::try_spawn(command, dir, expected_listeners)
+            .unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// [`LayottoBinary::spawn`], returning what the process printed if it exited before
+    /// listening.
+    fn try_spawn(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        expected_listeners: usize,
+    ) -> Result<Self, String> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -315,14 +348,17 @@ impl LayottoBinary {
         });
         let Some(listeners) = listeners else {
             let status = child.wait().unwrap();
-            panic!("layotto exited early ({status}):\n{}", output.text());
+            return Err(format!(
+                "layotto exited early ({status}):\n{}",
+                output.text()
+            ));
         };
-        Self {
+        Ok(Self {
             child,
             output,
             listeners,
             dir,
-        }
+        })
     }
 
     /// The process id (of the command started, e.g. the binary after `exec`).
@@ -779,4 +815,20 @@ pub async fn next_id(
         .unwrap()
         .into_inner()
         .next_id
+}
+
+/// Waits (up to [`WAIT`]) until every address in `addresses` can be bound. Nothing signals
+/// that another socket let a port go, so this polls.
+fn wait_until_bindable(addresses: &[SocketAddr]) {
+    let deadline = Instant::now() + WAIT;
+    while !addresses
+        .iter()
+        .all(|address| std::net::TcpListener::bind(address).is_ok())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "one of {addresses:?} stayed in use for {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
