@@ -299,11 +299,9 @@ impl LayottoBinary {
                 .env_remove("RUNTIME_CONFIG");
             match Self::try_spawn(command, dir, listeners.len()) {
                 Ok(started) => return started,
+                // Start again; the last attempt's failure is what the panic below shows.
                 Err(failure)
-                    if failure.contains("Address already in use") && attempt < ATTEMPTS =>
-                {
-                    eprintln!("a fixed port was taken, starting again:\n{failure}");
-                }
+                    if failure.contains("Address already in use") && attempt < ATTEMPTS => {}
                 Err(failure) => panic!("{failure}"),
             }
         }
