@@ -112,22 +112,6 @@ fn run_node(sdk: &Path, script: &str, env: &[(&str, &str)]) {
     );
 }
 
-/// The config of a layotto-rs with `components` on its gRPC listener and Dapr's HTTP API on a
-/// listener named "dapr".
-fn with_dapr_http(components: serde_json::Value) -> serde_json::Value {
-    let mut config = grpc_config(components, json!({}));
-    config["servers"][0]["listeners"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-            "name": "dapr",
-            "address": "127.0.0.1:0",
-            "bind_port": true,
-            "filter_chains": [{"filters": [{"type": "dapr_http"}]}]
-        }));
-    config
-}
-
 #[test]
 fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
     let sdk = sdk_dir();
@@ -137,7 +121,8 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
     let secrets = dir.path().join("secrets.json");
     std::fs::write(&secrets, r#"{"db": {"user": "admin"}, "token": "s3cr3t"}"#).unwrap();
     let metadata = json!({"redisHost": redis.endpoint()});
-    let config = with_dapr_http(json!({
+    let config = with_dapr_http(
+        json!({
             "state": {"store": {"type": "redis", "metadata": metadata}},
             "lock": {"locks": {"type": "redis", "metadata": metadata}},
             "pub_subs": {"events": {"type": "redis", "metadata": metadata}},
@@ -146,7 +131,9 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
             "secret_store": {"files": {"type": "local.file",
                 "metadata": {"secretsFile": secrets, "nestedSeparator": ":"}}},
             "app": {"app_id": "app1"}
-    }));
+        }),
+        "dapr",
+    );
     let layotto = Layotto::start(&config);
     let dapr_port = layotto.address("dapr").port().to_string();
     run_node(&sdk, "http_mode.js", &[("DAPR_HTTP_PORT", &dapr_port)]);
@@ -166,10 +153,13 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
 fn the_javascript_sdks_dapr_server_receives_the_events_it_subscribes_to() {
     let sdk = sdk_dir();
     let redis = RedisServer::start();
-    let config = with_dapr_http(json!({
-        "pub_subs": {"events": {"type": "redis",
-            "metadata": {"redisHost": redis.endpoint(), "consumerID": "js"}}}
-    }));
+    let config = with_dapr_http(
+        json!({
+            "pub_subs": {"events": {"type": "redis",
+                "metadata": {"redisHost": redis.endpoint(), "consumerID": "js"}}}
+        }),
+        "dapr",
+    );
     // The app's port, given to layotto-rs as daprd's flags are (the SDK server opens it later).
     let app_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
