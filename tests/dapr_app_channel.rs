@@ -4,7 +4,8 @@
 //! `grpc`: `ListTopicSubscriptions`, then `OnTopicEvent` in Dapr's shape with the route as
 //! `path`) and a hyper HTTP server (`http`, Dapr's default: `GET /dapr/subscribe`, CloudEvents
 //! POSTed to each route) — with SUCCESS / RETRY / DROP, 404 and failures honoured, an app that
-//! starts after layotto-rs still subscribed, and redis entries acknowledged once finished.
+//! starts after layotto-rs still subscribed, and redis entries acknowledged once finished; and
+//! Dapr HTTP configuration pushes going to an HTTP app channel's port.
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -543,4 +544,33 @@ async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
             wait_until_acknowledged(redis, "gone");
         }
     }
+}
+
+#[test]
+fn configuration_changes_go_to_the_app_channel_when_it_speaks_http() {
+    let status_of_subscribe = |protocol: &str| {
+        let app = dead_address();
+        let config = with_dapr_http(
+            json!({
+                "config_store": {"config": {"type": "in-memory"}},
+                "app": {"app_id": APP_ID, "app_port": app.port(), "app_protocol": protocol}
+            }),
+            "dapr",
+        );
+        let layotto = Layotto::start(&config);
+        let (status, body) = http_get(
+            layotto.address("dapr"),
+            "/v1.0/configuration/config/subscribe?key=color",
+        )
+        .expect("the Dapr HTTP API answers");
+        (status, body)
+    };
+    // The filter names no app_port: the app block's HTTP channel is where changes go.
+    let (status, body) = status_of_subscribe("http");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\""), "{body}");
+    // A gRPC app has no HTTP port to push to, as daprd's HTTP API without an HTTP app channel.
+    let (status, body) = status_of_subscribe("grpc");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ERR_APP_CHANNEL_NIL"), "{body}");
 }
