@@ -8,6 +8,7 @@ use std::{ffi::OsString, path::PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use layotto_core::config::LogLevel;
+use layotto_runtime_api::components::app_callback::{AppFlags, AppProtocol};
 
 /// The command line.
 #[derive(Parser)]
@@ -63,9 +64,35 @@ pub(crate) struct StartArgs {
     /// components (Dapr's `--resources-path`).
     #[arg(long, value_name = "DIR")]
     pub(crate) resources_path: Option<PathBuf>,
+    /// The app's id, over the config's `app.app_id` (daprd's `--app-id`).
+    #[arg(long, value_name = "ID")]
+    pub(crate) app_id: Option<String>,
+    /// The port of the app's Dapr channel, where subscribed events are delivered (daprd's
+    /// `--app-port`).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) app_port: Option<u16>,
+    /// How the app's Dapr channel is spoken: http (the default) or grpc (daprd's
+    /// `--app-protocol`).
+    #[arg(long, value_name = "PROTOCOL", value_parser = AppProtocol::parse)]
+    pub(crate) app_protocol: Option<AppProtocol>,
+    /// The host the app listens on, default 127.0.0.1 (daprd's `--app-channel-address`).
+    #[arg(long, value_name = "HOST")]
+    pub(crate) app_channel_address: Option<String>,
     /// LayOtto's flags that layotto-rs accepts and does not use.
     #[command(flatten)]
     pub(crate) unused: UnusedFlags,
+}
+
+impl StartArgs {
+    /// The app settings given (daprd's `--app-*` flags).
+    pub(crate) fn app_flags(&self) -> AppFlags {
+        AppFlags {
+            app_id: self.app_id.clone(),
+            app_port: self.app_port,
+            app_protocol: self.app_protocol,
+            app_channel_address: self.app_channel_address.clone(),
+        }
+    }
 }
 
 /// `layotto stop`'s flags.
@@ -153,6 +180,10 @@ const USED_LONG: &[&str] = &[
     "drain-time-s",
     "shards",
     "resources-path",
+    "app-id",
+    "app-port",
+    "app-protocol",
+    "app-channel-address",
     "wait",
 ];
 
@@ -291,6 +322,38 @@ mod tests {
                 ("pod-name", "p1".to_owned()),
                 ("disable-hot-restart", "true".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn daprs_app_flags_are_read_go_style() {
+        let args = start_args(parse(&[
+            "layotto",
+            "start",
+            "-app-id",
+            "orders",
+            "--app-port=3000",
+            "-app-protocol",
+            "GRPC",
+            "--app-channel-address",
+            "10.0.0.5",
+        ]));
+        assert_eq!(
+            args.app_flags(),
+            AppFlags {
+                app_id: Some("orders".into()),
+                app_port: Some(3000),
+                app_protocol: Some(AppProtocol::Grpc),
+                app_channel_address: Some("10.0.0.5".into()),
+            }
+        );
+        let args = normalize(["layotto", "start", "--app-protocol", "https"].map(OsString::from));
+        let err = Cli::try_parse_from(args).err().unwrap().to_string();
+        assert!(err.contains("not supported"), "{err}");
+        assert!(
+            start_args(parse(&["layotto", "start"]))
+                .app_flags()
+                .is_empty()
         );
     }
 

@@ -39,7 +39,7 @@ use layotto_filters::{
     chain::FilterChainFactory,
     registry::{BuildContext, FilterRegistry},
 };
-use layotto_runtime_api::Runtime;
+use layotto_runtime_api::{Runtime, components::app_callback::AppFlags};
 use tracing::{info, warn};
 
 /// Threads of the backend pool that runs tokio-based component clients (etcd, redis).
@@ -55,6 +55,9 @@ pub struct Options {
     /// A directory of Dapr component files (Dapr's `--resources-path`), built beside the
     /// config's components.
     pub resources_path: Option<PathBuf>,
+    /// The app settings of daprd's `--app-id`, `--app-port`, `--app-protocol` and
+    /// `--app-channel-address`, over the config's `app` block.
+    pub app: AppFlags,
 }
 
 /// Why the runtime did not start.
@@ -97,6 +100,7 @@ pub fn prepare(config: &str, options: Options) -> Result<Prepared, StartError> {
     let runtime = Runtime::from_config_and_resources(
         &config,
         options.resources_path.as_deref(),
+        &options.app,
         &pool.handle(),
         &health,
         &ctx.http_proxies,

@@ -147,6 +147,7 @@ fn start_and_serve(args: &StartArgs, signals: &signals::Signals) -> Result<ExitC
     let options = Options {
         shards: args.shards,
         resources_path: args.resources_path.clone(),
+        app: args.app_flags(),
     };
     let mut prepared = match layotto::prepare(&text, options) {
         Ok(prepared) => prepared,

@@ -1,7 +1,9 @@
 //! Dapr's JavaScript SDK (`@dapr/dapr` from npm, run with Debian's `nodejs`) in HTTP mode, its
 //! default, against layotto-rs with real redis: `tests/dapr_js/http_mode.js` is unchanged SDK
-//! code (metadata, state with etags, publish, bindings, invoke, secrets, lock). The SDK is
-//! installed once into `target/dapr-js` (`scripts/test.sh` installs `nodejs` and `npm`).
+//! code (metadata, state with etags, publish, bindings, invoke, secrets, lock); and its
+//! `DaprServer` as the app (`tests/dapr_js/server_mode.js`, HTTP, at layotto-rs's `--app-port`)
+//! receiving the events it subscribes to. The SDK is installed once into `target/dapr-js`
+//! (`scripts/test.sh` installs `nodejs` and `npm`).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -90,6 +92,26 @@ fn app_server() -> std::net::SocketAddr {
     })
 }
 
+/// Runs `tests/dapr_js/{script}` with the SDK and `env`; fails unless it ends well ("all ok").
+fn run_node(sdk: &Path, script: &str, env: &[(&str, &str)]) {
+    let output = Command::new("node")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/dapr_js")
+                .join(script),
+        )
+        .env("NODE_PATH", sdk.join("node_modules"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("node is installed (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all ok"),
+        "{script}: stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
 #[test]
 fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
     let sdk = sdk_dir();
@@ -99,7 +121,7 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
     let secrets = dir.path().join("secrets.json");
     std::fs::write(&secrets, r#"{"db": {"user": "admin"}, "token": "s3cr3t"}"#).unwrap();
     let metadata = json!({"redisHost": redis.endpoint()});
-    let mut config = grpc_config(
+    let config = with_dapr_http(
         json!({
             "state": {"store": {"type": "redis", "metadata": metadata}},
             "lock": {"locks": {"type": "redis", "metadata": metadata}},
@@ -110,30 +132,11 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
                 "metadata": {"secretsFile": secrets, "nestedSeparator": ":"}}},
             "app": {"app_id": "app1"}
         }),
-        json!({}),
+        "dapr",
     );
-    config["servers"][0]["listeners"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-            "name": "dapr",
-            "address": "127.0.0.1:0",
-            "bind_port": true,
-            "filter_chains": [{"filters": [{"type": "dapr_http"}]}]
-        }));
     let layotto = Layotto::start(&config);
-    let output = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dapr_js/http_mode.js"))
-        .env("NODE_PATH", sdk.join("node_modules"))
-        .env("DAPR_HTTP_PORT", layotto.address("dapr").port().to_string())
-        .output()
-        .expect("node is installed (scripts/test.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("all ok"),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let dapr_port = layotto.address("dapr").port().to_string();
+    run_node(&sdk, "http_mode.js", &[("DAPR_HTTP_PORT", &dapr_port)]);
     // What the SDK published is in the stream, in Dapr's layout.
     let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
         .arg("orders")
@@ -144,4 +147,54 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
     assert_eq!(entries.len(), 2);
     let event: serde_json::Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
     assert_eq!(event["data"], json!({"orderId": 7}));
+}
+
+#[test]
+fn the_javascript_sdks_dapr_server_receives_the_events_it_subscribes_to() {
+    let sdk = sdk_dir();
+    let redis = RedisServer::start();
+    let config = with_dapr_http(
+        json!({
+            "pub_subs": {"events": {"type": "redis",
+                "metadata": {"redisHost": redis.endpoint(), "consumerID": "js"}}}
+        }),
+        "dapr",
+    );
+    // The app's port, given to layotto-rs as daprd's flags are (the SDK server opens it later).
+    let app_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let layotto = LayottoBinary::start(
+        &config,
+        &[
+            "--app-id",
+            "orders-app",
+            "-app-port",
+            &app_port,
+            "--app-protocol=http",
+        ],
+        2,
+    );
+    let dapr_port = layotto.address("dapr").port().to_string();
+    run_node(
+        &sdk,
+        "server_mode.js",
+        &[
+            ("DAPR_HTTP_PORT", &dapr_port),
+            ("APP_PORT", &app_port),
+            ("APP_ID", "orders-app"),
+        ],
+    );
+    // Every entry is acknowledged once the app has finished with it.
+    wait_until("every entry acknowledged", || {
+        let pending: ::redis::streams::StreamPendingReply = ::redis::cmd("XPENDING")
+            .arg("orders")
+            .arg("js")
+            .query(&mut redis.client())
+            .unwrap();
+        pending.count() == 0
+    });
 }

@@ -26,7 +26,7 @@ use tracing::info;
 use crate::{
     components::{
         Components,
-        app_callback::AppSettings,
+        app_callback::{AppFlags, AppSettings},
         component::Component,
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
@@ -77,20 +77,33 @@ impl Runtime {
         http_proxies: &Arc<HttpProxyDirectory>,
         findings: &mut Findings,
     ) -> Arc<Self> {
-        Self::from_config_and_resources(config, None, backend, health, http_proxies, findings)
+        let flags = AppFlags::default();
+        Self::from_config_and_resources(
+            config,
+            None,
+            &flags,
+            backend,
+            health,
+            http_proxies,
+            findings,
+        )
     }
 
     /// Like [`Runtime::from_config`], plus the Dapr component files in `resources_path` (Dapr's
-    /// `--resources-path`), added after the config's components.
+    /// `--resources-path`), added after the config's components, and the app settings of
+    /// `app_flags` (daprd's `--app-*` flags) over the config's `app` block.
     pub fn from_config_and_resources(
         config: &Config,
         resources_path: Option<&Path>,
+        app_flags: &AppFlags,
         backend: &BackendHandle,
         health: &HealthRegistry,
         http_proxies: &Arc<HttpProxyDirectory>,
         findings: &mut Findings,
     ) -> Arc<Self> {
-        let mut builder = RuntimeBuilder::new(backend).with_http_proxies(http_proxies.clone());
+        let mut builder = RuntimeBuilder::new(backend)
+            .with_http_proxies(http_proxies.clone())
+            .with_app_flags(app_flags.clone());
         for listener in &config.listeners {
             for filter in listener.network_filters.iter().filter(|f| f.kind == KIND) {
                 if let Some(grpc_config) = filter.config.get("grpc_config") {
@@ -108,6 +121,11 @@ impl Runtime {
     /// The components, by building block.
     pub fn components(&self) -> &Components {
         &self.components
+    }
+
+    /// The app's settings (the config's `app` block under the command line's flags), if any.
+    pub fn app(&self) -> Option<&AppSettings> {
+        self.app.as_ref()
     }
 
     /// The app's id (`app.app_id`), the `source` of published events.
@@ -144,7 +162,8 @@ impl Runtime {
     }
 
     /// Starts every component (fail fast, naming the component), then delivery to the app's
-    /// callback server; main thread, before any listener opens.
+    /// channels (LayOtto's callback server, Dapr's app channel); main thread, before any
+    /// listener opens.
     pub fn start(&self) -> Result<(), CoreError> {
         for (label, component) in self.components.all() {
             block_on(component.start()).map_err(|err| CoreError::ComponentStart {
@@ -178,6 +197,8 @@ pub struct RuntimeBuilder<'a> {
     http_proxies: Arc<HttpProxyDirectory>,
     components: Components,
     app: Option<(AppSettings, String)>,
+    /// The command line's app settings, over `app`.
+    app_flags: AppFlags,
     /// The secret stores a reference has started (read) already.
     started_stores: RefCell<BTreeSet<String>>,
 }
@@ -191,6 +212,7 @@ impl<'a> RuntimeBuilder<'a> {
             http_proxies: Arc::default(),
             components: Components::default(),
             app: None,
+            app_flags: AppFlags::default(),
             started_stores: RefCell::default(),
         }
     }
@@ -204,6 +226,12 @@ impl<'a> RuntimeBuilder<'a> {
     /// Components handing calls to a listener's HTTP proxy find it in `http_proxies`.
     pub fn with_http_proxies(mut self, http_proxies: Arc<HttpProxyDirectory>) -> Self {
         self.http_proxies = http_proxies;
+        self
+    }
+
+    /// The app settings of `flags` (daprd's `--app-*` flags) override the config's `app` block.
+    pub fn with_app_flags(mut self, flags: AppFlags) -> Self {
+        self.app_flags = flags;
         self
     }
 
@@ -329,7 +357,7 @@ impl<'a> RuntimeBuilder<'a> {
         }
         Arc::new(Runtime {
             components: self.components,
-            app: self.app.map(|(app, _)| app),
+            app: self.app_flags.apply(self.app.map(|(app, _)| app)),
             backend: self.backend.clone(),
             dapr: DaprShared::default(),
             extended_metadata: Default::default(),

@@ -579,6 +579,22 @@ pub fn grpc_config(grpc_config: Value, extra: Value) -> Value {
     }]})
 }
 
+/// [`grpc_config`] with `grpc_config`, plus Dapr's HTTP API (`dapr_http`) over the same
+/// components on a listener named `dapr_listener` (127.0.0.1, port 0).
+pub fn with_dapr_http(grpc_config: Value, dapr_listener: &str) -> Value {
+    let mut config = self::grpc_config(grpc_config, json!({}));
+    config["servers"][0]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "name": dapr_listener,
+            "address": "127.0.0.1:0",
+            "bind_port": true,
+            "filter_chains": [{"filters": [{"type": "dapr_http"}]}]
+        }));
+    config
+}
+
 /// The components most gRPC tests use: a greeting and an in-memory state store.
 pub fn hello_and_state() -> Value {
     json!({

@@ -1,5 +1,5 @@
 //! The HTTP/1.1 client of the components that call out over HTTP (bindings, service
-//! invocation): hyper on the backend pool, `http://` and `https://` URLs alike, each exchange
+//! invocation, the Dapr app channel's event delivery): hyper on the backend pool, `http://` and `https://` URLs alike, each exchange
 //! bounded by the component's timeout, the whole answer read into memory. HTTPS is rustls (on
 //! ring) verifying servers against the operating system's roots (read once per process) plus
 //! the component's own CA, Dapr's `MTLSRootCA` metadata (PEM text or a file path). Built on the
@@ -55,11 +55,31 @@ impl HttpClient {
             entry.metadata_error(key, problem);
             return None;
         }
+        let backend = entry.backend().clone();
+        Self::with_roots(entry.component(), timeout, &backend, roots)
+            .map_err(|err| entry.error("type", format!("TLS set-up failed: {err}")))
+            .ok()
+    }
+
+    /// A client named `component` (in messages) trusting the system's roots, each exchange
+    /// bounded by `timeout`, run on `backend`.
+    pub fn new(
+        component: &str,
+        timeout: Duration,
+        backend: &BackendHandle,
+    ) -> Result<Self, rustls::Error> {
+        Self::with_roots(component, timeout, backend, system_roots().clone())
+    }
+
+    fn with_roots(
+        component: &str,
+        timeout: Duration,
+        backend: &BackendHandle,
+        roots: RootCertStore,
+    ) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|err| entry.error("type", format!("TLS set-up failed: {err}")))
-            .ok()?
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut plain = HttpConnector::new();
@@ -70,10 +90,10 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(plain);
-        Some(Self {
-            component: entry.component().to_owned(),
+        Ok(Self {
+            component: component.to_owned(),
             timeout,
-            backend: entry.backend().clone(),
+            backend: backend.clone(),
             client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
@@ -92,6 +112,22 @@ impl HttpClient {
         headers: impl IntoIterator<Item = (&'h str, &'h str)>,
         body: Bytes,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {
+        let (parts, body) = self.fetch(method, url, headers, body).await?;
+        if parts.status.as_u16() >= 400 {
+            return Err(status_error(&self.component, url, parts.status, &body));
+        }
+        Ok((parts, body))
+    }
+
+    /// Sends `method url` with `headers` and `body`; answers the response head and body
+    /// whatever the status (for callers with rules of their own about statuses).
+    pub async fn fetch<'h>(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), ApiError> {
         let mut request = http::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(name, value);
@@ -99,11 +135,7 @@ impl HttpClient {
         let request = request
             .body(Full::new(body))
             .map_err(|err| ApiError::InvalidArgument(format!("{}: {err}", self.component)))?;
-        let (parts, body) = self.send(request).await?;
-        if parts.status.as_u16() >= 400 {
-            return Err(status_error(&self.component, url, parts.status, &body));
-        }
-        Ok((parts, body))
+        self.send(request).await
     }
 
     /// Sends `request`; answers the response head and body, UNAVAILABLE naming the URL when

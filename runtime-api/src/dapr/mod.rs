@@ -13,7 +13,7 @@ mod invoke;
 pub mod keys;
 mod lock;
 mod metadata;
-mod pubsub;
+pub(crate) mod pubsub;
 mod query;
 mod secret;
 mod shared;

@@ -192,7 +192,7 @@ impl EventStream for DaprStream {
     fn event_message(event: &layotto::TopicEventRequest) -> Self::Response {
         SubscribeTopicEventsResponseAlpha1 {
             subscribe_topic_events_response_type: Some(
-                SubscribeTopicEventsResponseType::EventMessage(dapr_event(event)),
+                SubscribeTopicEventsResponseType::EventMessage(dapr_event(event, "")),
             ),
         }
     }
@@ -208,21 +208,35 @@ impl EventStream for DaprStream {
     }
 }
 
-/// A stored event in Dapr's shape: the CloudEvent fields, with the publish metadata as string
-/// `extensions` (Dapr's field 10 is a `Struct`, where LayOtto's is a string map).
-fn dapr_event(event: &layotto::TopicEventRequest) -> TopicEventRequest {
-    let extensions = (!event.metadata.is_empty()).then(|| Struct {
-        fields: event
-            .metadata
-            .iter()
-            .map(|(key, value)| {
-                let value = Value {
-                    kind: Some(Kind::StringValue(value.clone())),
-                };
-                (key.clone(), value)
-            })
-            .collect(),
-    });
+/// A stored event in Dapr's shape (daprd's `GRPCEnvelopeFromSubscriptionMessage`), for the
+/// stream and for the app's `AppCallback.OnTopicEvent`: the CloudEvent fields, `path` the
+/// subscription's route, and as `extensions` the publish metadata (as strings; Dapr's field 10
+/// is a `Struct`, where LayOtto's is a string map) under the attributes daprd puts there:
+/// `topic`, `pubsubname`, `time` (of delivery: the stored events keep none), and `traceid`,
+/// `traceparent`, `tracestate` (the publish metadata's `traceparent`/`tracestate`, else empty,
+/// as daprd fills them when tracing is off).
+pub(crate) fn dapr_event(event: &layotto::TopicEventRequest, path: &str) -> TopicEventRequest {
+    let string = |value: &str| Value {
+        kind: Some(Kind::StringValue(value.to_owned())),
+    };
+    let metadata = |key: &str| event.metadata.get(key).map_or("", String::as_str);
+    let traceparent = metadata("traceparent");
+    let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut fields: std::collections::BTreeMap<String, Value> = event
+        .metadata
+        .iter()
+        .map(|(key, value)| (key.clone(), string(value)))
+        .collect();
+    for (key, value) in [
+        ("topic", event.topic.as_str()),
+        ("pubsubname", event.pubsub_name.as_str()),
+        ("time", time.as_str()),
+        ("traceid", traceparent),
+        ("traceparent", traceparent),
+        ("tracestate", metadata("tracestate")),
+    ] {
+        fields.insert(key.to_owned(), string(value));
+    }
     TopicEventRequest {
         id: event.id.clone(),
         source: event.source.clone(),
@@ -232,7 +246,7 @@ fn dapr_event(event: &layotto::TopicEventRequest) -> TopicEventRequest {
         data: event.data.clone(),
         topic: event.topic.clone(),
         pubsub_name: event.pubsub_name.clone(),
-        path: String::new(),
-        extensions,
+        path: path.to_owned(),
+        extensions: Some(Struct { fields }),
     }
 }

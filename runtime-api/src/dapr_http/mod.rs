@@ -42,7 +42,7 @@ use layotto_filters::{
 use serde::Deserialize;
 use tracing::debug;
 
-use crate::{error::DaprHttpError, runtime::Runtime};
+use crate::{components::app_callback::AppProtocol, error::DaprHttpError, runtime::Runtime};
 use request::{DaprRequest, Reply};
 
 /// The filter's `type` in the config.
@@ -132,12 +132,21 @@ fn build(
             max_body,
             limits,
             stop: stop.clone(),
-            app_port: config.app_port,
+            app_port: config.app_port.or_else(|| http_app_port(runtime)),
             subscriptions: configuration::Subscriptions::default(),
         }),
         bytes: Arc::new(ByteCounters::new(ctx.shards)),
     };
     Some(Arc::new(server))
+}
+
+/// The port of the app's Dapr channel when it speaks HTTP (`app.app_port`, daprd's
+/// `--app-port`), where configuration changes go when the filter names no `app_port`.
+fn http_app_port(runtime: &Runtime) -> Option<u16> {
+    runtime
+        .app()
+        .filter(|app| app.app_protocol == AppProtocol::Http)
+        .and_then(|app| app.app_port)
 }
 
 /// What every shard's server shares.

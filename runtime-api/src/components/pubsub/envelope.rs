@@ -105,6 +105,12 @@ pub(super) fn to_json(event: &TopicEventRequest) -> Vec<u8> {
     {
         return event.data.to_vec();
     }
+    cloud_event_json(event)
+}
+
+/// The CloudEvent JSON of `event`, as Dapr writes it, whatever its metadata says (what an HTTP
+/// app is sent).
+pub(crate) fn cloud_event_json(event: &TopicEventRequest) -> Vec<u8> {
     let content_type = event.data_content_type.as_str();
     let (data, data_base64) = if is_binary(content_type) {
         (None, Some(BASE64.encode(&event.data)))

@@ -1,0 +1,299 @@
+//! Dapr's HTTP channel to the app (`app_protocol` `http`, daprd's default; the JS SDK's
+//! `DaprServer`, Python's FastAPI and Flask extensions): `GET /dapr/subscribe` answers a JSON
+//! list of `{pubsubname, topic, route | routes: {rules, default}, metadata}` (404: no
+//! subscriptions), then each event is POSTed to its route as a CloudEvent
+//! (`Content-Type: application/cloudevents+json`, the event's metadata and `pubsubname` as
+//! headers), with daprd's rules for the answer: a 2xx with an empty body, a body that is not
+//! JSON or `{"status": "SUCCESS"}` (or `""`) is delivered; `{"status": "RETRY"}`, an unknown
+//! status, a status that is not 2xx (but 404) and no answer are retried; 404 and
+//! `{"status": "DROP"}` drop the event. hyper on the backend pool.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use layotto_core::backend::BackendHandle;
+use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
+use serde::Deserialize;
+use tracing::{error, info};
+
+use super::{AppChannel, AppSubscription, Listed, select_route, warn_unsupported};
+use crate::{
+    components::{
+        http_client::HttpClient,
+        pubsub::{Answer, cloud_event_json},
+    },
+    error::{ApiError, chain},
+};
+
+/// How long the app may take over one request before the attempt counts as failed (and is
+/// retried): the redis broker's default `processingTimeout`, after which another consumer may
+/// claim the event anyway.
+const APP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The content type of an event sent to the app.
+const CLOUD_EVENT_JSON: &str = "application/cloudevents+json";
+
+/// The app's HTTP server.
+pub(super) struct HttpApp {
+    /// `http://host:port`.
+    base: String,
+    app_id: String,
+    client: HttpClient,
+}
+
+impl HttpApp {
+    /// The app `app_id` at `host`:`port`; its requests run on `backend`.
+    pub(super) fn new(
+        app_id: &str,
+        host: &str,
+        port: u16,
+        backend: &BackendHandle,
+    ) -> Result<Self, ApiError> {
+        let base = format!("http://{host}:{port}");
+        let client = HttpClient::new(&format!("app {app_id}"), APP_TIMEOUT, backend)
+            .map_err(|err| ApiError::internal_because("the app's HTTP client", err))?;
+        Ok(Self {
+            base,
+            app_id: app_id.to_owned(),
+            client,
+        })
+    }
+
+    /// The URL of `route` (a path, with or without its leading `/`, as daprd takes it).
+    fn url(&self, route: &str) -> String {
+        let slash = if route.starts_with('/') { "" } else { "/" };
+        format!("{}{slash}{route}", self.base)
+    }
+}
+
+impl fmt::Display for HttpApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dapr HTTP app at {}", self.base)
+    }
+}
+
+/// One entry of `/dapr/subscribe` (daprd's `SubscriptionJSON`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionJson {
+    #[serde(rename = "pubsubname")]
+    pubsub_name: String,
+    topic: String,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    routes: Option<RoutesJson>,
+    #[serde(default)]
+    metadata: Option<HashMap<String, String>>,
+    #[serde(default)]
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    bulk_subscribe: Option<BulkJson>,
+}
+
+#[derive(Deserialize)]
+struct RoutesJson {
+    #[serde(default)]
+    rules: Option<Vec<RuleJson>>,
+    #[serde(default)]
+    default: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RuleJson {
+    #[serde(default, rename = "match")]
+    matches: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BulkJson {
+    #[serde(default)]
+    enabled: bool,
+}
+
+/// The app's answer to an event (daprd's `AppResponse`).
+#[derive(Deserialize)]
+struct AppResponse {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[async_trait]
+impl AppChannel for HttpApp {
+    async fn subscriptions(&self) -> Listed {
+        let headers = [
+            ("content-type", "application/json"),
+            ("dapr-app-id", self.app_id.as_str()),
+        ];
+        let url = self.url("dapr/subscribe");
+        let (parts, body) = match self
+            .client
+            .fetch(Method::GET, &url, headers, Bytes::new())
+            .await
+        {
+            Ok(answer) => answer,
+            Err(err) => return Listed::NoAnswer(chain(&err).to_string()),
+        };
+        match parts.status {
+            StatusCode::OK => Listed::Subscriptions(listed(&body).unwrap_or_else(|err| {
+                error!(app = %self, "cannot read the app's subscriptions: {err}");
+                Vec::new()
+            })),
+            StatusCode::NOT_FOUND => Listed::Subscriptions(Vec::new()),
+            status => {
+                error!(app = %self, %status, "the app answered GET /dapr/subscribe with an error");
+                Listed::Subscriptions(Vec::new())
+            }
+        }
+    }
+
+    async fn deliver(&self, event: &TopicEventRequest, route: &str) -> Answer {
+        let mut headers = vec![
+            ("content-type", CLOUD_EVENT_JSON),
+            ("pubsubname", event.pubsub_name.as_str()),
+        ];
+        headers.extend(
+            event
+                .metadata
+                .iter()
+                .filter(|(key, value)| is_header(key, value))
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        );
+        let body = Bytes::from(cloud_event_json(event));
+        let url = self.url(route);
+        let (parts, body) = self
+            .client
+            .fetch(Method::POST, &url, headers, body)
+            .await
+            .map_err(|err| chain(&err).to_string())?;
+        answer(parts.status, &body)
+    }
+}
+
+/// Whether `name: value` can travel as a header of its own (the event's metadata; the content
+/// headers are the request's).
+fn is_header(name: &str, value: &str) -> bool {
+    !name.eq_ignore_ascii_case("content-type")
+        && !name.eq_ignore_ascii_case("content-length")
+        && HeaderName::try_from(name).is_ok()
+        && HeaderValue::try_from(value).is_ok()
+}
+
+/// The subscriptions in the body of `/dapr/subscribe` (empty: none), each with its route
+/// (daprd's: `routes.default`, else `route`; rules first).
+fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<SubscriptionJson> = serde_json::from_slice(body)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|entry| {
+            let bulk = entry.bulk_subscribe.is_some_and(|bulk| bulk.enabled);
+            let raw = entry
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.get("rawPayload"))
+                .is_some_and(|raw| raw.trim_matches('"').eq_ignore_ascii_case("true"));
+            let dead_letter = entry.dead_letter_topic.as_deref().unwrap_or_default();
+            warn_unsupported(&entry.topic, dead_letter, bulk, raw);
+            let (rules, default) = match &entry.routes {
+                Some(routes) => (
+                    routes.rules.as_deref().unwrap_or_default(),
+                    routes.default.as_deref().unwrap_or_default(),
+                ),
+                None => (&[][..], ""),
+            };
+            let fallback = if default.is_empty() {
+                entry.route.as_deref().unwrap_or_default()
+            } else {
+                default
+            };
+            let rules = rules.iter().map(|rule| {
+                (
+                    rule.matches.as_deref().unwrap_or_default(),
+                    rule.path.as_deref().unwrap_or_default(),
+                )
+            });
+            let route = select_route(&entry.topic, rules, fallback)?;
+            info!(topic = %entry.topic, %route, "the app subscribes");
+            Some(AppSubscription {
+                pubsub: entry.pubsub_name,
+                topic: entry.topic,
+                route,
+            })
+        })
+        .collect())
+}
+
+/// What the app's answer `status` with `body` means (daprd's HTTP postman).
+fn answer(status: StatusCode, body: &[u8]) -> Answer {
+    if status == StatusCode::NOT_FOUND {
+        return Ok(TopicEventResponseStatus::Drop);
+    }
+    if !status.is_success() {
+        return Err(format!(
+            "the app answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(256)])
+        ));
+    }
+    let Ok(response) = serde_json::from_slice::<AppResponse>(body) else {
+        // Empty or not JSON: delivered.
+        return Ok(TopicEventResponseStatus::Success);
+    };
+    match response.status.as_deref().unwrap_or_default() {
+        "" | "SUCCESS" => Ok(TopicEventResponseStatus::Success),
+        "RETRY" => Ok(TopicEventResponseStatus::Retry),
+        "DROP" => Ok(TopicEventResponseStatus::Drop),
+        other => Err(format!("the app answered an unknown status \"{other}\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_follow_daprs_http_rules() {
+        use TopicEventResponseStatus::*;
+        let ok = StatusCode::OK;
+        assert_eq!(answer(ok, b""), Ok(Success));
+        assert_eq!(answer(StatusCode::NO_CONTENT, b""), Ok(Success));
+        assert_eq!(answer(ok, b"not json"), Ok(Success));
+        assert_eq!(answer(ok, br#"{"status":"SUCCESS"}"#), Ok(Success));
+        assert_eq!(answer(ok, br#"{"status":""}"#), Ok(Success));
+        assert_eq!(answer(ok, br#"{"status":"RETRY"}"#), Ok(Retry));
+        assert_eq!(answer(ok, br#"{"status":"DROP"}"#), Ok(Drop));
+        assert!(answer(ok, br#"{"status":"MAYBE"}"#).is_err());
+        assert_eq!(answer(StatusCode::NOT_FOUND, b""), Ok(Drop));
+        assert!(answer(StatusCode::INTERNAL_SERVER_ERROR, b"boom").is_err());
+        assert!(answer(StatusCode::FOUND, b"").is_err());
+    }
+
+    #[test]
+    fn subscriptions_take_daprs_route_or_routes() {
+        let body = br#"[
+            {"pubsubname": "ps", "topic": "a", "route": "/a"},
+            {"pubsubname": "ps", "topic": "b", "route": "/ignored",
+             "routes": {"rules": [{"match": "event.type == 'x'", "path": "/x"}], "default": "/b"}},
+            {"pubsubname": "ps", "topic": "c", "routes": {"rules": [{"match": "", "path": "/c"}]}},
+            {"pubsubname": "ps", "topic": "none"},
+            {"pubsubname": "ps", "topic": "d", "route": "d", "metadata": {"k": "v"},
+             "deadLetterTopic": "dlq", "bulkSubscribe": {"enabled": false}, "extra": 1}
+        ]"#;
+        let routes: Vec<(String, String)> = listed(body)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.topic, s.route))
+            .collect();
+        let expected = [("a", "/a"), ("b", "/b"), ("c", "/c"), ("d", "d")]
+            .map(|(t, r)| (t.to_owned(), r.to_owned()));
+        assert_eq!(routes, expected);
+        assert!(listed(b"").unwrap().is_empty());
+        assert!(listed(b"{").is_err());
+    }
+}

@@ -1,0 +1,475 @@
+//! Delivery of subscribed events to the application, over each channel it has: LayOtto's
+//! `AppCallback` gRPC server (`app.grpc_callback_host`:`app.grpc_callback_port`, [`layotto`]),
+//! and Dapr's app channel at `app.app_channel_address`:`app.app_port` (daprd's `--app-port`)
+//! — Dapr's `AppCallback` for `app_protocol` `grpc` ([`dapr_grpc`]), HTTP (`/dapr/subscribe`
+//! and CloudEvents POSTed to each route) for `http`, Dapr's default ([`http_app`]).
+//!
+//! One loop serves every channel ([`follow`], [`forward`]): after start-up it asks the app for
+//! its subscriptions (again every second until the app answers), subscribes to each topic on its
+//! broker, and hands every event to the app in order, one attempt at a time through the
+//! channel's [`AppChannel::deliver`], honouring SUCCESS / RETRY / DROP with the bounded rule of
+//! [`Retries`]; the broker's delivery is finished (acknowledged, for redis) only after SUCCESS or
+//! DROP (or the retries ran out). Runs on the backend pool (tonic and hyper clients).
+
+mod dapr_grpc;
+mod http_app;
+mod layotto;
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use layotto_core::{backend::BackendHandle, config::Findings};
+use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
+use serde::Deserialize;
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use super::{
+    Block,
+    pubsub::{Answer, PubSub, Retries, Subscription},
+};
+use crate::error::{ApiError, chain};
+
+/// Pause between attempts to reach an app that is not up yet.
+const APP_RETRY: Duration = Duration::from_secs(1);
+
+/// Where an app listens when nothing says otherwise (LayOtto's callback host, daprd's
+/// `--app-channel-address` default).
+const LOOPBACK: &str = "127.0.0.1";
+
+/// The application this sidecar serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSettings {
+    /// `app.app_id` (daprd's `--app-id`): the `source` of the events it publishes.
+    pub app_id: String,
+    /// `app.grpc_callback_port`: where its LayOtto `AppCallback` server listens, if it has one.
+    pub grpc_callback_port: Option<u16>,
+    /// `app.grpc_callback_host`: the host of that server (LayOtto's default: `127.0.0.1`; a pod
+    /// address on Kubernetes).
+    pub grpc_callback_host: String,
+    /// `app.app_port` (daprd's `--app-port`): the port of the app's Dapr channel, if it has one.
+    pub app_port: Option<u16>,
+    /// `app.app_protocol` (daprd's `--app-protocol`): how the Dapr channel is spoken.
+    pub app_protocol: AppProtocol,
+    /// `app.app_channel_address` (daprd's `--app-channel-address`): the host of the Dapr channel.
+    pub app_channel_address: String,
+}
+
+/// How Dapr's app channel is spoken (daprd's `--app-protocol`; its `https`, `grpcs` and `h2c`
+/// are not served).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// HTTP/1.1: `GET /dapr/subscribe`, CloudEvents POSTed to each route (daprd's default).
+    #[default]
+    Http,
+    /// Dapr's `AppCallback` gRPC service.
+    Grpc,
+}
+
+impl AppProtocol {
+    /// Reads daprd's `--app-protocol` values `http` and `grpc` (any case).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "http" => Ok(Self::Http),
+            "grpc" => Ok(Self::Grpc),
+            "https" | "grpcs" | "h2c" => Err(format!(
+                "app protocol \"{text}\" is not supported by layotto-rs (http or grpc)"
+            )),
+            _ => Err(format!("unknown app protocol \"{text}\" (http or grpc)")),
+        }
+    }
+}
+
+/// The app settings given on the command line (daprd's flags), over the config's `app` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFlags {
+    /// `--app-id`.
+    pub app_id: Option<String>,
+    /// `--app-port`.
+    pub app_port: Option<u16>,
+    /// `--app-protocol`.
+    pub app_protocol: Option<AppProtocol>,
+    /// `--app-channel-address`.
+    pub app_channel_address: Option<String>,
+}
+
+impl AppFlags {
+    /// Whether no flag was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `app` (the config's, if any) with these flags over it; `None` when neither says anything.
+    /// Without an id anywhere the app is `layotto`, the id the APIs use then.
+    pub fn apply(&self, app: Option<AppSettings>) -> Option<AppSettings> {
+        if self.is_empty() {
+            return app;
+        }
+        let mut app = app.unwrap_or_else(|| AppSettings {
+            app_id: "layotto".into(),
+            grpc_callback_port: None,
+            grpc_callback_host: LOOPBACK.into(),
+            app_port: None,
+            app_protocol: AppProtocol::default(),
+            app_channel_address: LOOPBACK.into(),
+        });
+        if let Some(id) = &self.app_id {
+            app.app_id.clone_from(id);
+        }
+        app.app_port = self.app_port.or(app.app_port);
+        app.app_protocol = self.app_protocol.unwrap_or(app.app_protocol);
+        if let Some(address) = &self.app_channel_address {
+            app.app_channel_address.clone_from(address);
+        }
+        Some(app)
+    }
+}
+
+/// LayOtto's `app` block, with daprd's app-channel settings beside LayOtto's.
+#[derive(Deserialize)]
+struct AppConfig {
+    app_id: String,
+    grpc_callback_port: Option<u16>,
+    grpc_callback_host: Option<String>,
+    app_port: Option<u16>,
+    app_protocol: Option<AppProtocol>,
+    app_channel_address: Option<String>,
+}
+
+impl AppSettings {
+    /// The app block at `path`, recording problems in `findings`.
+    pub fn decode(value: &Value, path: &str, findings: &mut Findings) -> Option<Self> {
+        let app: AppConfig = findings.decode(value, path, &[])?;
+        let host = |host: Option<String>| {
+            host.filter(|host| !host.trim().is_empty())
+                .unwrap_or_else(|| LOOPBACK.into())
+        };
+        Some(Self {
+            app_id: app.app_id,
+            grpc_callback_port: app.grpc_callback_port,
+            grpc_callback_host: host(app.grpc_callback_host),
+            app_port: app.app_port,
+            app_protocol: app.app_protocol.unwrap_or_default(),
+            app_channel_address: host(app.app_channel_address),
+        })
+    }
+}
+
+/// One subscription the app asked for.
+struct AppSubscription {
+    pubsub: String,
+    topic: String,
+    /// Where its events go: Dapr's route (an HTTP path, or the gRPC event's `path`); empty for
+    /// LayOtto's callback.
+    route: String,
+}
+
+/// What the app asked to be subscribed to, as a channel reads it.
+enum Listed {
+    /// The subscriptions (possibly none).
+    Subscriptions(Vec<AppSubscription>),
+    /// The app did not answer (yet): ask again.
+    NoAnswer(String),
+}
+
+/// One way to reach the app: how to ask for its subscriptions and how to deliver one event.
+#[async_trait]
+trait AppChannel: fmt::Display + Send + Sync + 'static {
+    /// Asks the app for its subscriptions.
+    async fn subscriptions(&self) -> Listed;
+    /// One attempt to deliver `event` to the app at `route`: its answer, or why it failed (a
+    /// failure is retried).
+    async fn deliver(&self, event: &TopicEventRequest, route: &str) -> Answer;
+}
+
+/// Starts delivering to each of the app's channels it has.
+pub fn start(
+    app: &AppSettings,
+    brokers: &Block<dyn PubSub>,
+    backend: &BackendHandle,
+) -> Result<(), ApiError> {
+    let mut channels: Vec<Arc<dyn AppChannel>> = Vec::new();
+    if let Some(port) = app.grpc_callback_port {
+        let server = LazyChannel::new(&app.grpc_callback_host, port)?;
+        channels.push(Arc::new(layotto::LayOttoCallback::new(server)));
+    }
+    if let Some(port) = app.app_port {
+        channels.push(match app.app_protocol {
+            AppProtocol::Grpc => {
+                let server = LazyChannel::new(&app.app_channel_address, port)?;
+                Arc::new(dapr_grpc::DaprCallback::new(server))
+            }
+            AppProtocol::Http => Arc::new(http_app::HttpApp::new(
+                &app.app_id,
+                &app.app_channel_address,
+                port,
+                backend,
+            )?),
+        });
+    }
+    let brokers: Vec<(String, Arc<dyn PubSub>)> = brokers
+        .iter()
+        .map(|(name, broker)| (name.to_owned(), broker.clone()))
+        .collect();
+    for channel in channels {
+        backend.spawn(follow(channel, brokers.clone(), backend.clone()))?;
+    }
+    Ok(())
+}
+
+/// Asks the app behind `channel` for its subscriptions (until it answers) and starts
+/// delivering each one's events.
+async fn follow(
+    channel: Arc<dyn AppChannel>,
+    brokers: Vec<(String, Arc<dyn PubSub>)>,
+    backend: BackendHandle,
+) {
+    let mut warned = false;
+    let subscriptions = loop {
+        match channel.subscriptions().await {
+            Listed::Subscriptions(subscriptions) => break subscriptions,
+            Listed::NoAnswer(why) if !warned => {
+                warn!(app = %channel, "the app does not answer yet ({why}); asking again every {APP_RETRY:?}");
+                warned = true;
+            }
+            Listed::NoAnswer(why) => debug!(app = %channel, "the app does not answer yet: {why}"),
+        }
+        tokio::time::sleep(APP_RETRY).await;
+    };
+    if subscriptions.is_empty() {
+        info!(app = %channel, "the app subscribes to no topic");
+    }
+    for subscription in subscriptions {
+        let Some((_, broker)) = brokers
+            .iter()
+            .find(|(name, _)| *name == subscription.pubsub)
+        else {
+            warn!(app = %channel, pubsub = %subscription.pubsub, "the app subscribes to a pub/sub that is not configured");
+            continue;
+        };
+        match broker.subscribe(&subscription.topic).await {
+            Ok(events) => {
+                info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, route = %subscription.route, "delivering to the app");
+                let task = forward(events, channel.clone(), subscription.route);
+                if let Err(err) = backend.spawn(task) {
+                    warn!(app = %channel, topic = %subscription.topic, "cannot deliver: {}", chain(&err));
+                }
+            }
+            Err(err) => {
+                warn!(app = %channel, topic = %subscription.topic, "cannot subscribe: {}", chain(&err));
+            }
+        }
+    }
+}
+
+/// Hands each event of one subscription to the app at `route`, in order: the next one only
+/// once this one is finished.
+async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, route: String) {
+    while let Some(delivery) = events.recv().await {
+        let mut retries = Retries::default();
+        let status = loop {
+            let answer = channel.deliver(&delivery.event, &route).await;
+            if let Err(why) = &answer {
+                debug!(app = %channel, id = %delivery.event.id, "delivery failed: {why}");
+            }
+            if let Some(status) = retries.settle(&answer, tokio::time::sleep).await {
+                break status;
+            }
+        };
+        if status != TopicEventResponseStatus::Success {
+            warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
+        }
+        delivery.finish();
+    }
+}
+
+/// The route of a Dapr subscription (daprd's rules): the first rule without a `match`, else
+/// `default` when it is not empty. Rules with a CEL `match` are not evaluated by layotto-rs
+/// (logged): their events go to the default route. `None` when no route is left (the
+/// subscription is then not made, so the broker keeps its events).
+fn select_route<'a>(
+    topic: &str,
+    rules: impl IntoIterator<Item = (&'a str, &'a str)>,
+    default: &str,
+) -> Option<String> {
+    for (matches, path) in rules {
+        if matches.trim().is_empty() {
+            return Some(path.to_owned());
+        }
+        warn!(
+            topic,
+            rule = matches,
+            path,
+            "routing rules with a CEL match are not evaluated by layotto-rs: their events go to the default route"
+        );
+    }
+    if default.is_empty() {
+        warn!(topic, "no route without a CEL match: not subscribed");
+        return None;
+    }
+    Some(default.to_owned())
+}
+
+/// Warns about what a Dapr subscription asks for that layotto-rs does not do.
+fn warn_unsupported(topic: &str, dead_letter_topic: &str, bulk: bool, raw_payload: bool) {
+    if !dead_letter_topic.is_empty() {
+        warn!(
+            topic,
+            dead_letter_topic, "dead-letter topics are not served: dropped events are not moved"
+        );
+    }
+    if bulk {
+        warn!(
+            topic,
+            "bulk subscriptions are not served: events are delivered one at a time"
+        );
+    }
+    if raw_payload {
+        warn!(
+            topic,
+            "rawPayload subscriptions are not served: events are delivered as CloudEvents"
+        );
+    }
+}
+
+/// A gRPC channel to an app's server, made on first use (on the backend pool, whose runtime
+/// tonic's channel needs).
+struct LazyChannel {
+    endpoint: Endpoint,
+    channel: OnceLock<Channel>,
+    address: String,
+}
+
+impl LazyChannel {
+    fn new(host: &str, port: u16) -> Result<Self, ApiError> {
+        let address = format!("{host}:{port}");
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| ApiError::InvalidArgument(format!("app address {address}: {err}")))?
+            .tcp_nodelay(true);
+        Ok(Self {
+            endpoint,
+            channel: OnceLock::new(),
+            address,
+        })
+    }
+
+    /// The channel (cheap to clone; connects, and reconnects, when called).
+    fn get(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
+            .clone()
+    }
+}
+
+impl fmt::Display for LazyChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(value: Value) -> (Option<AppSettings>, Vec<String>) {
+        let mut findings = Findings::default();
+        let app = AppSettings::decode(&value, "app", &mut findings);
+        let errors = findings.errors.iter().map(ToString::to_string).collect();
+        (app, errors)
+    }
+
+    #[test]
+    fn the_app_block_takes_daprs_channel_beside_layottos() {
+        let (app, errors) = decode(serde_json::json!({"app_id": "a", "grpc_callback_port": 9999}));
+        assert!(errors.is_empty(), "{errors:?}");
+        let app = app.unwrap();
+        assert_eq!(
+            (
+                app.app_port,
+                app.app_protocol,
+                app.app_channel_address.as_str()
+            ),
+            (None, AppProtocol::Http, LOOPBACK)
+        );
+        let (app, _) = decode(serde_json::json!({"app_id": "a", "app_port": 3000,
+            "app_protocol": "grpc", "app_channel_address": "10.0.0.5"}));
+        let app = app.unwrap();
+        assert_eq!(
+            (
+                app.app_port,
+                app.app_protocol,
+                app.app_channel_address.as_str()
+            ),
+            (Some(3000), AppProtocol::Grpc, "10.0.0.5")
+        );
+        let (_, errors) = decode(serde_json::json!({"app_id": "a", "app_protocol": "https"}));
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("app.app_protocol: unknown variant `https`"),
+            "{errors:?}"
+        );
+        let (_, errors) = decode(serde_json::json!({"app_id": "a", "app_port": 70000}));
+        assert!(errors[0].starts_with("app.app_port: "), "{errors:?}");
+    }
+
+    #[test]
+    fn flags_override_the_config() {
+        let (config, _) = decode(serde_json::json!({"app_id": "a", "app_port": 3000}));
+        assert_eq!(AppFlags::default().apply(config.clone()), config);
+        assert_eq!(AppFlags::default().apply(None), None);
+        let flags = AppFlags {
+            app_id: Some("b".into()),
+            app_protocol: Some(AppProtocol::Grpc),
+            ..AppFlags::default()
+        };
+        let app = flags.apply(config).unwrap();
+        assert_eq!(
+            (app.app_id.as_str(), app.app_port, app.app_protocol),
+            ("b", Some(3000), AppProtocol::Grpc)
+        );
+        let port_only = AppFlags {
+            app_port: Some(6000),
+            ..AppFlags::default()
+        };
+        let app = port_only.apply(None).unwrap();
+        assert_eq!(
+            (app.app_id.as_str(), app.app_port, app.app_protocol),
+            ("layotto", Some(6000), AppProtocol::Http)
+        );
+        assert_eq!(app.grpc_callback_port, None);
+    }
+
+    #[test]
+    fn app_protocols_are_daprs_names() {
+        assert_eq!(AppProtocol::parse("GRPC"), Ok(AppProtocol::Grpc));
+        assert_eq!(AppProtocol::parse("http"), Ok(AppProtocol::Http));
+        assert!(
+            AppProtocol::parse("grpcs")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(AppProtocol::parse("ftp").unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn routes_follow_daprs_rules() {
+        assert_eq!(select_route("t", [], "/d"), Some("/d".into()));
+        assert_eq!(
+            select_route("t", [("", "/first"), ("", "/second")], "/d"),
+            Some("/first".into())
+        );
+        assert_eq!(
+            select_route("t", [("event.type == 'x'", "/x")], "/d"),
+            Some("/d".into()),
+            "CEL rules are skipped"
+        );
+        assert_eq!(select_route("t", [("event.type == 'x'", "/x")], ""), None);
+        assert_eq!(select_route("t", [], ""), None);
+    }
+}

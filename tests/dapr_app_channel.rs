@@ -1,0 +1,576 @@
+//! Dapr's app channel end to end (daprd's `--app-port`/`--app-protocol`): layotto-rs in the test
+//! process on `in-memory` and a real `redis`, events published with Dapr's `PublishEvent`, and
+//! the test's own apps on real sockets — a tonic server of Dapr's `AppCallback` (`app_protocol`
+//! `grpc`: `ListTopicSubscriptions`, then `OnTopicEvent` in Dapr's shape with the route as
+//! `path`) and a hyper HTTP server (`http`, Dapr's default: `GET /dapr/subscribe`, CloudEvents
+//! POSTed to each route) — with SUCCESS / RETRY / DROP, 404 and failures honoured, an app that
+//! starts after layotto-rs still subscribed, and redis entries acknowledged once finished; and
+//! Dapr HTTP configuration pushes going to an HTTP app channel's port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "test code, never on a shard: a failed step panics, and it may block its own thread"
+)]
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use common::{redis::RedisServer, *};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use layotto_proto::dapr::runtime::{
+    ListTopicSubscriptionsResponse, PublishEventRequest, TopicEventRequest, TopicEventResponse,
+    TopicRoutes, TopicRule, TopicSubscription,
+    app_callback_server::{AppCallback, AppCallbackServer},
+    dapr_client::DaprClient,
+    topic_event_response::TopicEventResponseStatus,
+};
+use prost_types::value::Kind;
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::mpsc};
+use tonic::transport::Channel;
+
+const PUBSUB: &str = "ps";
+const APP_ID: &str = "app1";
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// The brokers every test runs on; the redis server lives as long as the returned value.
+fn brokers() -> Vec<(Value, Option<RedisServer>)> {
+    let redis = RedisServer::start();
+    vec![
+        (json!({"type": "in-memory"}), None),
+        (
+            json!({"type": "redis", "metadata": {"redisHost": redis.endpoint(), "consumerID": "g1"}}),
+            Some(redis),
+        ),
+    ]
+}
+
+/// layotto-rs with `broker` as `ps` and the app's Dapr channel at `app_port` over `protocol`.
+fn start_layotto(broker: &Value, app_port: u16, protocol: &str) -> Layotto {
+    Layotto::start(&grpc_config(
+        json!({
+            "pub_subs": {PUBSUB: broker},
+            "app": {"app_id": APP_ID, "app_port": app_port, "app_protocol": protocol}
+        }),
+        json!({}),
+    ))
+}
+
+async fn dapr_client(address: SocketAddr) -> DaprClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to layotto");
+    DaprClient::new(channel)
+}
+
+/// Publishes `data` as JSON on `topic`, with a W3C trace parent in the metadata.
+async fn publish(client: &mut DaprClient<Channel>, topic: &str, data: &str) {
+    client
+        .publish_event(PublishEventRequest {
+            pubsub_name: PUBSUB.into(),
+            topic: topic.into(),
+            data: Bytes::from(json!({"text": data}).to_string()),
+            data_content_type: "application/json".into(),
+            metadata: HashMap::from([("traceparent".into(), TRACEPARENT.into())]),
+        })
+        .await
+        .unwrap();
+}
+
+/// What an app saw of one delivery attempt: the event's text and id, and the whole event.
+#[derive(Debug, Clone)]
+struct Seen<E> {
+    text: String,
+    id: String,
+    event: E,
+}
+
+/// Waits until events published on `topic` now reach the app: publishes `probe` events until
+/// one is delivered (an event published before the subscription is in place is not).
+async fn wait_until_subscribed<E>(
+    publisher: &mut DaprClient<Channel>,
+    topic: &str,
+    seen: &mut mpsc::UnboundedReceiver<Seen<E>>,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publish(publisher, topic, "probe").await;
+        // Bounded polling of the app's subscription, which the test cannot be told of.
+        if let Ok(delivery) = tokio::time::timeout(Duration::from_millis(200), seen.recv()).await {
+            assert_eq!(delivery.unwrap().text, "probe");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no event reached the app"
+        );
+    }
+}
+
+/// The next delivery attempt that is not a probe.
+async fn next<E>(seen: &mut mpsc::UnboundedReceiver<Seen<E>>) -> Seen<E> {
+    loop {
+        let delivery = tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .expect("a delivery in time")
+            .expect("the app is running");
+        if delivery.text != "probe" {
+            return delivery;
+        }
+    }
+}
+
+/// Waits until group `g1` has no unacknowledged entry of `topic` (bounded polling of redis).
+fn wait_until_acknowledged(redis: &RedisServer, topic: &str) {
+    wait_until(&format!("every entry of {topic} acknowledged"), || {
+        let summary: ::redis::streams::StreamPendingReply = ::redis::cmd("XPENDING")
+            .arg(topic)
+            .arg("g1")
+            .query(&mut redis.client())
+            .unwrap();
+        summary.count() == 0
+    });
+}
+
+/// How the test's apps answer each attempt, by the event's text: `poison` is dropped,
+/// `retry-me` is retried once, `fail` fails once (an error status), anything else succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    Retry,
+    Drop,
+    Fail,
+}
+
+/// The verdict on an attempt at `text`, the `previous` attempts of its id having been made.
+fn verdict(text: &str, previous: usize) -> Verdict {
+    match (text, previous) {
+        ("poison", _) => Verdict::Drop,
+        ("retry-me", 0) => Verdict::Retry,
+        ("fail", 0) => Verdict::Fail,
+        _ => Verdict::Success,
+    }
+}
+
+/// Every attempt an app saw, by event id, to count earlier attempts.
+#[derive(Default, Clone)]
+struct Attempts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Attempts {
+    /// Records an attempt at `id`; answers how many came before it.
+    fn record(&self, id: &str) -> usize {
+        let mut attempts = self.0.lock().unwrap();
+        let count = attempts.entry(id.to_owned()).or_default();
+        *count += 1;
+        *count - 1
+    }
+}
+
+/// The test's Dapr gRPC app: subscribes to `orders` (route `/orders`) and `plain` (no route).
+#[derive(Clone)]
+struct GrpcApp {
+    attempts: Attempts,
+    seen: mpsc::UnboundedSender<Seen<(TopicEventRequest, Option<String>)>>,
+}
+
+#[tonic::async_trait]
+impl AppCallback for GrpcApp {
+    async fn list_topic_subscriptions(
+        &self,
+        _: tonic::Request<()>,
+    ) -> Result<tonic::Response<ListTopicSubscriptionsResponse>, tonic::Status> {
+        let orders = TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: "orders".into(),
+            routes: Some(TopicRoutes {
+                rules: vec![TopicRule {
+                    r#match: "event.type == \"other\"".into(),
+                    path: "/other".into(),
+                }],
+                default: "/orders".into(),
+            }),
+            ..Default::default()
+        };
+        let plain = TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: "plain".into(),
+            ..Default::default()
+        };
+        Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
+            subscriptions: vec![orders, plain],
+        }))
+    }
+
+    async fn on_topic_event(
+        &self,
+        request: tonic::Request<TopicEventRequest>,
+    ) -> Result<tonic::Response<TopicEventResponse>, tonic::Status> {
+        let pubsub_header = request
+            .metadata()
+            .get("pubsubname")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let event = request.into_inner();
+        let data: Value = serde_json::from_slice(&event.data).unwrap();
+        let text = data["text"].as_str().unwrap().to_owned();
+        let previous = self.attempts.record(&event.id);
+        let _ = self.seen.send(Seen {
+            text: text.clone(),
+            id: event.id.clone(),
+            event: (event, pubsub_header),
+        });
+        let status = match verdict(&text, previous) {
+            Verdict::Success => TopicEventResponseStatus::Success,
+            Verdict::Retry => TopicEventResponseStatus::Retry,
+            Verdict::Drop => TopicEventResponseStatus::Drop,
+            Verdict::Fail => return Err(tonic::Status::internal("the app failed")),
+        };
+        Ok(tonic::Response::new(TopicEventResponse {
+            status: status as i32,
+        }))
+    }
+}
+
+type GrpcSeen = mpsc::UnboundedReceiver<Seen<(TopicEventRequest, Option<String>)>>;
+
+/// Serves the gRPC app on `listener`; answers what it sees.
+fn serve_grpc_app(listener: TcpListener) -> GrpcSeen {
+    let (seen, received) = mpsc::unbounded_channel();
+    let app = GrpcApp {
+        attempts: Attempts::default(),
+        seen,
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AppCallbackServer::new(app))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    received
+}
+
+/// The string extension `key` of a Dapr event.
+fn extension(event: &TopicEventRequest, key: &str) -> Option<String> {
+    let value = event.extensions.as_ref()?.fields.get(key)?;
+    match &value.kind {
+        Some(Kind::StringValue(text)) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_honoured() {
+    for (broker, redis) in brokers() {
+        let kind = broker["type"].as_str().unwrap().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut seen = serve_grpc_app(listener);
+        let layotto = start_layotto(&broker, port, "grpc");
+        let mut publisher = dapr_client(layotto.address("grpc")).await;
+        wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+
+        publish(&mut publisher, "orders", "good").await;
+        let good = next(&mut seen).await;
+        let (event, pubsub_header) = &good.event;
+        assert!(!event.id.is_empty(), "{kind}");
+        assert_eq!(
+            (event.source.as_str(), event.r#type.as_str()),
+            (APP_ID, "com.dapr.event.sent"),
+            "{kind}"
+        );
+        assert_eq!(
+            (
+                event.spec_version.as_str(),
+                event.data_content_type.as_str()
+            ),
+            ("1.0", "application/json"),
+            "{kind}"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&event.data).unwrap(),
+            json!({"text": "good"})
+        );
+        assert_eq!(
+            (event.topic.as_str(), event.pubsub_name.as_str()),
+            ("orders", PUBSUB),
+            "{kind}"
+        );
+        assert_eq!(
+            event.path, "/orders",
+            "{kind}: the default route (the CEL rule is not evaluated)"
+        );
+        for (key, value) in [
+            ("traceparent", TRACEPARENT),
+            ("traceid", TRACEPARENT),
+            ("topic", "orders"),
+            ("pubsubname", PUBSUB),
+        ] {
+            assert_eq!(
+                extension(event, key).as_deref(),
+                Some(value),
+                "{kind}: {key}"
+            );
+        }
+        assert!(extension(event, "time").unwrap().ends_with('Z'), "{kind}");
+        assert_eq!(pubsub_header.as_deref(), Some(PUBSUB), "{kind}");
+
+        // RETRY and a failed call are delivered again; DROP is not; order is kept.
+        for text in ["retry-me", "fail", "poison", "marker"] {
+            publish(&mut publisher, "orders", text).await;
+        }
+        let retried = next(&mut seen).await;
+        let again = next(&mut seen).await;
+        assert_eq!(retried.text, "retry-me", "{kind}");
+        assert_eq!(again.id, retried.id, "{kind}: RETRY is redelivered");
+        let failed = next(&mut seen).await;
+        let again = next(&mut seen).await;
+        assert_eq!(failed.text, "fail", "{kind}");
+        assert_eq!(again.id, failed.id, "{kind}: a failed call is redelivered");
+        assert_eq!(next(&mut seen).await.text, "poison", "{kind}");
+        assert_eq!(
+            next(&mut seen).await.text,
+            "marker",
+            "{kind}: DROP is not redelivered"
+        );
+
+        // A subscription without routes gets an empty path.
+        wait_until_subscribed(&mut publisher, "plain", &mut seen).await;
+        publish(&mut publisher, "plain", "unrouted").await;
+        let unrouted = next(&mut seen).await;
+        assert_eq!(
+            (unrouted.text.as_str(), unrouted.event.0.path.as_str()),
+            ("unrouted", ""),
+            "{kind}"
+        );
+        if let Some(redis) = &redis {
+            wait_until_acknowledged(redis, "orders");
+            wait_until_acknowledged(redis, "plain");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
+    // The app's port, where nothing answers at first: layotto-rs's first call is cut off.
+    let early = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = early.local_addr().unwrap().port();
+    let layotto = start_layotto(&json!({"type": "in-memory"}), port, "grpc");
+    let mut publisher = dapr_client(layotto.address("grpc")).await;
+    let (cut, _) = tokio::time::timeout(WAIT, early.accept())
+        .await
+        .expect("layotto-rs calls the app")
+        .unwrap();
+    drop((cut, early));
+    // The app starts now, after layotto-rs asked.
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let mut seen = serve_grpc_app(listener);
+    wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+    publish(&mut publisher, "orders", "after").await;
+    assert_eq!(next(&mut seen).await.text, "after");
+}
+
+/// The test's HTTP app: `/dapr/subscribe` lists `orders` at `/orders` (v1alpha1's `route`) and
+/// `gone` at `/gone` (v2alpha1's `routes.default`), which answers 404; `/orders` answers by
+/// [`verdict`] — `{"status": "DROP"}`, `{"status": "RETRY"}`, 500, or 200 with an empty body.
+#[derive(Clone)]
+struct HttpApp {
+    attempts: Attempts,
+    seen: mpsc::UnboundedSender<Seen<HttpRequest>>,
+}
+
+/// A request the HTTP app got: its path, headers and JSON body.
+type HttpRequest = (String, HashMap<String, String>, Value);
+
+type HttpSeen = mpsc::UnboundedReceiver<Seen<HttpRequest>>;
+
+impl HttpApp {
+    async fn answer(self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        let headers: HashMap<String, String> = request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let reply = |status: StatusCode, body: &str| {
+            let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+            *response.status_mut() = status;
+            Ok(response)
+        };
+        if method == hyper::Method::GET && path == "/dapr/subscribe" {
+            assert_eq!(headers.get("dapr-app-id").map(String::as_str), Some(APP_ID));
+            let subscriptions = json!([
+                {"pubsubname": PUBSUB, "topic": "orders", "route": "/orders", "metadata": {}},
+                {"pubsubname": PUBSUB, "topic": "gone", "routes": {"rules": [], "default": "/gone"}}
+            ]);
+            return reply(StatusCode::OK, &subscriptions.to_string());
+        }
+        assert_eq!(method, hyper::Method::POST, "{path}");
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        let text = event["data"]["text"].as_str().unwrap().to_owned();
+        let id = event["id"].as_str().unwrap().to_owned();
+        let previous = self.attempts.record(&id);
+        let _ = self.seen.send(Seen {
+            text: text.clone(),
+            id,
+            event: (path.clone(), headers, event),
+        });
+        if path == "/gone" {
+            return reply(StatusCode::NOT_FOUND, "no such route");
+        }
+        match verdict(&text, previous) {
+            Verdict::Success => reply(StatusCode::OK, ""),
+            Verdict::Retry => reply(StatusCode::OK, r#"{"status": "RETRY"}"#),
+            Verdict::Drop => reply(StatusCode::OK, r#"{"status": "DROP"}"#),
+            Verdict::Fail => reply(StatusCode::INTERNAL_SERVER_ERROR, "the app failed"),
+        }
+    }
+}
+
+/// Starts the HTTP app on a port of its own; answers the port and what it sees.
+async fn start_http_app() -> (u16, HttpSeen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen, received) = mpsc::unbounded_channel();
+    let app = HttpApp {
+        attempts: Attempts::default(),
+        seen,
+    };
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| app.clone().answer(request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
+    for (broker, redis) in brokers() {
+        let kind = broker["type"].as_str().unwrap().to_owned();
+        let (port, mut seen) = start_http_app().await;
+        let layotto = start_layotto(&broker, port, "http");
+        let mut publisher = dapr_client(layotto.address("grpc")).await;
+        wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+
+        publish(&mut publisher, "orders", "good").await;
+        let good = next(&mut seen).await;
+        let (path, headers, event) = &good.event;
+        assert_eq!(path, "/orders", "{kind}");
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("application/cloudevents+json"),
+            "{kind}"
+        );
+        assert_eq!(
+            headers.get("pubsubname").map(String::as_str),
+            Some(PUBSUB),
+            "{kind}"
+        );
+        assert_eq!(
+            headers.get("traceparent").map(String::as_str),
+            Some(TRACEPARENT),
+            "{kind}"
+        );
+        for (key, value) in [
+            ("source", APP_ID),
+            ("type", "com.dapr.event.sent"),
+            ("specversion", "1.0"),
+            ("datacontenttype", "application/json"),
+            ("topic", "orders"),
+            ("pubsubname", PUBSUB),
+        ] {
+            assert_eq!(event[key], json!(value), "{kind}: {key}");
+        }
+        assert_eq!(event["data"], json!({"text": "good"}), "{kind}");
+
+        for text in ["retry-me", "fail", "poison", "marker"] {
+            publish(&mut publisher, "orders", text).await;
+        }
+        let retried = next(&mut seen).await;
+        let again = next(&mut seen).await;
+        assert_eq!(retried.text, "retry-me", "{kind}");
+        assert_eq!(
+            again.id, retried.id,
+            "{kind}: {{\"status\": \"RETRY\"}} is redelivered"
+        );
+        let failed = next(&mut seen).await;
+        let again = next(&mut seen).await;
+        assert_eq!(failed.text, "fail", "{kind}");
+        assert_eq!(again.id, failed.id, "{kind}: a 500 is redelivered");
+        assert_eq!(next(&mut seen).await.text, "poison", "{kind}");
+        assert_eq!(
+            next(&mut seen).await.text,
+            "marker",
+            "{kind}: DROP is not redelivered"
+        );
+
+        // 404 drops: each event comes once, and the next one follows.
+        wait_until_subscribed(&mut publisher, "gone", &mut seen).await;
+        publish(&mut publisher, "gone", "first").await;
+        publish(&mut publisher, "gone", "second").await;
+        let first = next(&mut seen).await;
+        assert_eq!(
+            (first.text.as_str(), first.event.0.as_str()),
+            ("first", "/gone"),
+            "{kind}"
+        );
+        assert_eq!(
+            next(&mut seen).await.text,
+            "second",
+            "{kind}: 404 is not redelivered"
+        );
+        if let Some(redis) = &redis {
+            wait_until_acknowledged(redis, "orders");
+            wait_until_acknowledged(redis, "gone");
+        }
+    }
+}
+
+#[test]
+fn configuration_changes_go_to_the_app_channel_when_it_speaks_http() {
+    let status_of_subscribe = |protocol: &str| {
+        let app = dead_address();
+        let config = with_dapr_http(
+            json!({
+                "config_store": {"config": {"type": "in-memory"}},
+                "app": {"app_id": APP_ID, "app_port": app.port(), "app_protocol": protocol}
+            }),
+            "dapr",
+        );
+        let layotto = Layotto::start(&config);
+        let (status, body) = http_get(
+            layotto.address("dapr"),
+            "/v1.0/configuration/config/subscribe?key=color",
+        )
+        .expect("the Dapr HTTP API answers");
+        (status, body)
+    };
+    // The filter names no app_port: the app block's HTTP channel is where changes go.
+    let (status, body) = status_of_subscribe("http");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\""), "{body}");
+    // A gRPC app has no HTTP port to push to, as daprd's HTTP API without an HTTP app channel.
+    let (status, body) = status_of_subscribe("grpc");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ERR_APP_CHANNEL_NIL"), "{body}");
+}
