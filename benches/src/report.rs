@@ -512,3 +512,79 @@ fn h2load_tables(out: &mut String, rows: &[H2loadRow], baseline: &str) {
         let _ = writeln!(out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, target: &str, p50_us: f64, p99_us: f64) -> LatencyRow {
+        LatencyRow::new(
+            scenario.into(),
+            target.into(),
+            Some(1),
+            Summary {
+                rps: 1000.0,
+                p50_us,
+                p90_us: p50_us,
+                p99_us,
+                p999_us: p99_us,
+                max_us: p99_us,
+                errors: 0,
+                missed: 0,
+                p99_spread_us: (p99_us, p99_us),
+                rps_spread: (1000.0, 1000.0),
+                cpu_us_per_request: 10.0,
+                syscalls_per_request: Some(0.024),
+            },
+        )
+    }
+
+    #[test]
+    fn latency_added_over_direct_is_set_against_daprs_published_figures() {
+        let rows = [
+            row(
+                "GetState on redis, open loop 1000/s",
+                "redis direct",
+                100.0,
+                200.0,
+            ),
+            row(
+                "GetState on redis, open loop 1000/s",
+                "layotto-rs, Dapr gRPC",
+                151.0,
+                291.0,
+            ),
+            row(
+                "GetState on redis, open loop 10000/s",
+                "redis direct",
+                1.0,
+                2.0,
+            ),
+            row(
+                "GetState on redis, open loop 10000/s",
+                "layotto-rs, Dapr gRPC",
+                9.0,
+                9.0,
+            ),
+        ];
+        let report = Report {
+            redis_added: rows.to_vec(),
+            redis_added_rss_kib: Some(10 * 1024),
+            ..Report::default()
+        };
+        let markdown = report.markdown();
+        // The 1000/s row only, as fractions of +510 µs and +910 µs.
+        assert!(
+            markdown.contains("| layotto-rs, Dapr gRPC | +51.0 | 0.10× | +91.0 | 0.10× |"),
+            "{markdown}"
+        );
+        assert!(!markdown.contains("| +8.0 |"), "{markdown}");
+        assert!(
+            markdown.contains("+51.0 / +91.0 / +91.0 µs"),
+            "added over direct: {markdown}"
+        );
+        assert!(markdown.contains("10.0 MiB, 0.21× Dapr's"), "{markdown}");
+        // Syscalls per request keep two decimals.
+        assert!(markdown.contains("| 0.02 |"), "{markdown}");
+    }
+}
