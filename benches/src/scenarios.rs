@@ -429,7 +429,14 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
 /// installed), then latency at half the slower's most.
 pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
     let servers = [
-        targets::layotto(&plan.layotto, plan.server_core, Role::Api { redis: None })?,
+        targets::layotto(
+            &plan.layotto,
+            plan.server_core,
+            Role::Api {
+                redis: None,
+                dapr_http: false,
+            },
+        )?,
         targets::tonic_reference(plan.server_core)?,
     ];
     for server in &servers {
@@ -513,6 +520,7 @@ pub(crate) fn dapr(plan: &Plan) -> Result<Vec<LatencyRow>> {
         plan.server_core,
         Role::Api {
             redis: redis.as_ref().map(|redis| redis.address),
+            dapr_http: true,
         },
     )?;
     let tonic = targets::tonic_reference(plan.server_core)?;
@@ -577,6 +585,7 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
         plan.server_core,
         Role::Api {
             redis: Some(redis.address),
+            dapr_http: true,
         },
     )?;
     std::thread::sleep(Duration::from_millis(500));
@@ -666,7 +675,14 @@ fn h2load_repeat(
 pub(crate) fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<MemoryRow>> {
     let mut rows = Vec::new();
     let grpc = [
-        targets::layotto(&plan.layotto, plan.server_core, Role::Api { redis: None })?,
+        targets::layotto(
+            &plan.layotto,
+            plan.server_core,
+            Role::Api {
+                redis: None,
+                dapr_http: false,
+            },
+        )?,
         targets::tonic_reference(plan.server_core)?,
     ];
     for server in &grpc {

@@ -168,10 +168,12 @@ pub(crate) enum Role {
     TcpProxy(SocketAddr),
     /// The gRPC API (LayOtto's and Dapr's) with the embedded default's `helloworld`
     /// `quick_start_demo` and in-memory `state_demo`, plus a redis state store `state_redis` on
-    /// this redis when given, and Dapr's HTTP API on a second listener.
+    /// this redis when given, and Dapr's HTTP API on a second listener when asked.
     Api {
         /// The redis of `state_redis`.
         redis: Option<SocketAddr>,
+        /// Whether a `dapr_http` listener serves Dapr's HTTP API too.
+        dapr_http: bool,
     },
 }
 
@@ -195,7 +197,7 @@ pub(crate) fn layotto(binary: &Path, core: Option<usize>, role: Role) -> Result<
             vec![serde_json::json!({"name": "echo", "hosts": [{"address": upstream.to_string()}]})],
             None,
         ),
-        Role::Api { redis } => {
+        Role::Api { redis, dapr_http } => {
             let mut state =
                 serde_json::json!({"state_demo": {"type": "in-memory", "metadata": {}}});
             if let Some(redis) = redis {
@@ -203,25 +205,22 @@ pub(crate) fn layotto(binary: &Path, core: Option<usize>, role: Role) -> Result<
                     {"type": "redis", "metadata": {"redisHost": redis.to_string()}}
                 );
             }
-            let dapr_http = free_address()?;
             let grpc = serde_json::json!({"type": "grpc", "config": {
                 "server_name": "runtime", "grpc_config": {
                     "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
                     "state": state
                 }
             }});
-            (
-                vec![
-                    listener("bench", address, grpc),
-                    listener(
-                        "dapr_http",
-                        dapr_http,
-                        serde_json::json!({"type": "dapr_http"}),
-                    ),
-                ],
-                Vec::new(),
-                Some(dapr_http),
-            )
+            let mut listeners = vec![listener("bench", address, grpc)];
+            let dapr_http = dapr_http.then(free_address).transpose()?;
+            if let Some(dapr_http) = dapr_http {
+                listeners.push(listener(
+                    "dapr_http",
+                    dapr_http,
+                    serde_json::json!({"type": "dapr_http"}),
+                ));
+            }
+            (listeners, Vec::new(), dapr_http)
         }
     };
     let config = serde_json::json!({
