@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the peers and tools the benchmark harness (`layotto-bench run`) compares with or
 # counts with, from Debian's packages: HAProxy, nginx with its stream module, h2load
-# (nghttp2-client) and perf. The harness skips whatever is missing, with a note; the test suite
+# (nghttp2-client), perf and redis-server. The harness skips whatever is missing, with a note; the test suite
 # needs none of them.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx libnginx-mod-stream)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -23,12 +23,9 @@ pub(crate) struct UnaryCaller {
 }
 
 impl UnaryCaller {
-    /// Connects to `address` for calls of `path` (`/package.Service/Method`) with `request`.
-    pub(crate) async fn connect(
-        address: SocketAddr,
-        path: &str,
-        request: &impl Message,
-    ) -> Result<Self> {
+    /// Connects to `address` for calls of `path` (`/package.Service/Method`) with the encoded
+    /// request `message`.
+    pub(crate) async fn connect(address: SocketAddr, path: &str, message: &[u8]) -> Result<Self> {
         let tcp = TcpStream::connect(address).await?;
         tcp.set_nodelay(true)?;
         let (sender, connection) = h2::client::Builder::new()
@@ -40,10 +37,10 @@ impl UnaryCaller {
         tokio::task::spawn_local(async move {
             let _ = connection.await;
         });
-        let mut frame = BytesMut::with_capacity(5 + request.encoded_len());
+        let mut frame = BytesMut::with_capacity(5 + message.len());
         frame.put_u8(0);
-        frame.put_u32(request.encoded_len() as u32);
-        request.encode(&mut frame)?;
+        frame.put_u32(u32::try_from(message.len())?);
+        frame.put_slice(message);
         Ok(Self {
             sender,
             uri: format!("http://{address}{path}").parse()?,

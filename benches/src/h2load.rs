@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use prost::Message;
 
 use crate::load::Timing;
 
@@ -37,13 +36,12 @@ pub(crate) struct H2loadRun {
     pub failed: u64,
 }
 
-/// A gRPC request body (the 5-byte message prefix and `request`) for h2load's `-d`.
-pub(crate) fn request_body(request: &impl Message) -> Vec<u8> {
-    let message = request.encode_to_vec();
+/// A gRPC request body (the 5-byte message prefix and the encoded `message`) for h2load's `-d`.
+pub(crate) fn request_body(message: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(5 + message.len());
     body.push(0);
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
+    body.extend_from_slice(message);
     body
 }
 
@@ -193,7 +191,7 @@ time for connect:        0us         0us         0us         0us     0.00%
             name: "bench".into(),
             data: None,
         };
-        let body = request_body(&request);
+        let body = request_body(&prost::Message::encode_to_vec(&request));
         assert_eq!(body[..5], [0, 0, 0, 0, 25]);
         assert_eq!(&body[5..7], b"\x0a\x10");
     }

@@ -1,5 +1,5 @@
 //! `layotto-bench`: the benchmark harness of layotto-rs. Starts layotto-rs and its peers (an echo
-//! server, HAProxy and nginx when installed, a tonic reference server) pinned to cores, offers
+//! server, HAProxy, nginx and redis when installed, a tonic reference server) pinned to cores, offers
 //! them load from this process (pinned to its own core), and reports percentiles, throughput,
 //! memory and ratios against the baselines as a Markdown table and a JSON file. See
 //! `benches/README.md` for the method and the latest figures.
@@ -11,8 +11,10 @@
     reason = "a command-line tool, not layotto-rs: it reports on the terminal and paces load from threads of its own"
 )]
 
+mod calls;
 mod grpc_client;
 mod h2load;
+mod http_client;
 mod load;
 mod report;
 mod scenarios;
@@ -31,7 +33,7 @@ use crate::{load::Timing, report::Report, scenarios::Plan};
 #[command(
     name = "layotto-bench",
     version,
-    about = "Benchmarks layotto-rs side by side with direct connections, HAProxy, nginx and tonic"
+    about = "Benchmarks layotto-rs side by side with direct connections, HAProxy, nginx, tonic and redis"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,8 +47,12 @@ enum Command {
         /// The layotto binary under test.
         #[arg(long, default_value = "target/release/layotto")]
         layotto: PathBuf,
-        /// Scenarios: l4, bulk, grpc, memory (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "l4,bulk,grpc,memory")]
+        /// Scenarios: l4, bulk, grpc, dapr, redis-added, memory (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "l4,bulk,grpc,dapr,redis-added,memory"
+        )]
         only: Vec<String>,
         /// Measured time of each run.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -200,6 +206,13 @@ fn main() -> Result<()> {
                         h2load::installed()
                             .map_or("not installed: skipped".into(), |p| p.display().to_string()),
                     ),
+                    (
+                        "redis-server".into(),
+                        targets::installed("redis-server")
+                            .map_or("not installed: redis rows skipped".into(), |p| {
+                                format!("{}, no persistence, on the load core", p.display())
+                            }),
+                    ),
                 ],
                 ..Report::default()
             };
@@ -209,8 +222,21 @@ fn main() -> Result<()> {
                     "l4" => report.l4 = scenarios::l4(&plan, &[64, 16 * 1024])?,
                     "bulk" => report.bulk = scenarios::bulk(&plan, 4)?,
                     "grpc" => (report.grpc, report.grpc_h2load) = scenarios::grpc(&plan)?,
-                    "memory" => report.memory = scenarios::memory(&plan, idle_connections, nofile)?,
-                    other => anyhow::bail!("unknown scenario {other} (l4, bulk, grpc, memory)"),
+                    "dapr" => report.dapr = scenarios::dapr(&plan)?,
+                    "redis-added" => {
+                        let (rows, at_rest) = scenarios::redis_added(&plan)?;
+                        report.redis_added = rows;
+                        report.redis_added_rss_kib = at_rest.as_ref().map(|row| row.idle_kib);
+                        report.memory.extend(at_rest);
+                    }
+                    "memory" => {
+                        report
+                            .memory
+                            .extend(scenarios::memory(&plan, idle_connections, nofile)?)
+                    }
+                    other => anyhow::bail!(
+                        "unknown scenario {other} (l4, bulk, grpc, dapr, redis-added, memory)"
+                    ),
                 }
             }
             let markdown = report.markdown();

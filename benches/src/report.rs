@@ -56,9 +56,10 @@ fn median_of_some(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| median(values.to_vec()))
 }
 
-/// A per-request figure with one decimal, or `–` when there is none.
+/// A per-request figure with two decimals (syscalls per request are often below one), or `–`
+/// when there is none.
 fn optional(value: Option<f64>) -> String {
-    value.map_or("–".into(), |v| format!("{v:.1}"))
+    value.map_or("–".into(), |v| format!("{v:.2}"))
 }
 
 fn spread(values: &[f64]) -> (f64, f64) {
@@ -228,6 +229,12 @@ pub(crate) struct Report {
     pub grpc: Vec<LatencyRow>,
     /// gRPC servers under h2load.
     pub grpc_h2load: Vec<H2loadRow>,
+    /// Dapr's `GetState` (gRPC and HTTP) beside LayOtto's, at saturation.
+    pub dapr: Vec<LatencyRow>,
+    /// The latency layotto-rs adds to a redis read, at fixed rates.
+    pub redis_added: Vec<LatencyRow>,
+    /// layotto-rs's resident memory at rest in the `redis_added` runs' config, in KiB.
+    pub redis_added_rss_kib: Option<u64>,
     /// Memory.
     pub memory: Vec<MemoryRow>,
 }
@@ -290,6 +297,26 @@ impl Report {
         if !self.grpc_h2load.is_empty() {
             h2load_tables(&mut out, &self.grpc_h2load, "tonic");
         }
+        if !self.dapr.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### Dapr's GetState beside LayOtto's (ratios against layotto-rs's LayOtto gRPC GetState)\n"
+            );
+            latency_tables(
+                &mut out,
+                &self.dapr,
+                "layotto-rs, LayOtto gRPC",
+                &["tonic, LayOtto gRPC", "tonic, Dapr gRPC", "redis direct"],
+            );
+        }
+        if !self.redis_added.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### Latency layotto-rs adds to a redis read (against `redis direct`)\n"
+            );
+            latency_tables(&mut out, &self.redis_added, "redis direct", &[]);
+            against_dapr(&mut out, &self.redis_added, self.redis_added_rss_kib);
+        }
         if !self.memory.is_empty() {
             let _ = writeln!(out, "\n### Resident memory\n");
             let _ = writeln!(
@@ -336,6 +363,12 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             .find(|r| r.target == baseline)
             .map(|r| &r.summary);
         let open = scenario.contains("open loop");
+        // Only the peers this table has get a column.
+        let others: Vec<&str> = others
+            .iter()
+            .copied()
+            .filter(|other| group.iter().any(|r| r.target == *other))
+            .collect();
         let _ = writeln!(out, "**{scenario}**\n");
         let mut header = "| target | core | req/s (min–max) | p50 µs | p90 µs | p99 µs (min–max) | p99.9 µs | max µs | errors | missed | CPU µs/req | syscalls/req |".to_owned();
         header.push_str(if open {
@@ -345,7 +378,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
         });
         header.push_str(baseline);
         header.push_str(" |");
-        for other in others {
+        for other in &others {
             let _ = write!(header, " req/s vs {other} |");
         }
         let columns = header.matches('|').count() - 1;
@@ -355,7 +388,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
             let versus = match base {
                 None => "–".into(),
                 Some(b) if open => format!(
-                    "+{:.1} / +{:.1} / +{:.1} µs",
+                    "{:+.1} / {:+.1} / {:+.1} µs",
                     s.p50_us - b.p50_us,
                     s.p99_us - b.p99_us,
                     s.p999_us - b.p999_us
@@ -381,7 +414,7 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
                 s.cpu_us_per_request,
                 optional(s.syscalls_per_request)
             );
-            for other in others {
+            for other in &others {
                 let ratio = group
                     .iter()
                     .find(|r| r.target == *other)
@@ -392,6 +425,56 @@ fn latency_tables(out: &mut String, rows: &[LatencyRow], baseline: &str, others:
         }
         let _ = writeln!(out);
     }
+}
+
+/// Dapr's own published figures for a state get over gRPC, for comparison: the latency its
+/// sidecar adds at this rate, and its memory.
+pub(crate) const DAPR_PUBLISHED_RATE: f64 = 1_000.0;
+/// Added p50 at [`DAPR_PUBLISHED_RATE`], µs.
+const DAPR_ADDED_P50_US: f64 = 510.0;
+/// Added p99 at [`DAPR_PUBLISHED_RATE`], µs.
+const DAPR_ADDED_P99_US: f64 = 910.0;
+/// Resident memory per sidecar, bytes (~50 MB).
+const DAPR_RSS_BYTES: f64 = 50e6;
+
+/// The latency each layotto-rs row of the `DAPR_PUBLISHED_RATE` table adds over `redis direct`
+/// and its memory at rest, as fractions of what Dapr publishes for its sidecar.
+fn against_dapr(out: &mut String, rows: &[LatencyRow], rss_kib: Option<u64>) {
+    let scenario = format!("open loop {DAPR_PUBLISHED_RATE}/s");
+    let group: Vec<&LatencyRow> = rows
+        .iter()
+        .filter(|r| r.scenario.ends_with(&scenario))
+        .collect();
+    let Some(direct) = group.iter().find(|r| r.target == "redis direct") else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "**Against Dapr's published figures** (state get over gRPC at {DAPR_PUBLISHED_RATE} QPS: +{DAPR_ADDED_P50_US} µs p50, +{DAPR_ADDED_P99_US} µs p99, ~50 MB per sidecar)\n\n| through layotto-rs | added p50 µs | vs Dapr's | added p99 µs | vs Dapr's |\n|---|---|---|---|---|"
+    );
+    for row in group.iter().filter(|r| r.target != "redis direct") {
+        let (p50, p99) = (
+            row.summary.p50_us - direct.summary.p50_us,
+            row.summary.p99_us - direct.summary.p99_us,
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {p50:+.1} | {:.2}× | {p99:+.1} | {:.2}× |",
+            row.target,
+            p50 / DAPR_ADDED_P50_US,
+            p99 / DAPR_ADDED_P99_US
+        );
+    }
+    if let Some(kib) = rss_kib {
+        let bytes = kib as f64 * 1024.0;
+        let _ = writeln!(
+            out,
+            "\nResident memory at rest: {:.1} MiB, {:.2}× Dapr's ~50 MB.",
+            kib as f64 / 1024.0,
+            bytes / DAPR_RSS_BYTES
+        );
+    }
+    let _ = writeln!(out);
 }
 
 /// One table per h2load scenario, with throughput, CPU and syscall ratios against `baseline`.
@@ -427,5 +510,81 @@ fn h2load_tables(out: &mut String, rows: &[H2loadRow], baseline: &str) {
             );
         }
         let _ = writeln!(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, target: &str, p50_us: f64, p99_us: f64) -> LatencyRow {
+        LatencyRow::new(
+            scenario.into(),
+            target.into(),
+            Some(1),
+            Summary {
+                rps: 1000.0,
+                p50_us,
+                p90_us: p50_us,
+                p99_us,
+                p999_us: p99_us,
+                max_us: p99_us,
+                errors: 0,
+                missed: 0,
+                p99_spread_us: (p99_us, p99_us),
+                rps_spread: (1000.0, 1000.0),
+                cpu_us_per_request: 10.0,
+                syscalls_per_request: Some(0.024),
+            },
+        )
+    }
+
+    #[test]
+    fn latency_added_over_direct_is_set_against_daprs_published_figures() {
+        let rows = [
+            row(
+                "GetState on redis, open loop 1000/s",
+                "redis direct",
+                100.0,
+                200.0,
+            ),
+            row(
+                "GetState on redis, open loop 1000/s",
+                "layotto-rs, Dapr gRPC",
+                151.0,
+                291.0,
+            ),
+            row(
+                "GetState on redis, open loop 10000/s",
+                "redis direct",
+                1.0,
+                2.0,
+            ),
+            row(
+                "GetState on redis, open loop 10000/s",
+                "layotto-rs, Dapr gRPC",
+                9.0,
+                9.0,
+            ),
+        ];
+        let report = Report {
+            redis_added: rows.to_vec(),
+            redis_added_rss_kib: Some(10 * 1024),
+            ..Report::default()
+        };
+        let markdown = report.markdown();
+        // The 1000/s row only, as fractions of +510 µs and +910 µs.
+        assert!(
+            markdown.contains("| layotto-rs, Dapr gRPC | +51.0 | 0.10× | +91.0 | 0.10× |"),
+            "{markdown}"
+        );
+        assert!(!markdown.contains("| +8.0 |"), "{markdown}");
+        assert!(
+            markdown.contains("+51.0 / +91.0 / +91.0 µs"),
+            "added over direct: {markdown}"
+        );
+        assert!(markdown.contains("10.0 MiB, 0.21× Dapr's"), "{markdown}");
+        // Syscalls per request keep two decimals.
+        assert!(markdown.contains("| 0.02 |"), "{markdown}");
     }
 }

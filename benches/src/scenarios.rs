@@ -1,7 +1,10 @@
 //! The scenarios: L4 echo request/response through each proxy (closed loop for the most it can
 //! do, then open loop at half of the slowest proxy's most for latency), L4 bulk throughput, gRPC
-//! unary calls against layotto-rs and the tonic reference, and memory at rest and with 10k idle
-//! connections. Each measurement is repeated and summarised by its median with the spread.
+//! unary calls against layotto-rs and the tonic reference, Dapr's `GetState` (gRPC and HTTP)
+//! beside LayOtto's on the in-memory and a redis store, the latency layotto-rs adds to a redis
+//! read at fixed rates, and memory at rest and with 10k idle connections. Each measurement is
+//! repeated and summarised by its median with the spread. Every row of a table is a
+//! [`Contender`]: a call through a pool of clients against one server, measured the same way.
 
 use std::{
     cell::Cell,
@@ -11,24 +14,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
-use bytes::Bytes;
-use layotto_proto::runtime::{
-    GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
-    StateItem,
-};
+use anyhow::{Context, Result};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 use crate::{
-    grpc_client::UnaryCaller,
+    calls::{self, Api, Call, Client, Pool, Store},
     h2load,
     load::{self, Measurement, Mode, Timing},
-    report::{BulkRow, Cost, H2loadRow, LatencyRow, MemoryRow, Summary},
+    report::{self, BulkRow, Cost, H2loadRow, LatencyRow, MemoryRow, Summary},
     syscalls,
-    targets::{self, Process},
+    targets::{self, Process, Role},
 };
 
 /// Open loop: requests outstanding at most per client of the pool (the rest of the cap waits
@@ -38,6 +36,37 @@ const OPEN_LOOP_IN_FLIGHT_PER_CLIENT: usize = 4;
 /// How long the memory scenario may take to open its idle connections; it reports with those
 /// it has by then.
 const OPEN_IDLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long opening a run's clients (or seeding the state) may take before the run fails.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The gRPC pool at saturation: 1000 calls in flight on 2 HTTP/2 connections.
+const GRPC_SATURATION: Pool = Pool {
+    connections: 2,
+    streams: 500,
+};
+
+/// The HTTP/1.1 (and RESP) pool at saturation: 1000 kept-alive connections, one call each.
+const HTTP_SATURATION: Pool = Pool {
+    connections: 1000,
+    streams: 1,
+};
+
+/// The pool of the fixed-rate latency runs: 64 clients (gRPC 2 connections × 32 streams,
+/// HTTP/1.1 and RESP 64 connections).
+const LIGHT_GRPC: Pool = Pool {
+    connections: 2,
+    streams: 32,
+};
+
+/// See [`LIGHT_GRPC`].
+const LIGHT_CONNECTIONS: Pool = Pool {
+    connections: 64,
+    streams: 1,
+};
+
+/// The rates of the latency-added scenario, calls per second.
+const REDIS_ADDED_RATES: [f64; 2] = [report::DAPR_PUBLISHED_RATE, 10_000.0];
 
 /// Where things run and for how long.
 #[derive(Debug, Clone)]
@@ -121,12 +150,133 @@ fn repeat(
     Ok(Summary::of(&runs, &cpu_per_request, &syscalls_per_request))
 }
 
+/// One row of a table: `call` through `pool` against `server`, whose CPU and syscalls are
+/// counted.
+struct Contender<'a> {
+    /// The row's name.
+    name: String,
+    /// The server called (and costed).
+    server: &'a Process,
+    /// What each call is.
+    call: Call,
+    /// The clients.
+    pool: Pool,
+}
+
+impl<'a> Contender<'a> {
+    fn new(name: impl Into<String>, server: &'a Process, call: Call, pool: Pool) -> Self {
+        Self {
+            name: name.into(),
+            server,
+            call,
+            pool,
+        }
+    }
+
+    /// Where its calls go: the Dapr HTTP listener for Dapr HTTP calls, else the server's address.
+    fn address(&self) -> Result<SocketAddr> {
+        match self.call {
+            Call::GetState(Api::DaprHttp, _) => self
+                .server
+                .dapr_http
+                .with_context(|| format!("{} serves no Dapr HTTP API", self.server.name)),
+            _ => Ok(self.server.address),
+        }
+    }
+}
+
+/// How load is offered to every contender of a table.
+#[derive(Debug, Clone, Copy)]
+enum Offer {
+    /// Every client of the pool always has a call in flight.
+    Closed,
+    /// Calls at this rate per second, at most [`OPEN_LOOP_IN_FLIGHT_PER_CLIENT`] per client
+    /// outstanding.
+    Open(f64),
+}
+
+impl Offer {
+    fn mode(self, clients: usize) -> Mode {
+        match self {
+            Self::Closed => Mode::Closed {
+                concurrency: clients,
+            },
+            Self::Open(rate) => Mode::Open {
+                rate,
+                max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * clients,
+            },
+        }
+    }
+}
+
+/// The rows of the table `scenario`: each contender measured `repeats` times under `offer`.
+fn table(
+    plan: &Plan,
+    scenario: &str,
+    contenders: &[Contender<'_>],
+    offer: Offer,
+) -> Result<Vec<LatencyRow>> {
+    contenders
+        .iter()
+        .map(|contender| {
+            let label = format!("{scenario}, {}", contender.name);
+            let address = contender.address()?;
+            let mode = offer.mode(contender.pool.clients(contender.call));
+            let summary = repeat(plan, &label, contender.server, || {
+                call_load(address, contender.call, contender.pool, mode, plan, &label)
+            })?;
+            Ok(LatencyRow::new(
+                scenario.to_owned(),
+                contender.name.clone(),
+                contender.server.core,
+                summary,
+            ))
+        })
+        .collect()
+}
+
+/// One run of `call` to `address` through `pool` under `mode`.
+fn call_load(
+    address: SocketAddr,
+    call: Call,
+    pool: Pool,
+    mode: Mode,
+    plan: &Plan,
+    label: &str,
+) -> Result<Measurement> {
+    let timing = plan.timing;
+    local(async move {
+        let clients = tokio::time::timeout(CONNECT_DEADLINE, calls::connect(address, call, pool))
+            .await
+            .with_context(|| format!("connecting to {address} took over {CONNECT_DEADLINE:?}"))??;
+        Ok(load::run(
+            clients,
+            mode,
+            timing,
+            Client::call,
+            progress(label.to_owned()),
+        )
+        .await)
+    })
+}
+
+/// Half of the slowest of `rows`' most: every target can carry it.
+fn half_of_slowest<'a>(rows: impl IntoIterator<Item = &'a LatencyRow>) -> f64 {
+    (rows
+        .into_iter()
+        .map(|row| row.summary.rps)
+        .fold(f64::MAX, f64::min)
+        / 2.0)
+        .max(100.0)
+        .round()
+}
+
 /// The L4 proxies to compare, each in front of `upstream`.
 fn proxies(plan: &Plan, upstream: SocketAddr) -> Result<Vec<Process>> {
     let mut proxies = vec![targets::layotto(
         &plan.layotto,
         plan.server_core,
-        Some(upstream),
+        Role::TcpProxy(upstream),
     )?];
     match targets::haproxy(plan.server_core, upstream)? {
         Some(haproxy) => proxies.push(haproxy),
@@ -139,101 +289,44 @@ fn proxies(plan: &Plan, upstream: SocketAddr) -> Result<Vec<Process>> {
     Ok(proxies)
 }
 
-/// One echo round trip of `size` bytes per call, over `connections` connections.
-fn echo_load(
-    address: SocketAddr,
-    size: usize,
-    connections: usize,
-    mode: Mode,
-    plan: &Plan,
-    label: &str,
-) -> Result<Measurement> {
-    let timing = plan.timing;
-    local(async move {
-        let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            let stream = TcpStream::connect(address).await?;
-            stream.set_nodelay(true)?;
-            clients.push((stream, vec![0u8; size]));
-        }
-        let payload: Rc<[u8]> = (0..size).map(|i| i as u8).collect();
-        let call = move |(mut stream, mut buffer): (TcpStream, Vec<u8>)| {
-            let payload = payload.clone();
-            async move {
-                let result = async {
-                    stream.write_all(&payload).await?;
-                    stream.read_exact(&mut buffer).await?;
-                    std::io::Result::Ok(())
-                }
-                .await
-                .map_err(|err| err.to_string());
-                let result = result.and_then(|()| {
-                    (buffer[..] == payload[..])
-                        .then_some(())
-                        .ok_or_else(|| "echo differs".to_owned())
-                });
-                ((stream, buffer), result)
-            }
-        };
-        Ok(load::run(clients, mode, timing, call, progress(label.to_owned())).await)
-    })
-}
-
 /// Closed-loop most and open-loop latency of each L4 target, for each message size.
 pub(crate) fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
     let echo = targets::echo(plan.load_core)?;
     let proxies = proxies(plan, echo.address)?;
+    let mut all: Vec<&Process> = vec![&echo];
+    all.extend(proxies.iter());
     let mut rows = Vec::new();
     for &size in sizes {
-        let mut all: Vec<&Process> = vec![&echo];
-        all.extend(proxies.iter());
-        let mut max = Vec::new();
-        for target in &all {
-            let label = format!("L4 echo {size} B, closed loop, {}", name(target));
-            let summary = repeat(plan, &label, target, || {
-                echo_load(
-                    target.address,
-                    size,
-                    32,
-                    Mode::Closed { concurrency: 32 },
-                    plan,
-                    &label,
-                )
-            })?;
-            max.push(summary.rps);
-            rows.push(LatencyRow::new(
-                format!("L4 echo {size} B, closed loop (32 connections)"),
-                name(target),
-                target.core,
-                summary,
-            ));
-        }
-        // Half of the slowest proxy's most: every target can carry it.
-        let rate = (max[1..].iter().copied().fold(f64::MAX, f64::min) / 2.0)
-            .max(100.0)
-            .round();
-        for target in &all {
-            let label = format!("L4 echo {size} B, open loop {rate}/s, {}", name(target));
-            let summary = repeat(plan, &label, target, || {
-                echo_load(
-                    target.address,
-                    size,
-                    64,
-                    Mode::Open {
-                        rate,
-                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 64,
-                    },
-                    plan,
-                    &label,
-                )
-            })?;
-            rows.push(LatencyRow::new(
-                format!("L4 echo {size} B, open loop {rate}/s"),
-                name(target),
-                target.core,
-                summary,
-            ));
-        }
+        let contenders = |connections| -> Vec<Contender<'_>> {
+            all.iter()
+                .map(|target| {
+                    Contender::new(
+                        name(target),
+                        target,
+                        Call::Echo(size),
+                        Pool {
+                            connections,
+                            streams: 1,
+                        },
+                    )
+                })
+                .collect()
+        };
+        let closed = table(
+            plan,
+            &format!("L4 echo {size} B, closed loop (32 connections)"),
+            &contenders(32),
+            Offer::Closed,
+        )?;
+        // Half of the slowest proxy's most (not the direct one's).
+        let rate = half_of_slowest(&closed[1..]);
+        rows.extend(closed);
+        rows.extend(table(
+            plan,
+            &format!("L4 echo {size} B, open loop {rate}/s"),
+            &contenders(64),
+            Offer::Open(rate),
+        )?);
     }
     Ok(rows)
 }
@@ -331,189 +424,224 @@ async fn bulk_once(address: SocketAddr, connections: usize, timing: Timing) -> R
     Ok(counted.get() as f64 * 8.0 / timing.duration.as_secs_f64() / 1e9)
 }
 
-/// The gRPC rpcs measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rpc {
-    /// `SayHello` on the `helloworld` component.
-    SayHello,
-    /// `GetState` of a saved key on the in-memory store.
-    GetState,
-}
-
-fn hello_request() -> SayHelloRequest {
-    SayHelloRequest {
-        service_name: "quick_start_demo".into(),
-        name: "bench".into(),
-        data: None,
-    }
-}
-
-fn get_state_request() -> GetStateRequest {
-    GetStateRequest {
-        store_name: "state_demo".into(),
-        key: "bench".into(),
-        ..Default::default()
-    }
-}
-
-/// The gRPC path of each rpc, as LayOtto's API names it.
-fn rpc_path(method: &str) -> String {
-    format!("/spec.proto.runtime.v1.Runtime/{method}")
-}
-
-/// `connections × streams` callers of `rpc` (clones share their connection), after saving the
-/// state `GetState` reads.
-async fn grpc_callers(
-    address: SocketAddr,
-    rpc: Rpc,
-    connections: usize,
-    streams: usize,
-) -> Result<Vec<UnaryCaller>> {
-    let save = SaveStateRequest {
-        store_name: "state_demo".into(),
-        states: vec![StateItem {
-            key: "bench".into(),
-            value: Bytes::from_static(b"value"),
-            ..Default::default()
-        }],
-    };
-    UnaryCaller::connect(address, &rpc_path("SaveState"), &save)
-        .await?
-        .call::<()>()
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let mut callers = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        callers.push(match rpc {
-            Rpc::SayHello => {
-                UnaryCaller::connect(address, &rpc_path("SayHello"), &hello_request()).await?
-            }
-            Rpc::GetState => {
-                UnaryCaller::connect(address, &rpc_path("GetState"), &get_state_request()).await?
-            }
-        });
-    }
-    Ok((0..connections * streams)
-        .map(|i| callers[i % connections].clone())
-        .collect())
-}
-
-fn grpc_load(
-    address: SocketAddr,
-    rpc: Rpc,
-    mode: Mode,
-    plan: &Plan,
-    label: &str,
-) -> Result<Measurement> {
-    let timing = plan.timing;
-    local(async move {
-        let callers = grpc_callers(address, rpc, 2, 500).await?;
-        let call = move |mut caller: UnaryCaller| async move {
-            let result = match rpc {
-                Rpc::SayHello => caller.call::<SayHelloResponse>().await.and_then(|reply| {
-                    (reply.hello == "greeting, bench")
-                        .then_some(())
-                        .ok_or_else(|| "wrong greeting".to_owned())
-                }),
-                Rpc::GetState => caller.call::<GetStateResponse>().await.and_then(|reply| {
-                    (reply.data == "value")
-                        .then_some(())
-                        .ok_or_else(|| "wrong value".to_owned())
-                }),
-            };
-            (caller, result)
-        };
-        Ok(load::run(callers, mode, timing, call, progress(label.to_owned())).await)
-    })
-}
-
 /// Each rpc against layotto-rs and the tonic reference, pinned to the same core: the most with
 /// 1000 calls in flight (2 connections × 500 streams) from our client and from h2load (when
 /// installed), then latency at half the slower's most.
 pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
     let servers = [
-        targets::layotto(&plan.layotto, plan.server_core, None)?,
+        targets::layotto(
+            &plan.layotto,
+            plan.server_core,
+            Role::Api {
+                redis: None,
+                dapr_http: false,
+            },
+        )?,
         targets::tonic_reference(plan.server_core)?,
     ];
+    for server in &servers {
+        seed_state(server.address, Store::InMemory)?;
+    }
     let h2load = h2load::installed();
     if h2load.is_none() {
         eprintln!("  h2load (Debian's nghttp2-client) is not installed: its rows are skipped");
     }
     let mut rows = Vec::new();
     let mut h2load_rows = Vec::new();
-    for rpc in [Rpc::SayHello, Rpc::GetState] {
-        let mut max = Vec::new();
-        for server in &servers {
-            let label = format!("gRPC {rpc:?}, closed loop 1000 in flight, {}", server.name);
-            let summary = repeat(plan, &label, server, || {
-                grpc_load(
-                    server.address,
-                    rpc,
-                    Mode::Closed { concurrency: 1000 },
-                    plan,
-                    &label,
-                )
-            })?;
-            max.push(summary.rps);
-            rows.push(LatencyRow::new(
-                format!("gRPC {rpc:?}, closed loop (1000 in flight)"),
-                server.name.clone(),
-                server.core,
-                summary,
-            ));
-        }
+    for (rpc, call) in [
+        ("SayHello", Call::SayHello),
+        ("GetState", Call::GetState(Api::Layotto, Store::InMemory)),
+    ] {
+        let contenders: Vec<Contender<'_>> = servers
+            .iter()
+            .map(|server| Contender::new(server.name.clone(), server, call, GRPC_SATURATION))
+            .collect();
+        let closed = table(
+            plan,
+            &format!("gRPC {rpc}, closed loop (1000 in flight)"),
+            &contenders,
+            Offer::Closed,
+        )?;
+        let rate = half_of_slowest(&closed);
+        rows.extend(closed);
         if let Some(program) = &h2load {
             for server in &servers {
-                h2load_rows.push(h2load_repeat(plan, program, server, rpc)?);
+                h2load_rows.push(h2load_repeat(plan, program, server, rpc, call)?);
             }
         }
-        let rate = (max.iter().copied().fold(f64::MAX, f64::min) / 2.0)
-            .max(100.0)
-            .round();
-        for server in &servers {
-            let label = format!("gRPC {rpc:?}, open loop {rate}/s, {}", server.name);
-            let summary = repeat(plan, &label, server, || {
-                grpc_load(
-                    server.address,
-                    rpc,
-                    Mode::Open {
-                        rate,
-                        max_in_flight: OPEN_LOOP_IN_FLIGHT_PER_CLIENT * 1000,
-                    },
-                    plan,
-                    &label,
-                )
-            })?;
-            rows.push(LatencyRow::new(
-                format!("gRPC {rpc:?}, open loop {rate}/s"),
-                server.name.clone(),
-                server.core,
-                summary,
-            ));
-        }
+        rows.extend(table(
+            plan,
+            &format!("gRPC {rpc}, open loop {rate}/s"),
+            &contenders,
+            Offer::Open(rate),
+        )?);
     }
     Ok((rows, h2load_rows))
 }
 
-/// `repeats` h2load runs of `rpc` against `server` (2 connections × 500 streams), the median
-/// shown, with what the server spent.
+/// Seeds `store` of the gRPC server at `address` (see [`calls::seed_state`]).
+fn seed_state(address: SocketAddr, store: Store) -> Result<()> {
+    local(async move {
+        tokio::time::timeout(CONNECT_DEADLINE, calls::seed_state(address, store))
+            .await
+            .context("seeding the state took too long")?
+    })
+}
+
+/// A redis server for the redis scenarios, seeded (see [`calls::seed_redis`]); `None`, with a
+/// note, when redis-server is not installed.
+fn seeded_redis(plan: &Plan) -> Result<Option<Process>> {
+    let Some(redis) = targets::redis(plan.load_core)? else {
+        eprintln!("  redis-server (Debian's redis-server) is not installed: redis rows skipped");
+        return Ok(None);
+    };
+    let address = redis.address;
+    local(async move {
+        tokio::time::timeout(CONNECT_DEADLINE, calls::seed_redis(address))
+            .await
+            .context("seeding redis took too long")?
+    })?;
+    Ok(Some(redis))
+}
+
+/// The name of a layotto-rs row of `api`.
+fn layotto_row(api: Api) -> String {
+    format!("layotto-rs, {}", api.label())
+}
+
+/// Dapr's `GetState` over gRPC and HTTP beside LayOtto's, at saturation (closed loop, 1000 in
+/// flight: gRPC 2 connections × 500 streams, HTTP/1.1 1000 connections): on the in-memory store
+/// with the tonic reference's LayOtto and Dapr `GetState` beside them, and on a redis store with
+/// redis's own most (its `HMGET`, direct) when redis-server is installed.
+pub(crate) fn dapr(plan: &Plan) -> Result<Vec<LatencyRow>> {
+    let redis = seeded_redis(plan)?;
+    let layotto = targets::layotto(
+        &plan.layotto,
+        plan.server_core,
+        Role::Api {
+            redis: redis.as_ref().map(|redis| redis.address),
+            dapr_http: true,
+        },
+    )?;
+    let tonic = targets::tonic_reference(plan.server_core)?;
+    seed_state(layotto.address, Store::InMemory)?;
+    seed_state(tonic.address, Store::InMemory)?;
+    let through = |store, api| {
+        let pool = match api {
+            Api::DaprHttp => HTTP_SATURATION,
+            Api::Layotto | Api::DaprGrpc => GRPC_SATURATION,
+        };
+        Contender::new(layotto_row(api), &layotto, Call::GetState(api, store), pool)
+    };
+    let tonic_row = |api: Api| {
+        Contender::new(
+            format!("tonic, {}", api.label()),
+            &tonic,
+            Call::GetState(api, Store::InMemory),
+            GRPC_SATURATION,
+        )
+    };
+    let in_memory = [
+        through(Store::InMemory, Api::Layotto),
+        tonic_row(Api::Layotto),
+        through(Store::InMemory, Api::DaprGrpc),
+        tonic_row(Api::DaprGrpc),
+        through(Store::InMemory, Api::DaprHttp),
+    ];
+    let mut rows = table(
+        plan,
+        "GetState, in-memory store, closed loop (1000 in flight)",
+        &in_memory,
+        Offer::Closed,
+    )?;
+    if let Some(redis) = &redis {
+        let on_redis = [
+            Contender::new("redis direct", redis, Call::RedisRead, HTTP_SATURATION),
+            through(Store::Redis, Api::Layotto),
+            through(Store::Redis, Api::DaprGrpc),
+            through(Store::Redis, Api::DaprHttp),
+        ];
+        rows.extend(table(
+            plan,
+            "GetState, redis store, closed loop (1000 in flight)",
+            &on_redis,
+            Offer::Closed,
+        )?);
+    }
+    Ok(rows)
+}
+
+/// The latency layotto-rs adds to a redis read: the same load generator calling redis directly
+/// (the `HMGET` a redis store's `GetState` makes) and calling `GetState` on a redis store
+/// through LayOtto's gRPC API, Dapr's gRPC API and Dapr's HTTP API, open loop at each of
+/// [`REDIS_ADDED_RATES`] with 64 clients; and layotto-rs's resident memory at rest with that
+/// config (before any call). Empty, with a note, when redis-server is not installed.
+pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<MemoryRow>)> {
+    let Some(redis) = seeded_redis(plan)? else {
+        return Ok((Vec::new(), None));
+    };
+    let layotto = targets::layotto(
+        &plan.layotto,
+        plan.server_core,
+        Role::Api {
+            redis: Some(redis.address),
+            dapr_http: true,
+        },
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let at_rest = MemoryRow {
+        target: "layotto-rs (LayOtto and Dapr gRPC, Dapr HTTP; in-memory and redis state stores)"
+            .into(),
+        idle_kib: layotto.rss_kib()?,
+        connections: 0,
+        with_connections_kib: None,
+    };
+    let mut contenders = vec![Contender::new(
+        "redis direct",
+        &redis,
+        Call::RedisRead,
+        LIGHT_CONNECTIONS,
+    )];
+    for api in [Api::Layotto, Api::DaprGrpc, Api::DaprHttp] {
+        let pool = match api {
+            Api::DaprHttp => LIGHT_CONNECTIONS,
+            Api::Layotto | Api::DaprGrpc => LIGHT_GRPC,
+        };
+        contenders.push(Contender::new(
+            layotto_row(api),
+            &layotto,
+            Call::GetState(api, Store::Redis),
+            pool,
+        ));
+    }
+    let mut rows = Vec::new();
+    for rate in REDIS_ADDED_RATES {
+        rows.extend(table(
+            plan,
+            &format!("GetState on redis, open loop {rate}/s"),
+            &contenders,
+            Offer::Open(rate),
+        )?);
+    }
+    Ok((rows, Some(at_rest)))
+}
+
+/// `repeats` h2load runs of `call` (the gRPC rpc `rpc`) against `server` (2 connections × 500
+/// streams), the median shown, with what the server spent.
 fn h2load_repeat(
     plan: &Plan,
     program: &std::path::Path,
     server: &Process,
-    rpc: Rpc,
+    rpc: &str,
+    call: Call,
 ) -> Result<H2loadRow> {
+    let (path, message) = call.grpc().context("h2load makes gRPC calls")?;
     let body = tempfile::NamedTempFile::new()?;
-    let request = match rpc {
-        Rpc::SayHello => h2load::request_body(&hello_request()),
-        Rpc::GetState => h2load::request_body(&get_state_request()),
-    };
-    std::fs::write(body.path(), request)?;
-    let path = rpc_path(&format!("{rpc:?}"));
+    std::fs::write(body.path(), h2load::request_body(&message))?;
     let mut runs = Vec::with_capacity(plan.repeats);
     for run in 0..plan.repeats {
         eprint!(
-            "\r  gRPC {rpc:?}, h2load, {} (run {}/{})          ",
+            "\r  gRPC {rpc}, h2load, {} (run {}/{})          ",
             server.name,
             run + 1,
             plan.repeats
@@ -522,7 +650,7 @@ fn h2load_repeat(
             let figures = h2load::run(
                 program,
                 server.address,
-                &path,
+                path,
                 body.path(),
                 (2, 500),
                 plan.timing,
@@ -534,7 +662,7 @@ fn h2load_repeat(
     }
     eprintln!();
     Ok(H2loadRow::of(
-        format!("gRPC {rpc:?}, h2load (2 connections × 500 streams)"),
+        format!("gRPC {rpc}, h2load (2 connections × 500 streams)"),
         server.name.clone(),
         server.core,
         &runs,
@@ -547,7 +675,14 @@ fn h2load_repeat(
 pub(crate) fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<MemoryRow>> {
     let mut rows = Vec::new();
     let grpc = [
-        targets::layotto(&plan.layotto, plan.server_core, None)?,
+        targets::layotto(
+            &plan.layotto,
+            plan.server_core,
+            Role::Api {
+                redis: None,
+                dapr_http: false,
+            },
+        )?,
         targets::tonic_reference(plan.server_core)?,
     ];
     for server in &grpc {

@@ -1,12 +1,19 @@
 //! The peers the harness starts as processes of its own (so each can be pinned to a core): a TCP
 //! echo server (the upstream of the L4 scenarios, and the "direct" baseline) and a minimal tonic
-//! server of the two measured rpcs (the gRPC reference), both on one current-thread runtime.
+//! server of the measured rpcs (the gRPC reference: LayOtto's `SayHello` and `GetState`, Dapr's
+//! `GetState`), both on one current-thread runtime.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use layotto_proto::runtime::{
-    GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
-    runtime_server::{Runtime, RuntimeServer},
+use layotto_proto::{
+    dapr::runtime::{
+        self as dapr,
+        dapr_server::{Dapr, DaprServer},
+    },
+    runtime::{
+        GetStateRequest, GetStateResponse, SaveStateRequest, SayHelloRequest, SayHelloResponse,
+        runtime_server::{Runtime, RuntimeServer},
+    },
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status};
@@ -35,7 +42,9 @@ pub(crate) async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// SayHello and an in-memory GetState/SaveState, as layotto-rs's `helloworld` and `in-memory`
-/// components answer them; every other rpc is UNIMPLEMENTED.
+/// components answer them, and Dapr's GetState of the same store (keys under daprd's
+/// `{app_id}||` prefix, app id `layotto`, as layotto-rs keeps them); every other rpc is
+/// UNIMPLEMENTED.
 #[derive(Default)]
 #[expect(
     clippy::disallowed_types,
@@ -43,6 +52,18 @@ pub(crate) async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
 )]
 struct Reference {
     state: std::sync::Mutex<HashMap<String, bytes::Bytes>>,
+}
+
+impl Reference {
+    /// The value under `key`, or none.
+    fn value(&self, key: &str) -> bytes::Bytes {
+        self.state
+            .lock()
+            .expect("state lock")
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 #[tonic::async_trait]
@@ -65,16 +86,8 @@ impl Runtime for Reference {
         &self,
         request: Request<GetStateRequest>,
     ) -> Result<Response<GetStateResponse>, Status> {
-        let request = request.into_inner();
-        let data = self
-            .state
-            .lock()
-            .expect("state lock")
-            .get(&request.key)
-            .cloned()
-            .unwrap_or_default();
         Ok(Response::new(GetStateResponse {
-            data,
+            data: self.value(&request.get_ref().key),
             etag: "1".into(),
             metadata: HashMap::new(),
         }))
@@ -89,13 +102,29 @@ impl Runtime for Reference {
     }
 }
 
+#[tonic::async_trait]
+impl Dapr for Reference {
+    async fn get_state(
+        &self,
+        request: Request<dapr::GetStateRequest>,
+    ) -> Result<Response<dapr::GetStateResponse>, Status> {
+        Ok(Response::new(dapr::GetStateResponse {
+            data: self.value(&format!("layotto||{}", request.get_ref().key)),
+            etag: "1".into(),
+            metadata: HashMap::new(),
+        }))
+    }
+}
+
 /// Serves the reference until killed.
 pub(crate) async fn tonic_reference(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let reference = Arc::new(Reference::default());
     tonic::transport::Server::builder()
-        .add_service(RuntimeServer::from_arc(Arc::new(Reference::default())))
+        .add_service(RuntimeServer::from_arc(reference.clone()))
+        .add_service(DaprServer::from_arc(reference))
         .serve_with_incoming(incoming)
         .await?;
     Ok(())

@@ -1,6 +1,6 @@
 //! The processes a scenario runs against, each started pinned to a core (`taskset`) on a free
 //! loopback port, inheriting the harness's file limit, and killed when dropped: the harness's own
-//! echo and tonic servers, layotto-rs, HAProxy and nginx (when installed).
+//! echo and tonic servers, layotto-rs, and HAProxy, nginx and redis-server (when installed).
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -17,6 +17,8 @@ pub(crate) struct Process {
     pub name: String,
     /// Where it listens.
     pub address: SocketAddr,
+    /// Where a layotto-rs serving the API also serves Dapr's HTTP API.
+    pub dapr_http: Option<SocketAddr>,
     /// The core it is pinned to.
     pub core: Option<usize>,
     child: Child,
@@ -24,13 +26,14 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Runs `program args` pinned to `core`, then waits until `address` accepts connections.
+    /// Runs `program args` pinned to `core`, then waits until `address` (and `dapr_http`)
+    /// accept connections.
     fn start(
         name: &str,
         core: Option<usize>,
         program: &Path,
         args: &[String],
-        address: SocketAddr,
+        (address, dapr_http): (SocketAddr, Option<SocketAddr>),
         dir: tempfile::TempDir,
     ) -> Result<Self> {
         let mut command = match core {
@@ -52,19 +55,25 @@ impl Process {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(address).is_err() {
-            if let Some(status) = child.try_wait()? {
-                let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-                bail!("{name} exited ({status}): {stderr}");
+        for listen in std::iter::once(address).chain(dapr_http) {
+            while TcpStream::connect(listen).is_err() {
+                if let Some(status) = child.try_wait()? {
+                    let stderr =
+                        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+                    bail!("{name} exited ({status}): {stderr}");
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{name} did not listen on {listen}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if Instant::now() > deadline {
-                bail!("{name} did not listen on {address}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Self {
             name: name.to_owned(),
             address,
+            dapr_http,
             core,
             child,
             _dir: dir,
@@ -129,7 +138,7 @@ pub(crate) fn echo(core: Option<usize>) -> Result<Process> {
         core,
         &std::env::current_exe()?,
         &args,
-        address,
+        (address, None),
         tempfile::tempdir()?,
     )
 }
@@ -147,37 +156,76 @@ pub(crate) fn tonic_reference(core: Option<usize>) -> Result<Process> {
         core,
         &std::env::current_exe()?,
         &args,
-        address,
+        (address, None),
         tempfile::tempdir()?,
     )
 }
 
-/// layotto-rs (`binary`) on one shard: a `tcp_proxy` to `upstream`, or the gRPC API with the
-/// embedded default's components when `upstream` is `None`.
-pub(crate) fn layotto(
-    binary: &Path,
-    core: Option<usize>,
-    upstream: Option<SocketAddr>,
-) -> Result<Process> {
+/// What a layotto-rs under test serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    /// A `tcp_proxy` to this upstream.
+    TcpProxy(SocketAddr),
+    /// The gRPC API (LayOtto's and Dapr's) with the embedded default's `helloworld`
+    /// `quick_start_demo` and in-memory `state_demo`, plus a redis state store `state_redis` on
+    /// this redis when given, and Dapr's HTTP API on a second listener when asked.
+    Api {
+        /// The redis of `state_redis`.
+        redis: Option<SocketAddr>,
+        /// Whether a `dapr_http` listener serves Dapr's HTTP API too.
+        dapr_http: bool,
+    },
+}
+
+/// layotto-rs (`binary`) on one shard, in `role`.
+pub(crate) fn layotto(binary: &Path, core: Option<usize>, role: Role) -> Result<Process> {
     let dir = tempfile::tempdir()?;
     let address = free_address()?;
-    let filter = match upstream {
-        Some(_) => serde_json::json!({"type": "tcp_proxy", "config": {"cluster": "echo"}}),
-        None => {
-            serde_json::json!({"type": "grpc", "config": {"server_name": "runtime", "grpc_config": {
-                "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
-                "state": {"state_demo": {"type": "in-memory", "metadata": {}}}
-            }}})
+    let listener = |name: &str, address: SocketAddr, filter: serde_json::Value| {
+        serde_json::json!({
+            "name": name, "address": address.to_string(),
+            "filter_chains": [{"filters": [filter]}]
+        })
+    };
+    let (listeners, clusters, dapr_http) = match role {
+        Role::TcpProxy(upstream) => (
+            vec![listener(
+                "bench",
+                address,
+                serde_json::json!({"type": "tcp_proxy", "config": {"cluster": "echo"}}),
+            )],
+            vec![serde_json::json!({"name": "echo", "hosts": [{"address": upstream.to_string()}]})],
+            None,
+        ),
+        Role::Api { redis, dapr_http } => {
+            let mut state =
+                serde_json::json!({"state_demo": {"type": "in-memory", "metadata": {}}});
+            if let Some(redis) = redis {
+                state["state_redis"] = serde_json::json!(
+                    {"type": "redis", "metadata": {"redisHost": redis.to_string()}}
+                );
+            }
+            let grpc = serde_json::json!({"type": "grpc", "config": {
+                "server_name": "runtime", "grpc_config": {
+                    "hellos": {"quick_start_demo": {"type": "helloworld", "hello": "greeting"}},
+                    "state": state
+                }
+            }});
+            let mut listeners = vec![listener("bench", address, grpc)];
+            let dapr_http = dapr_http.then(free_address).transpose()?;
+            if let Some(dapr_http) = dapr_http {
+                listeners.push(listener(
+                    "dapr_http",
+                    dapr_http,
+                    serde_json::json!({"type": "dapr_http"}),
+                ));
+            }
+            (listeners, Vec::new(), dapr_http)
         }
     };
     let config = serde_json::json!({
-        "servers": [{"default_log_level": "WARN", "listeners": [{
-            "name": "bench", "address": address.to_string(),
-            "filter_chains": [{"filters": [filter]}]
-        }]}],
-        "cluster_manager": {"clusters": upstream.map(|u| vec![serde_json::json!(
-            {"name": "echo", "hosts": [{"address": u.to_string()}]}
-        )]).unwrap_or_default()}
+        "servers": [{"default_log_level": "WARN", "listeners": listeners}],
+        "cluster_manager": {"clusters": clusters}
     });
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string())?;
@@ -188,7 +236,31 @@ pub(crate) fn layotto(
         "--shards".into(),
         "1".into(),
     ];
-    Process::start("layotto-rs", core, binary, &args, address, dir)
+    Process::start("layotto-rs", core, binary, &args, (address, dapr_http), dir)
+}
+
+/// redis-server without persistence on a free loopback port, if installed.
+pub(crate) fn redis(core: Option<usize>) -> Result<Option<Process>> {
+    let Some(program) = installed("redis-server") else {
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let address = free_address()?;
+    let args = [
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        address.port().to_string(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--protected-mode".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+    ];
+    Process::start("redis", core, &program, &args, (address, None), dir).map(Some)
 }
 
 /// HAProxy in TCP mode with one thread, if installed.
@@ -209,7 +281,7 @@ pub(crate) fn haproxy(core: Option<usize>, upstream: SocketAddr) -> Result<Optio
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, config)?;
     let args = ["-db".into(), "-f".into(), path.display().to_string()];
-    Process::start("haproxy", core, &program, &args, address, dir).map(Some)
+    Process::start("haproxy", core, &program, &args, (address, None), dir).map(Some)
 }
 
 /// nginx with the `stream` module and one worker (no master), if installed.
@@ -242,7 +314,7 @@ pub(crate) fn nginx(core: Option<usize>, upstream: SocketAddr) -> Result<Option<
         "-e".into(),
         "stderr".into(),
     ];
-    match Process::start("nginx", core, &program, &args, address, dir) {
+    match Process::start("nginx", core, &program, &args, (address, None), dir) {
         Ok(process) => Ok(Some(process)),
         Err(err) if err.to_string().contains("stream") => {
             eprintln!("nginx has no stream module: skipped ({err})");
@@ -253,7 +325,7 @@ pub(crate) fn nginx(core: Option<usize>, upstream: SocketAddr) -> Result<Option<
 }
 
 /// Where `program` is installed, if it is.
-fn installed(program: &str) -> Option<PathBuf> {
+pub(crate) fn installed(program: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
         .iter()
         .map(|dir| Path::new(dir).join(program))
