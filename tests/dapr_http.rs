@@ -662,32 +662,69 @@ fn bindings_and_invocation_reach_the_app_over_http() {
         .send("POST", "/v1.0/bindings/http", &[], b"{")
         .assert_error(400, "ERR_MALFORMED_REQUEST");
 
-    let got = client.get("/v1.0/invoke/app2/method/orders/42?expand=1");
+    let got = client.send(
+        "GET",
+        "/v1.0/invoke/app2/method/orders/42?expand=1",
+        &[("x-tenant", "t1"), ("traceparent", traceparent)],
+        b"",
+    );
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.text(), "GET /orders/42?expand=1");
     assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        got.header("x-reply"),
+        Some("yes"),
+        "the app's headers come back"
+    );
+    {
+        // The request's headers go to the app with daprd's identity headers.
+        let received = received.lock().unwrap();
+        let (_, _, headers, _) = received.last().unwrap();
+        assert_eq!(headers["x-tenant"], "t1");
+        assert_eq!(headers["traceparent"], traceparent);
+        assert_eq!(headers["dapr-caller-app-id"], "app1");
+        assert_eq!(headers["dapr-callee-app-id"], "app2");
+    }
     let created = client.send(
-        "PUT",
+        "POST",
         "/v1.0/invoke/app2/method/orders",
         &[("Content-Type", "application/json")],
         br#"{"id":1}"#,
     );
-    assert_eq!(created.text(), "PUT /orders");
+    assert_eq!(created.status, 201, "the app's status comes back");
+    assert_eq!(created.text(), r#"created {"id":1}"#);
     {
         let received = received.lock().unwrap();
         let (_, _, headers, body) = received.last().unwrap();
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(body, br#"{"id":1}"#);
     }
-    let by_header = client.send("DELETE", "/orders/7", &[("dapr-app-id", "app2")], b"");
+    let by_header = client.send(
+        "DELETE",
+        "/orders/7",
+        &[("dapr-app-id", "app2"), ("dapr-caller-app-id", "spoofed")],
+        b"",
+    );
     assert_eq!(by_header.text(), "DELETE /orders/7");
+    {
+        let received = received.lock().unwrap();
+        let (_, _, headers, _) = received.last().unwrap();
+        assert!(!headers.contains_key("dapr-app-id"), "{headers:?}");
+        assert_eq!(
+            headers["dapr-caller-app-id"], "app1",
+            "not the caller's word"
+        );
+    }
     // An app the `rpcs` component does not know is the caller's mistake: 400 (daprd: 500).
     client
         .get("/v1.0/invoke/app9/method/x")
         .assert_error(400, "ERR_DIRECT_INVOKE");
-    client
-        .get("/v1.0/invoke/app2/method/missing")
-        .assert_error(500, "ERR_DIRECT_INVOKE");
+    // An app's error status is the answer, as daprd passes it on: status, body, headers.
+    let missing = client.get("/v1.0/invoke/app2/method/missing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "no such thing");
+    assert_eq!(missing.header("content-type"), Some("text/plain"));
+    assert_eq!(missing.header("x-reply"), Some("yes"));
 }
 
 #[test]

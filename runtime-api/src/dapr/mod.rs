@@ -9,6 +9,7 @@
 
 mod binding;
 mod configuration;
+pub(crate) mod invocation;
 mod invoke;
 pub mod keys;
 mod lock;
