@@ -205,7 +205,7 @@ fn health_routes_answer_204_and_metadata_lists_the_components() {
 
 #[test]
 fn an_api_token_guards_every_route_but_healthz() {
-    let layotto = Layotto::start(&config(in_memory(), json!({"api_token": "s3cret"})));
+    let layotto = Layotto::start(&config(in_memory(), json!({"dapr_api_token": "s3cret"})));
     let mut client = Client::connect(layotto.address("dapr"));
     assert_eq!(client.get("/v1.0/healthz").status, 204);
     assert_eq!(client.get("/v1.0/healthz/outbound").status, 204);
@@ -221,6 +221,12 @@ fn an_api_token_guards_every_route_but_healthz() {
         b"",
     );
     assert_eq!(right.status, 200);
+    // One key for the token in both filters' configs, `dapr_api_token`; the old name is refused.
+    let problems = config_problems(&config(in_memory(), json!({"api_token": "s3cret"})));
+    assert!(
+        problems.iter().any(|p| p.contains("api_token")),
+        "{problems:?}"
+    );
 }
 
 #[test]
