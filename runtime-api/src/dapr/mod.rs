@@ -15,7 +15,7 @@ pub mod keys;
 mod lock;
 mod metadata;
 pub(crate) mod pubsub;
-mod query;
+pub(crate) mod query;
 mod secret;
 mod shared;
 mod state;

@@ -276,11 +276,23 @@ impl DaprHttpApi {
                 state::transaction(self, store, request).await
             }
             ["v1.0", "state", store] if any_write => state::save(self, store, request).await,
+            ["v1.0-alpha1", "state", store, "query"] if any_write => {
+                state::query(self, store, request).await
+            }
             ["v1.0", "state", store, key] if *method == M::GET => {
                 state::get(self, store, key).await
             }
             ["v1.0", "state", store, key] if *method == M::DELETE => {
                 state::delete_key(self, store, key, request).await
+            }
+            [
+                "v1.0" | "v1.0-alpha1",
+                "publish",
+                "bulk",
+                pubsub,
+                topic @ ..,
+            ] if any_write && !topic.is_empty() => {
+                pubsub::publish_bulk(self, pubsub, &topic.join("/"), request).await
             }
             ["v1.0", "publish", pubsub, topic @ ..] if any_write && !topic.is_empty() => {
                 pubsub::publish(self, pubsub, &topic.join("/"), request).await
