@@ -579,7 +579,8 @@ fn state_locks_and_events_on_redis_in_daprs_layout() {
             {"entryId": "a", "event": {"orderId": 9}, "contentType": "application/json"},
             {"entryId": "b", "event": "plain words", "contentType": "text/plain",
              "metadata": {"priority": "urgent"}},
-            {"entryId": "c", "event": "AAEC", "contentType": "application/octet-stream"}
+            // Go reads `entryID` (the JavaScript SDK's spelling) as `entryId`.
+            {"entryID": "c", "event": "AAEC", "contentType": "application/octet-stream"}
         ]),
     );
     assert_eq!(bulk.status, 204, "{}", bulk.text());

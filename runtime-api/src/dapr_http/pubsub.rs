@@ -79,7 +79,8 @@ pub(super) async fn publish(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BulkEntry {
-    #[serde(default)]
+    /// Go's JSON decoding ignores case: the JavaScript SDK sends `entryID`.
+    #[serde(default, alias = "entryID")]
     entry_id: String,
     event: Option<Box<RawValue>>,
     #[serde(default)]
