@@ -1,7 +1,9 @@
 //! The service invocation building block (`rpcs`): the [`Invoker`] contract (`InvokeService`:
 //! call a method of another app) and the registry of its backend types (`http`, and LayOtto's
 //! `mosn`, the default type: its entry is keyed `mosn` and gives none). One `rpcs` component
-//! serves `InvokeService`. Shared by all shards; `http` calls hop to the backend pool, `mosn`
+//! serves the `InvokeService` of LayOtto's API and both of Dapr's: a backend hands back the
+//! app's answer whatever its status, with its headers, and each API decides what a status means
+//! (LayOtto's by the backend's [`Invoker::failure`], Dapr's as daprd). Shared by all shards; `http` calls hop to the backend pool, `mosn`
 //! calls run on the calling shard.
 
 mod http;

@@ -4,9 +4,9 @@
 //! (MOSN's routers) to a cluster's host — as LayOtto's channel hands a pipe to the MOSN listener.
 //! The request is built as LayOtto's `httpchannel` builds it: the method from the
 //! `http_extension` verb (`GET` without one), the path `/<method>`, the `querystring`, the call's
-//! headers (LayOtto's API: its gRPC metadata), `Host: localhost` and the header `id` = the app id; the message data
-//! is the body. The exchange (answer and body) is bounded by the metadata's `rpc_request_timeout`
-//! (milliseconds, default 3000). The answer (status, headers, body) comes back; for LayOtto's
+//! headers (from LayOtto's API: its gRPC metadata), `Host: localhost` and the header `id` = the
+//! app id; the message data is the body. The exchange (answer and body) is bounded by the
+//! metadata's `rpc_request_timeout` (milliseconds, default 3000). The answer (status, headers, body) comes back; for LayOtto's
 //! `InvokeService` a status other than 200 is `UNAVAILABLE` with `http response code <status>,
 //! body: <body>`, as LayOtto's. Runs on the calling shard, against that shard's instance of the
 //! proxy (its upstream connections).
