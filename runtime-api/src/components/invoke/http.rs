@@ -8,7 +8,6 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-
 use http::header;
 use layotto_filters::http_proxy::strip_hop_by_hop;
 
