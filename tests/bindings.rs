@@ -202,16 +202,30 @@ async fn invoke_service_forwards_to_the_target_app_over_http() {
     let layotto = Layotto::start(&config);
     let mut client = runtime_client(layotto.address("grpc")).await;
 
-    let reply = client
-        .invoke_service(invoke("app2", "api/orders/42", Verb::Get, "expand=1", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut call = tonic::Request::new(invoke("app2", "api/orders/42", Verb::Get, "expand=1", ""));
+    call.metadata_mut()
+        .insert("x-tenant", "t1".parse().unwrap());
+    let reply = client.invoke_service(call).await.unwrap();
+    // The app's headers come back as header metadata (not the framing ones).
+    let replied: Vec<_> = reply.metadata().get_all("x-reply").iter().collect();
+    assert_eq!(replied, ["yes", "again"]);
+    assert!(reply.metadata().get("content-length").is_none());
+    let reply = reply.into_inner();
     assert_eq!(
         &reply.data.unwrap().value[..],
         b"GET /api/orders/42?expand=1"
     );
     assert_eq!(reply.content_type, "text/plain");
+    {
+        // The call's metadata reached the app as headers, but not the gRPC call's own.
+        let received = received.lock().unwrap();
+        let (_, _, headers, _) = &received[0];
+        assert_eq!(headers["x-tenant"], "t1");
+        assert!(
+            !headers.contains_key("te") && !headers.contains_key("grpc-timeout"),
+            "{headers:?}"
+        );
+    }
     let created = client
         .invoke_service(invoke("app2", "api/orders", Verb::None, "", r#"{"n":1}"#))
         .await

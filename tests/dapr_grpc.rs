@@ -678,13 +678,15 @@ async fn a_subscription_needs_an_initial_request_and_a_known_pubsub() {
     assert_status(&err, Code::InvalidArgument, "pubsub nope is not found");
 }
 
-/// An HTTP/1.1 server answering every request with `200` and "METHOD PATH BODY".
+/// An HTTP/1.1 server answering "METHOD PATH BODY", `404` for paths under `/missing` and
+/// `200` otherwise, with the request's `x-tenant` and `dapr-caller-app-id` as `x-tenant` and
+/// `x-caller` headers.
 fn http_echo() -> SocketAddr {
     server(|stream| {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request_line = String::new();
         reader.read_line(&mut request_line).unwrap();
-        let mut length = 0;
+        let mut headers = HashMap::new();
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
@@ -692,23 +694,30 @@ fn http_echo() -> SocketAddr {
             if line.is_empty() {
                 break;
             }
-            if let Some(value) = line.strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap();
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_owned(), value.trim().to_owned());
             }
         }
+        let length = headers
+            .get("content-length")
+            .map_or(0, |l| l.parse().unwrap());
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let mut parts = request_line.split_whitespace();
-        let reply = format!(
-            "{} {} {}",
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            String::from_utf8_lossy(&body)
-        );
+        let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+        let reply = format!("{method} {path} {}", String::from_utf8_lossy(&body));
+        let status = if path.starts_with("/missing") {
+            "404 Not Found"
+        } else {
+            "200 OK"
+        };
+        let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
         let mut stream = stream;
         let _ = write!(
             stream,
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\nx-tenant: {}\r\nx-caller: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            header("x-tenant"),
+            header("dapr-caller-app-id"),
             reply.len()
         );
     })
@@ -733,11 +742,11 @@ async fn invoke_bindings_and_secrets_answer_as_daprd() {
     let layotto = Layotto::start(&config);
     let mut client = dapr_client(layotto.address("grpc")).await;
 
-    let invoked = client
-        .invoke_service(InvokeServiceRequest {
+    let call = |method: &str| {
+        let mut request = tonic::Request::new(InvokeServiceRequest {
             id: "app2".into(),
             message: Some(InvokeRequest {
-                method: "orders".into(),
+                method: method.into(),
                 data: Some(prost_types::Any {
                     type_url: String::new(),
                     value: b"o-1".to_vec(),
@@ -748,12 +757,27 @@ async fn invoke_bindings_and_secrets_answer_as_daprd() {
                     querystring: "a=1".into(),
                 }),
             }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        });
+        request
+            .metadata_mut()
+            .insert("x-tenant", "t1".parse().unwrap());
+        request
+    };
+    let invoked = client.invoke_service(call("orders")).await.unwrap();
+    // daprd's response metadata of an HTTP app: its headers (IANA's permanent names prefixed
+    // `dapr-`) and its status; the call's metadata reached the app with the caller's id.
+    let metadata = invoked.metadata();
+    assert_eq!(metadata.get("dapr-http-status").unwrap(), "200");
+    assert_eq!(metadata.get("dapr-content-type").unwrap(), "text/plain");
+    assert_eq!(metadata.get("x-tenant").unwrap(), "t1");
+    assert_eq!(metadata.get("x-caller").unwrap(), APP);
+    let invoked = invoked.into_inner();
     assert_eq!(invoked.data.unwrap().value, b"PUT /orders?a=1 o-1");
     assert_eq!(invoked.content_type, "text/plain");
+    // An app's error status is the call's error, as daprd maps it (404: NOT_FOUND "Not Found").
+    let missing = client.invoke_service(call("missing/1")).await.unwrap_err();
+    assert_status(&missing, Code::NotFound, "Not Found");
+    assert_eq!(missing.metadata().get("dapr-http-status").unwrap(), "404");
     let no_message = client
         .invoke_service(InvokeServiceRequest {
             id: "app2".into(),

@@ -205,7 +205,7 @@ fn health_routes_answer_204_and_metadata_lists_the_components() {
 
 #[test]
 fn an_api_token_guards_every_route_but_healthz() {
-    let layotto = Layotto::start(&config(in_memory(), json!({"api_token": "s3cret"})));
+    let layotto = Layotto::start(&config(in_memory(), json!({"dapr_api_token": "s3cret"})));
     let mut client = Client::connect(layotto.address("dapr"));
     assert_eq!(client.get("/v1.0/healthz").status, 204);
     assert_eq!(client.get("/v1.0/healthz/outbound").status, 204);
@@ -221,6 +221,12 @@ fn an_api_token_guards_every_route_but_healthz() {
         b"",
     );
     assert_eq!(right.status, 200);
+    // One key for the token in both filters' configs, `dapr_api_token`; the old name is refused.
+    let problems = config_problems(&config(in_memory(), json!({"api_token": "s3cret"})));
+    assert!(
+        problems.iter().any(|p| p.contains("api_token")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -565,6 +571,167 @@ fn state_locks_and_events_on_redis_in_daprs_layout() {
     client
         .send("POST", "/v1.0/publish/nope/orders", &[], b"x")
         .assert_error(404, "ERR_PUBSUB_NOT_FOUND");
+
+    // Bulk publishing: each entry an event as a single publish makes it, in entry order.
+    let bulk = client.post_json(
+        "/v1.0-alpha1/publish/bulk/events/orders?metadata.priority=low",
+        json!([
+            {"entryId": "a", "event": {"orderId": 9}, "contentType": "application/json"},
+            {"entryId": "b", "event": "plain words", "contentType": "text/plain",
+             "metadata": {"priority": "urgent"}},
+            // Go reads `entryID` (the JavaScript SDK's spelling) as `entryId`.
+            {"entryID": "c", "event": "AAEC", "contentType": "application/octet-stream"}
+        ]),
+    );
+    assert_eq!(bulk.status, 204, "{}", bulk.text());
+    let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
+        .arg("orders")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis_client)
+        .unwrap();
+    assert_eq!(entries.len(), 5);
+    let event = |index: usize| -> Value {
+        serde_json::from_str(&field(&entries[index].1, "data").unwrap()).unwrap()
+    };
+    let priority = |index: usize| -> Value {
+        serde_json::from_str::<Value>(&field(&entries[index].1, "metadata").unwrap()).unwrap()
+            ["priority"]
+            .clone()
+    };
+    assert_eq!(event(2)["data"], json!({"orderId": 9}));
+    assert_eq!(event(2)["source"], "app1");
+    assert_eq!(priority(2), "low", "the request's metadata");
+    assert_eq!(
+        (
+            event(3)["data"].clone(),
+            event(3)["datacontenttype"].clone()
+        ),
+        (json!("plain words"), json!("text/plain"))
+    );
+    assert_eq!(
+        priority(3),
+        "urgent",
+        "the entry's metadata over the request's"
+    );
+    assert_eq!(
+        event(4)["data_base64"],
+        "AAEC",
+        "binary data, base64 as sent"
+    );
+    for (body, why) in [
+        (
+            json!([{"entryId": "a", "event": 1, "contentType": "application/json"},
+                {"entryId": "a", "event": 2, "contentType": "application/json"}]),
+            "duplicated id",
+        ),
+        (
+            json!([{"event": 1, "contentType": "application/json"}]),
+            "no id",
+        ),
+        (
+            json!([{"entryId": "a", "event": 1, "contentType": "text/plain"}]),
+            "text that is no string",
+        ),
+        (json!({"entryId": "a"}), "not a list"),
+    ] {
+        let refused = client.post_json("/v1.0-alpha1/publish/bulk/events/orders", body);
+        assert_eq!(refused.status, 400, "{why}: {}", refused.text());
+        refused.assert_error(400, "ERR_PUBSUB_EVENTS_SER");
+    }
+    // A topic redis cannot append to (a string key): every entry failed, listed as daprd lists them.
+    let () = ::redis::cmd("SET")
+        .arg("taken")
+        .arg("x")
+        .query(&mut redis_client)
+        .unwrap();
+    let failed = client.post_json(
+        "/v1.0/publish/bulk/events/taken",
+        json!([{"entryId": "x", "event": 1, "contentType": "application/json"},
+               {"entryId": "y", "event": 2, "contentType": "application/json"}]),
+    );
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    let answer = failed.json();
+    assert_eq!(answer["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE");
+    let ids: Vec<&str> = answer["failedEntries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["entryId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["x", "y"]);
+    assert!(
+        answer["failedEntries"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("WRONGTYPE"),
+        "{answer}"
+    );
+    client
+        .post_json("/v1.0-alpha1/publish/bulk/nope/orders", json!([]))
+        .assert_error(404, "ERR_PUBSUB_NOT_FOUND");
+
+    // Redis cannot list an app's keys: no query, as daprd answers a store without it.
+    client
+        .post_json("/v1.0-alpha1/state/store/query", json!({}))
+        .assert_error(500, "ERR_STATE_STORE_NOT_SUPPORTED");
+}
+
+#[test]
+fn state_query_runs_daprs_query_language_on_the_in_memory_store() {
+    let layotto = Layotto::start(&config(in_memory(), json!({})));
+    let mut client = Client::connect(layotto.address("dapr"));
+    let people = json!([
+        {"key": "1", "value": {"person": {"org": "Dev Ops", "id": 1036}, "state": "WA"}},
+        {"key": "2", "value": {"person": {"org": "Hardware", "id": 1028}, "state": "OR"}},
+        {"key": "3", "value": {"person": {"org": "Finance", "id": 1071}, "state": "CA"}},
+        {"key": "4", "value": {"person": {"org": "Dev Ops", "id": 1042}, "state": "WA"}}
+    ]);
+    assert_eq!(client.post_json("/v1.0/state/store", people).status, 204);
+
+    let found = client.post_json(
+        "/v1.0-alpha1/state/store/query",
+        json!({"filter": {"EQ": {"state": "WA"}}, "sort": [{"key": "person.id", "order": "DESC"}]}),
+    );
+    assert_eq!(found.status, 200, "{}", found.text());
+    let answer = found.json();
+    let results = answer["results"].as_array().unwrap();
+    let keys: Vec<&str> = results.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["4", "1"]);
+    assert_eq!(
+        results[0]["data"]["person"]["id"], 1042,
+        "data is the stored JSON"
+    );
+    assert!(results[0]["etag"].is_string());
+    assert!(answer.get("token").is_none(), "no further page: {answer}");
+
+    let page = client.post_json(
+        "/v1.0-alpha1/state/store/query",
+        json!({"sort": [{"key": "person.id"}], "page": {"limit": 3}}),
+    );
+    let page = page.json();
+    assert_eq!(page["results"].as_array().unwrap().len(), 3);
+    assert_eq!(page["token"], "3");
+    let rest = client.post_json(
+        "/v1.0-alpha1/state/store/query",
+        json!({"sort": [{"key": "person.id"}], "page": {"limit": 3, "token": "3"}}),
+    );
+    assert_eq!(rest.json()["results"][0]["key"], "3");
+
+    let none = client.post_json(
+        "/v1.0-alpha1/state/store/query",
+        json!({"filter": {"EQ": {"state": "NY"}}}),
+    );
+    assert_eq!(none.status, 204, "nothing matched: {}", none.text());
+    client
+        .post_json(
+            "/v1.0-alpha1/state/store/query",
+            json!({"filter": {"LIKE": {"state": "W%"}}}),
+        )
+        .assert_error(400, "ERR_STATE_QUERY");
+    client
+        .post_json("/v1.0-alpha1/state/nope/query", json!({}))
+        .assert_error(400, "ERR_STATE_STORE_NOT_FOUND");
 }
 
 /// TryLock and Unlock of store `locks`, with daprd's answers.
@@ -662,32 +829,69 @@ fn bindings_and_invocation_reach_the_app_over_http() {
         .send("POST", "/v1.0/bindings/http", &[], b"{")
         .assert_error(400, "ERR_MALFORMED_REQUEST");
 
-    let got = client.get("/v1.0/invoke/app2/method/orders/42?expand=1");
+    let got = client.send(
+        "GET",
+        "/v1.0/invoke/app2/method/orders/42?expand=1",
+        &[("x-tenant", "t1"), ("traceparent", traceparent)],
+        b"",
+    );
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.text(), "GET /orders/42?expand=1");
     assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        got.header("x-reply"),
+        Some("yes"),
+        "the app's headers come back"
+    );
+    {
+        // The request's headers go to the app with daprd's identity headers.
+        let received = received.lock().unwrap();
+        let (_, _, headers, _) = received.last().unwrap();
+        assert_eq!(headers["x-tenant"], "t1");
+        assert_eq!(headers["traceparent"], traceparent);
+        assert_eq!(headers["dapr-caller-app-id"], "app1");
+        assert_eq!(headers["dapr-callee-app-id"], "app2");
+    }
     let created = client.send(
-        "PUT",
+        "POST",
         "/v1.0/invoke/app2/method/orders",
         &[("Content-Type", "application/json")],
         br#"{"id":1}"#,
     );
-    assert_eq!(created.text(), "PUT /orders");
+    assert_eq!(created.status, 201, "the app's status comes back");
+    assert_eq!(created.text(), r#"created {"id":1}"#);
     {
         let received = received.lock().unwrap();
         let (_, _, headers, body) = received.last().unwrap();
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(body, br#"{"id":1}"#);
     }
-    let by_header = client.send("DELETE", "/orders/7", &[("dapr-app-id", "app2")], b"");
+    let by_header = client.send(
+        "DELETE",
+        "/orders/7",
+        &[("dapr-app-id", "app2"), ("dapr-caller-app-id", "spoofed")],
+        b"",
+    );
     assert_eq!(by_header.text(), "DELETE /orders/7");
+    {
+        let received = received.lock().unwrap();
+        let (_, _, headers, _) = received.last().unwrap();
+        assert!(!headers.contains_key("dapr-app-id"), "{headers:?}");
+        assert_eq!(
+            headers["dapr-caller-app-id"], "app1",
+            "not the caller's word"
+        );
+    }
     // An app the `rpcs` component does not know is the caller's mistake: 400 (daprd: 500).
     client
         .get("/v1.0/invoke/app9/method/x")
         .assert_error(400, "ERR_DIRECT_INVOKE");
-    client
-        .get("/v1.0/invoke/app2/method/missing")
-        .assert_error(500, "ERR_DIRECT_INVOKE");
+    // An app's error status is the answer, as daprd passes it on: status, body, headers.
+    let missing = client.get("/v1.0/invoke/app2/method/missing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "no such thing");
+    assert_eq!(missing.header("content-type"), Some("text/plain"));
+    assert_eq!(missing.header("x-reply"), Some("yes"));
 }
 
 #[test]

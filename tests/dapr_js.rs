@@ -1,9 +1,11 @@
-//! Dapr's JavaScript SDK (`@dapr/dapr` from npm, run with Debian's `nodejs`) in HTTP mode, its
-//! default, against layotto-rs with real redis: `tests/dapr_js/http_mode.js` is unchanged SDK
-//! code (metadata, state with etags, publish, bindings, invoke, secrets, lock); and its
-//! `DaprServer` as the app (`tests/dapr_js/server_mode.js`, HTTP, at layotto-rs's `--app-port`)
-//! receiving the events it subscribes to. The SDK is installed once into `target/dapr-js`
-//! (`scripts/test.sh` installs `nodejs` and `npm`).
+//! Dapr's JavaScript SDK (`@dapr/dapr` from npm, run with Debian's `nodejs`) against layotto-rs
+//! with real redis, unchanged SDK code run by one harness ([`run_program`]): as a client in both
+//! its modes, `tests/dapr_js/http_mode.js` (HTTP, its default) and `tests/dapr_js/grpc_mode.js`
+//! (gRPC) — metadata, state with etags, publish and bulk publish, state query, bindings, invoke,
+//! secrets, lock; configuration in gRPC mode —; and its `DaprServer` as the app
+//! (`tests/dapr_js/server_mode.js`, HTTP, at layotto-rs's `--app-port`) receiving the events it
+//! subscribes to. The SDK is installed once into `target/dapr-js` (`scripts/test.sh` installs
+//! `nodejs` and `npm`).
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_types,
@@ -16,7 +18,9 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use common::{redis::RedisServer, *};
@@ -48,7 +52,9 @@ fn sdk_dir() -> PathBuf {
     dir
 }
 
-/// An HTTP/1.1 app answering `201 created <body>` to POST and `200 <method> <target>` otherwise.
+/// An HTTP/1.1 app: under `/api/` (the binding's URL) `201 created <body>` to POST and
+/// `200 <method> <target>` otherwise, as text; other paths (invocations) `200
+/// {"method", "target"}` as JSON (the SDK's gRPC invoker parses the answer as JSON).
 fn app_server() -> std::net::SocketAddr {
     server(|stream| {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -75,57 +81,39 @@ fn app_server() -> std::net::SocketAddr {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let (status, reply) = if method == "POST" {
-            (
-                "201 Created",
-                format!("created {}", String::from_utf8_lossy(&body)),
-            )
+        let (status, content_type, reply) = if !target.starts_with("/api/") {
+            let reply = json!({"method": method, "target": target}).to_string();
+            ("200 OK", "application/json", reply)
+        } else if method == "POST" {
+            let reply = format!("created {}", String::from_utf8_lossy(&body));
+            ("201 Created", "text/plain", reply)
         } else {
-            ("200 OK", format!("{method} {target}"))
+            ("200 OK", "text/plain", format!("{method} {target}"))
         };
         let mut stream = stream;
         let _ = write!(
             stream,
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
             reply.len()
         );
     })
 }
 
-/// Runs `tests/dapr_js/{script}` with the SDK and `env`; fails unless it ends well ("all ok").
-fn run_node(sdk: &Path, script: &str, env: &[(&str, &str)]) {
-    let output = Command::new("node")
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/dapr_js")
-                .join(script),
-        )
-        .env("NODE_PATH", sdk.join("node_modules"))
-        .envs(env.iter().copied())
-        .output()
-        .expect("node is installed (scripts/test.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("all ok"),
-        "{script}: stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-}
-
-#[test]
-fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
-    let sdk = sdk_dir();
-    let redis = RedisServer::start();
-    let app = app_server();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets.json");
+/// layotto-rs over `redis` and the test's app at `app` (with a secrets file in `dir`): Dapr's
+/// gRPC API on listener `grpc`, its HTTP API on `dapr`, app id `app1`.
+fn sidecar(redis: &RedisServer, app: std::net::SocketAddr, dir: &Path) -> Layotto {
+    let secrets = dir.join("secrets.json");
     std::fs::write(&secrets, r#"{"db": {"user": "admin"}, "token": "s3cr3t"}"#).unwrap();
     let metadata = json!({"redisHost": redis.endpoint()});
     let config = with_dapr_http(
         json!({
-            "state": {"store": {"type": "redis", "metadata": metadata}},
+            "state": {
+                "store": {"type": "redis", "metadata": metadata},
+                "memory": {"type": "in-memory"}
+            },
             "lock": {"locks": {"type": "redis", "metadata": metadata}},
             "pub_subs": {"events": {"type": "redis", "metadata": metadata}},
+            "config_store": {"config": {"type": "in-memory"}},
             "bindings": {"http": {"type": "http", "metadata": {"url": format!("http://{app}/api")}}},
             "rpcs": {"http": {"type": "http", "metadata": {"targets": format!("app2={app}")}}},
             "secret_store": {"files": {"type": "local.file",
@@ -134,24 +122,141 @@ fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
         }),
         "dapr",
     );
-    let layotto = Layotto::start(&config);
-    let dapr_port = layotto.address("dapr").port().to_string();
-    run_node(&sdk, "http_mode.js", &[("DAPR_HTTP_PORT", &dapr_port)]);
-    // What the SDK published is in the stream, in Dapr's layout.
-    let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
-        .arg("orders")
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.client())
-        .unwrap();
-    assert_eq!(entries.len(), 2);
-    let event: serde_json::Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
-    assert_eq!(event["data"], json!({"orderId": 7}));
+    Layotto::start(&config)
+}
+
+/// How long a program may run.
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `tests/dapr_js/{script}` with node and the SDK, with `env`, handing each line it prints
+/// to `on_line` (and `None` after each 100 ms it prints nothing); asserts it ends well, having
+/// printed "all ok".
+fn run_program(script: &str, env: &[(&str, String)], mut on_line: impl FnMut(Option<&str>)) {
+    let sdk = sdk_dir();
+    let mut child = Command::new("node")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/dapr_js")
+                .join(script),
+        )
+        .env("NODE_PATH", sdk.join("node_modules"))
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is installed (scripts/test.sh installs it)");
+    let (lines, printed) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let mut stdout = String::new();
+    loop {
+        match printed.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                on_line(Some(&line));
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => on_line(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if started.elapsed() > PROGRAM_TIMEOUT {
+            let _ = child.kill();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = errors.join().unwrap();
+    assert!(
+        status.success() && stdout.contains("all ok"),
+        "{script} ({status}):\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
+/// Asserts the events the programs publish are in the streams, in Dapr's layout: two on
+/// `orders`, two in bulk on `bulk-orders`.
+fn assert_published(redis: &RedisServer) {
+    let first_data = |topic: &str, count: usize| {
+        let entries: Vec<(String, Vec<(String, String)>)> = ::redis::cmd("XRANGE")
+            .arg(topic)
+            .arg("-")
+            .arg("+")
+            .query(&mut redis.client())
+            .unwrap();
+        assert_eq!(entries.len(), count, "{topic}");
+        let event: serde_json::Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
+        event["data"].clone()
+    };
+    assert_eq!(first_data("orders", 2), json!({"orderId": 7}));
+    assert_eq!(first_data("bulk-orders", 2), json!({"orderId": 8}));
+}
+
+#[test]
+fn the_javascript_sdk_in_http_mode_runs_against_layotto_rs_and_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layotto = sidecar(&redis, app_server(), dir.path());
+    let port = layotto.address("dapr").port().to_string();
+    run_program("http_mode.js", &[("DAPR_HTTP_PORT", port)], |_| {});
+    assert_published(&redis);
+}
+
+#[test]
+fn the_javascript_sdk_in_grpc_mode_runs_against_layotto_rs_and_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let layotto = sidecar(&redis, app_server(), dir.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut layotto_client = runtime.block_on(runtime_client(layotto.address("grpc")));
+    let mut save_color = |color: &str| {
+        let request = layotto_proto::runtime::SaveConfigurationRequest {
+            store_name: "config".into(),
+            app_id: "app1".into(),
+            items: vec![layotto_proto::runtime::ConfigurationItem {
+                key: "color".into(),
+                content: color.into(),
+                ..Default::default()
+            }],
+            metadata: Default::default(),
+        };
+        runtime
+            .block_on(layotto_client.save_configuration(request))
+            .unwrap();
+    };
+    save_color("red");
+    // The SDK opens its subscription stream in the background, unseen: once the program says it
+    // subscribed, change the item every 100 ms until it has seen a change.
+    let mut changing = false;
+    let port = layotto.address("grpc").port().to_string();
+    run_program("grpc_mode.js", &[("DAPR_GRPC_PORT", port)], |line| {
+        match line {
+            Some("configuration subscribed") => changing = true,
+            Some("configuration ok") => changing = false,
+            _ => {}
+        }
+        if changing {
+            save_color("blue");
+        }
+    });
+    assert_published(&redis);
 }
 
 #[test]
 fn the_javascript_sdks_dapr_server_receives_the_events_it_subscribes_to() {
-    let sdk = sdk_dir();
     let redis = RedisServer::start();
     let config = with_dapr_http(
         json!({
@@ -179,14 +284,14 @@ fn the_javascript_sdks_dapr_server_receives_the_events_it_subscribes_to() {
         2,
     );
     let dapr_port = layotto.address("dapr").port().to_string();
-    run_node(
-        &sdk,
+    run_program(
         "server_mode.js",
         &[
-            ("DAPR_HTTP_PORT", &dapr_port),
-            ("APP_PORT", &app_port),
-            ("APP_ID", "orders-app"),
+            ("DAPR_HTTP_PORT", dapr_port),
+            ("APP_PORT", app_port),
+            ("APP_ID", "orders-app".to_owned()),
         ],
+        |_| {},
     );
     // Every entry is acknowledged once the app has finished with it.
     wait_until("every entry acknowledged", || {

@@ -159,12 +159,7 @@ fn build(
             format!("\"{name}\": layotto-rs serves the runtime API whatever the server name"),
         );
     }
-    // The config's token, else Dapr's environment variable; empty means none.
-    let token: Option<Arc<str>> = config
-        .dapr_api_token
-        .or_else(|| std::env::var(crate::dapr::TOKEN_ENV).ok())
-        .filter(|token| !token.is_empty())
-        .map(Arc::from);
+    let token: Option<Arc<str>> = crate::dapr::api_token(config.dapr_api_token).map(Arc::from);
     let server = GrpcServerFactory::new(
         settings,
         {

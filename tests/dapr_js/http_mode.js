@@ -60,13 +60,30 @@ async function main() {
   // Publish.
   assert.deepEqual(await client.pubsub.publish("events", "orders", { orderId: 7 }), {});
   assert.deepEqual(await client.pubsub.publish("events", "orders", "plain text"), {});
+  assert.deepEqual(
+    await client.pubsub.publishBulk("events", "bulk-orders", [{ orderId: 8 }, "more text"]),
+    { failedMessages: [] },
+  );
   console.log("publish ok");
+
+  // State query (the in-memory store; redis has none).
+  await client.state.save("memory", [
+    { key: "p1", value: { state: "WA", id: 1 } },
+    { key: "p2", value: { state: "OR", id: 2 } },
+  ]);
+  const queried = await client.state.query("memory", {
+    filter: { EQ: { state: "WA" } },
+    sort: [],
+    page: { limit: 10 },
+  });
+  assert.deepEqual(queried.results.map((r) => [r.key, r.data]), [["p1", { state: "WA", id: 1 }]]);
+  console.log("query ok");
 
   // Bindings and invocation reach the test's HTTP app.
   const created = await client.binding.send("http", "post", { n: 1 }, { path: "/items" });
   assert.equal(created, 'created {"n":1}');
   const invoked = await client.invoker.invoke("app2", "orders/42", HttpMethod.GET);
-  assert.equal(invoked, "GET /orders/42");
+  assert.deepEqual(invoked, { method: "GET", target: "/orders/42" });
   console.log("bindings and invoke ok");
 
   // Secrets.

@@ -510,8 +510,9 @@ fn prepare_upstream(request: &mut Request<ProxyBody>, host: SocketAddr) {
 }
 
 /// Removes the headers that belong to one connection (RFC 9110 §7.6.1), and those `Connection`
-/// names. hyper frames the bodies itself (`Content-Length` or chunked) on each side.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// names. hyper frames the bodies itself (`Content-Length` or chunked) on each side. Also used
+/// by the service invocation backends, on what they send and what they hand back.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()

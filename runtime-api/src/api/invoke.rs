@@ -1,12 +1,16 @@
-//! The service invocation rpc: `InvokeService`. The call's metadata goes to the invoker (LayOtto's
-//! `mosn` invoker sends it on as request headers) and the headers it answers come back as the
-//! response's header metadata. Runs on the calling shard.
+//! The service invocation rpc: `InvokeService`. The call's metadata (not the gRPC call's own
+//! headers) goes to the app as request headers and the app's headers come back as the
+//! response's header metadata; a status the backend counts as the app's failure
+//! ([`crate::components::invoke::Invoker::failure`]: LayOtto's `mosn`, anything but 200) is
+//! the call's error. Runs on the calling shard.
 
+use http::{HeaderMap, header};
 use layotto_proto::runtime::{InvokeResponse, InvokeServiceRequest, http_extension::Verb};
 use std::rc::Rc;
 
 use super::{RuntimeApi, path};
 use crate::{
+    components::invoke::InvokeRequest,
     error::ApiError,
     grpc::{
         router::{Call, Router},
@@ -41,8 +45,8 @@ impl RuntimeApi {
     async fn invoke_service(
         &self,
         request: InvokeServiceRequest,
-        metadata: &http::HeaderMap,
-    ) -> Result<(InvokeResponse, http::HeaderMap), Status> {
+        metadata: &HeaderMap,
+    ) -> Result<(InvokeResponse, HeaderMap), Status> {
         let invoker = self.components().invoker()?;
         let message = request
             .message
@@ -57,26 +61,44 @@ impl RuntimeApi {
             Some(extension) => (http_method(extension.verb), extension.querystring.as_str()),
         };
         let data = message.data.map(|any| any.value).unwrap_or_default();
-        let (answer, answer_metadata) = invoker
-            .invoke_with_metadata(
-                &request.id,
-                &message.method,
+        let answer = invoker
+            .invoke(InvokeRequest {
+                id: &request.id,
+                method: &message.method,
                 verb,
                 querystring,
-                data.into(),
-                &message.content_type,
-                metadata,
-            )
+                data: data.into(),
+                content_type: &message.content_type,
+                headers: &without_grpc_own(metadata),
+            })
             .await?;
+        if let Some(err) = invoker.failure(&request.id, &answer) {
+            return Err(err.into());
+        }
         let response = InvokeResponse {
+            content_type: answer.content_type().to_owned(),
             data: Some(prost_types::Any {
                 type_url: String::new(),
                 value: answer.data.to_vec(),
             }),
-            content_type: answer.content_type,
         };
-        Ok((response, answer_metadata))
+        Ok((response, without_grpc_own(&answer.headers)))
     }
+}
+
+/// `headers` without those of the gRPC call itself (`grpc-*`, `te`, `content-type`,
+/// `content-length`): the call's metadata the app gets, and the app's headers the response's
+/// metadata gets (LayOtto leaves out `content-length` too).
+fn without_grpc_own(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for (name, value) in headers {
+        let own = name.as_str().starts_with("grpc-")
+            || [header::TE, header::CONTENT_TYPE, header::CONTENT_LENGTH].contains(name);
+        if !own {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 /// The HTTP method of an `HTTPExtension.Verb` (LayOtto's and Dapr's enums share the numbers);

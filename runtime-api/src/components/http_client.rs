@@ -113,8 +113,8 @@ impl HttpClient {
         body: Bytes,
     ) -> Result<(http::response::Parts, Bytes), ApiError> {
         let (parts, body) = self.fetch(method, url, headers, body).await?;
-        if parts.status.as_u16() >= 400 {
-            return Err(status_error(&self.component, url, parts.status, &body));
+        if let Some(err) = status_error(&self.component, url, parts.status, &body) {
+            return Err(err);
         }
         Ok((parts, body))
     }
@@ -243,18 +243,26 @@ fn add_root_ca(roots: &mut RootCertStore, ca: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The error for an HTTP answer of 400 or more: NOT_FOUND for 404, INTERNAL otherwise, with the
-/// status and the start of the body.
-fn status_error(component: &str, url: &str, status: http::StatusCode, body: &[u8]) -> ApiError {
+/// The error for an HTTP answer of 400 or more from `target` (a URL, an app): NOT_FOUND for 404,
+/// INTERNAL otherwise, with the status and the start of the body; `None` below 400.
+pub(crate) fn status_error(
+    component: &str,
+    target: &str,
+    status: http::StatusCode,
+    body: &[u8],
+) -> Option<ApiError> {
+    if status.as_u16() < 400 {
+        return None;
+    }
     let message = format!(
-        "{component}: {url} answered {status}: {}",
+        "{component}: {target} answered {status}: {}",
         String::from_utf8_lossy(&body[..body.len().min(512)])
     );
-    if status == http::StatusCode::NOT_FOUND {
+    Some(if status == http::StatusCode::NOT_FOUND {
         ApiError::NotFound(message)
     } else {
         ApiError::backend(message, "the target answered an error status")
-    }
+    })
 }
 
 #[cfg(test)]

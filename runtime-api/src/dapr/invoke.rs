@@ -1,35 +1,65 @@
 //! Dapr's `InvokeService` (deprecated by Dapr in favour of proxy mode, still what the SDKs'
 //! gRPC invocation calls): the request's app id and method go to the process's one `rpcs`
 //! component, as LayOtto's `InvokeService` does — layotto-rs has no name resolution of Dapr
-//! app ids to other sidecars. Runs on the calling shard.
+//! app ids to other sidecars. As daprd with an HTTP app: the call's metadata goes to the app
+//! ([`invocation::to_app`]), the app's headers and `dapr-http-status` come back as header
+//! metadata, and a status outside 2xx is the call's error ([`invocation::grpc_status_of`]).
+//! Runs on the calling shard.
 
 use std::rc::Rc;
 
+use http::HeaderMap;
 use layotto_proto::dapr::{common::InvokeResponse, runtime::InvokeServiceRequest};
 
-use super::{DaprApi, fail, path};
+use super::{DaprApi, fail, invocation, path};
 use crate::{
     api::invoke::http_method,
+    components::invoke::InvokeRequest,
     error::{ApiError, DaprOp},
     grpc::{
-        router::{Router, unary},
-        status::Status,
+        router::{Call, Router},
+        status::{Code, Status},
     },
 };
 
 /// Adds this block's rpcs to `router`.
 pub(super) fn routes(router: &mut Router, api: &Rc<DaprApi>) {
+    let api = api.clone();
     router.add(
         path("InvokeService"),
-        unary(api.clone(), DaprApi::invoke_service),
+        Rc::new(move |mut call: Call| {
+            let api = api.clone();
+            Box::pin(async move {
+                let request = call
+                    .requests
+                    .next::<InvokeServiceRequest>()
+                    .await?
+                    .ok_or_else(|| {
+                        Status::new(Code::Internal, "the call carried no request message")
+                    })?;
+                let (answer, metadata) = api.invoke_service(request, &call.headers).await?;
+                call.responses.add_metadata(metadata);
+                match answer {
+                    Ok(response) => call.responses.send(&response).await,
+                    Err(status) => {
+                        // daprd sends the app's headers before the error status.
+                        call.responses.send_headers()?;
+                        Err(status)
+                    }
+                }
+            })
+        }),
     );
 }
 
 impl DaprApi {
+    /// The response (or the app's error status) and the response metadata; `Err` for a call
+    /// that got no answer from the app.
     async fn invoke_service(
-        self: Rc<Self>,
+        &self,
         request: InvokeServiceRequest,
-    ) -> Result<InvokeResponse, Status> {
+        metadata: &HeaderMap,
+    ) -> Result<(Result<InvokeResponse, Status>, HeaderMap), Status> {
         let op = DaprOp::Invoke {
             app_id: &request.id,
         };
@@ -54,22 +84,28 @@ impl DaprApi {
             .map(|any| any.value.clone())
             .unwrap_or_default();
         let answer = invoker
-            .invoke(
-                &request.id,
-                &message.method,
+            .invoke(InvokeRequest {
+                id: &request.id,
+                method: &message.method,
                 verb,
                 querystring,
-                data.into(),
-                &message.content_type,
-            )
+                data: data.into(),
+                content_type: &message.content_type,
+                headers: &invocation::to_app(metadata, self.app_id(), &request.id),
+            })
             .await
             .map_err(fail(op))?;
-        Ok(InvokeResponse {
-            data: Some(prost_types::Any {
-                type_url: String::new(),
-                value: answer.data.to_vec(),
+        let metadata = invocation::to_grpc_caller(&answer.headers, answer.status);
+        let response = match invocation::grpc_status_of(answer.status) {
+            Some(status) => Err(status),
+            None => Ok(InvokeResponse {
+                content_type: answer.content_type().to_owned(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: answer.data.to_vec(),
+                }),
             }),
-            content_type: answer.content_type,
-        })
+        };
+        Ok((response, metadata))
     }
 }

@@ -9,12 +9,13 @@
 
 mod binding;
 mod configuration;
+pub(crate) mod invocation;
 mod invoke;
 pub mod keys;
 mod lock;
 mod metadata;
 pub(crate) mod pubsub;
-mod query;
+pub(crate) mod query;
 mod secret;
 mod shared;
 mod state;
@@ -43,6 +44,14 @@ pub const TOKEN_HEADER: &str = "dapr-api-token";
 
 /// Dapr's environment variable with the API token (read when the config gives none).
 pub const TOKEN_ENV: &str = "DAPR_API_TOKEN";
+
+/// The API token of a listener: the config's `dapr_api_token`, else [`TOKEN_ENV`]; empty means
+/// none (no check).
+pub fn api_token(configured: Option<String>) -> Option<String> {
+    configured
+        .or_else(|| std::env::var(TOKEN_ENV).ok())
+        .filter(|token| !token.is_empty())
+}
 
 /// The full path of rpc `rpc` of the service.
 fn path(rpc: &str) -> String {

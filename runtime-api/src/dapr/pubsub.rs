@@ -22,7 +22,7 @@ use prost_types::{Struct, Value, value::Kind};
 use super::{DaprApi, fail, path, shared::TopicSubscription};
 use crate::{
     api::pubsub::{EventStream, deliver},
-    components::pubsub::cloud_event,
+    components::pubsub::{PubSub, cloud_event},
     error::{ApiError, DaprOp, chain},
     grpc::{
         call::{Requests, Responses},
@@ -65,6 +65,42 @@ fn require_names(pubsub: &str, topic: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// daprd's check of bulk entry ids: each present and unique.
+pub(crate) fn check_entry_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if id.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "entryId is empty in the bulk publish request".into(),
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(ApiError::InvalidArgument(format!(
+                "entryId {id} is duplicated in the bulk publish request"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Publishes each `(entry id, event)` on `broker`; the entries that failed, with why (both
+/// Dapr APIs' bulk publish).
+pub(crate) async fn publish_each(
+    broker: &dyn PubSub,
+    events: impl IntoIterator<Item = (String, layotto::TopicEventRequest)>,
+) -> Vec<BulkPublishResponseFailedEntry> {
+    let mut failed = Vec::new();
+    for (entry_id, event) in events {
+        if let Err(err) = broker.publish(event).await {
+            failed.push(BulkPublishResponseFailedEntry {
+                entry_id,
+                error: chain(&err).to_string(),
+            });
+        }
+    }
+    failed
+}
+
 impl DaprApi {
     async fn publish_event(self: Rc<Self>, request: PublishEventRequest) -> Result<(), Status> {
         let op = DaprOp::Publish {
@@ -104,22 +140,8 @@ impl DaprApi {
             .pubsubs
             .get(&request.pubsub_name)
             .map_err(fail(op))?;
-        let mut ids = HashSet::new();
-        for entry in &request.entries {
-            if entry.entry_id.is_empty() {
-                return Err(fail(op)(ApiError::InvalidArgument(
-                    "entryId is empty in the bulk publish request".into(),
-                )));
-            }
-            if !ids.insert(entry.entry_id.as_str()) {
-                return Err(fail(op)(ApiError::InvalidArgument(format!(
-                    "entryId {} is duplicated in the bulk publish request",
-                    entry.entry_id
-                ))));
-            }
-        }
-        let mut failed_entries = Vec::new();
-        for entry in request.entries {
+        check_entry_ids(request.entries.iter().map(|e| e.entry_id.as_str())).map_err(fail(op))?;
+        let events = request.entries.into_iter().map(|entry| {
             let mut metadata = request.metadata.clone();
             metadata.extend(entry.metadata);
             let event = cloud_event(
@@ -130,13 +152,9 @@ impl DaprApi {
                 entry.content_type,
                 metadata,
             );
-            if let Err(err) = broker.publish(event).await {
-                failed_entries.push(BulkPublishResponseFailedEntry {
-                    entry_id: entry.entry_id,
-                    error: chain(&err).to_string(),
-                });
-            }
-        }
+            (entry.entry_id, event)
+        });
+        let failed_entries = publish_each(broker, events).await;
         Ok(BulkPublishResponse { failed_entries })
     }
 

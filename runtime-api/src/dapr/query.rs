@@ -10,12 +10,36 @@ use layotto_proto::dapr::runtime::{QueryStateItem, QueryStateResponse};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{components::state::StateEntry, error::ApiError};
+use super::keys;
+use crate::{
+    components::state::{StateEntry, StateStore},
+    error::ApiError,
+};
+
+/// Runs query `text` over the entries of app `app_id` in `store` (their keys without the app's
+/// prefix); `None` when the store cannot list its entries (no query support). Both Dapr APIs'
+/// state query.
+pub(crate) async fn query_store(
+    store: &dyn StateStore,
+    app_id: &str,
+    text: &str,
+) -> Result<Option<QueryStateResponse>, ApiError> {
+    let query = Query::parse(text)?;
+    let prefix = keys::state_prefix(app_id);
+    let Some(entries) = store.scan(&prefix).await? else {
+        return Ok(None);
+    };
+    let entries = entries
+        .into_iter()
+        .map(|(key, entry)| (key[prefix.len()..].to_owned(), entry))
+        .collect();
+    Ok(Some(query.run(entries)))
+}
 
 /// A parsed query.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Query {
+struct Query {
     #[serde(default)]
     filter: Option<Filter>,
     #[serde(default)]
@@ -82,7 +106,7 @@ struct Page {
 
 impl Query {
     /// Parses the request's `query` JSON (an empty one selects everything).
-    pub(super) fn parse(text: &str) -> Result<Self, ApiError> {
+    fn parse(text: &str) -> Result<Self, ApiError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
@@ -109,7 +133,7 @@ impl Query {
     }
 
     /// The page of `entries` (key, entry) the query selects, with the next page's token.
-    pub(super) fn run(&self, entries: Vec<(String, StateEntry)>) -> QueryStateResponse {
+    fn run(&self, entries: Vec<(String, StateEntry)>) -> QueryStateResponse {
         let mut rows: Vec<(String, StateEntry, Value)> = entries
             .into_iter()
             .filter_map(|(key, entry)| {

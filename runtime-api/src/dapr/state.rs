@@ -240,10 +240,7 @@ impl DaprApi {
             .state
             .get(&request.store_name)
             .map_err(fail(op))?;
-        let query = query::Query::parse(&request.query).map_err(fail(op))?;
-        let prefix = keys::state_prefix(self.app_id());
-        let entries = store
-            .scan(&prefix)
+        query::query_store(store, self.app_id(), &request.query)
             .await
             .map_err(fail(op))?
             .ok_or_else(|| {
@@ -251,12 +248,7 @@ impl DaprApi {
                     crate::grpc::status::Code::Internal,
                     format!("state store {} doesn't support query", request.store_name),
                 )
-            })?;
-        let entries = entries
-            .into_iter()
-            .map(|(key, entry)| (key[prefix.len()..].to_owned(), entry))
-            .collect();
-        Ok(query.run(entries))
+            })
     }
 
     fn upsert(&self, item: StateItem) -> Result<StateOperation, ApiError> {

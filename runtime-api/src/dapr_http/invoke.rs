@@ -1,12 +1,18 @@
 //! `{any verb} /v1.0/invoke/{app}/method/{method}` and the `dapr-app-id` header form (any path
 //! no other route takes is then the method, as daprd's fallback route): the body, its
-//! `Content-Type`, the verb and the query string go to the app through the `rpcs` component;
-//! the app's body and `Content-Type` come back. Runs on the serving shard.
+//! `Content-Type`, the verb, the query string and the request's headers (daprd's selection,
+//! [`invocation::to_app`], with `dapr-caller-app-id`) go to the app through the `rpcs`
+//! component; the app's status, body, `Content-Type` and headers come back, whatever the
+//! status, as daprd answers. Runs on the serving shard.
 
-use http::{StatusCode, header};
+use http::header;
 
 use super::{DaprHttpApi, DaprRequest, Reply};
-use crate::error::{DaprCodes, DaprHttpError};
+use crate::{
+    components::invoke::InvokeRequest,
+    dapr::invocation,
+    error::{DaprCodes, DaprHttpError},
+};
 
 /// The header naming the target app when the path is the method.
 pub(super) const APP_ID_HEADER: &str = "dapr-app-id";
@@ -37,22 +43,26 @@ pub(super) async fn invoke(
         .map_err(|err| err.dapr_http(INVOKE))?;
     let content_type = request.header(header::CONTENT_TYPE).unwrap_or_default();
     let answer = invoker
-        .invoke(
-            app,
+        .invoke(InvokeRequest {
+            id: app,
             method,
-            Some(request.method.clone()),
-            request.raw_query.as_deref().unwrap_or_default(),
-            request.body.clone(),
+            verb: Some(request.method.clone()),
+            querystring: request.raw_query.as_deref().unwrap_or_default(),
+            data: request.body.clone(),
             content_type,
-        )
+            headers: &invocation::to_app(&request.headers, api.runtime().app_id(), app),
+        })
         .await
         .map_err(|err| {
             let mut answer = err.dapr_http(INVOKE);
             answer.message = format!("failed to invoke, id: {app}, err: {}", answer.message);
             answer
         })?;
-    let content_type = Some(answer.content_type.as_str()).filter(|c| !c.is_empty());
-    Ok(Reply::bytes(StatusCode::OK, content_type, answer.data))
+    let content_type = Some(answer.content_type()).filter(|c| !c.is_empty());
+    Ok(
+        Reply::bytes(answer.status, content_type, answer.data.clone())
+            .with_headers(&invocation::to_http_caller(&answer.headers)),
+    )
 }
 
 /// The `dapr-app-id` form: the whole path is the method.

@@ -42,17 +42,11 @@ use layotto_filters::{
 use serde::Deserialize;
 use tracing::debug;
 
-use crate::{components::app_callback::AppProtocol, error::DaprHttpError, runtime::Runtime};
+use crate::{components::app_callback::AppProtocol, dapr, error::DaprHttpError, runtime::Runtime};
 use request::{DaprRequest, Reply};
 
 /// The filter's `type` in the config.
 pub const KIND: &str = "dapr_http";
-
-/// Dapr's environment variable for the API token.
-pub const API_TOKEN_ENV: &str = "DAPR_API_TOKEN";
-
-/// The header carrying the API token.
-const API_TOKEN_HEADER: &str = "dapr-api-token";
 
 /// Largest request body by default: daprd's `--max-body-size` default, 4 MiB.
 const DEFAULT_MAX_BODY: usize = 4 << 20;
@@ -60,7 +54,7 @@ const DEFAULT_MAX_BODY: usize = 4 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DaprHttpConfig {
-    api_token: Option<String>,
+    dapr_api_token: Option<String>,
     max_body_size: Option<usize>,
     head_timeout: Option<String>,
     app_port: Option<u16>,
@@ -88,7 +82,7 @@ fn build(
     let path = join(&filter.path, "config");
     let config: DaprHttpConfig = match &filter.config {
         serde_json::Value::Null => DaprHttpConfig {
-            api_token: None,
+            dapr_api_token: None,
             max_body_size: None,
             head_timeout: None,
             app_port: None,
@@ -107,10 +101,7 @@ fn build(
     if max_body == 0 {
         findings.error(join(&path, "max_body_size"), "must be greater than zero");
     }
-    let token = config
-        .api_token
-        .or_else(|| std::env::var(API_TOKEN_ENV).ok())
-        .filter(|token| !token.is_empty());
+    let token = dapr::api_token(config.dapr_api_token);
     if token.is_none()
         && let Some(listener) = ctx
             .listener
@@ -120,8 +111,9 @@ fn build(
             listener.path.clone(),
             format!(
                 "the Dapr HTTP API on {} answers anyone who can reach it, without an API token; \
-                 bind 127.0.0.1 or set config.api_token (or {API_TOKEN_ENV})",
-                listener.address
+                 bind 127.0.0.1 or set config.dapr_api_token (or {})",
+                listener.address,
+                dapr::TOKEN_ENV
             ),
         );
     }
@@ -260,7 +252,7 @@ impl DaprHttpApi {
         let Some(token) = &self.shared.token else {
             return Ok(());
         };
-        match headers.get(API_TOKEN_HEADER) {
+        match headers.get(dapr::TOKEN_HEADER) {
             Some(sent) if sent.as_bytes() == token.as_bytes() => Ok(()),
             _ => Err(DaprHttpError::invalid_token()),
         }
@@ -284,11 +276,23 @@ impl DaprHttpApi {
                 state::transaction(self, store, request).await
             }
             ["v1.0", "state", store] if any_write => state::save(self, store, request).await,
+            ["v1.0-alpha1", "state", store, "query"] if any_write => {
+                state::query(self, store, request).await
+            }
             ["v1.0", "state", store, key] if *method == M::GET => {
                 state::get(self, store, key).await
             }
             ["v1.0", "state", store, key] if *method == M::DELETE => {
                 state::delete_key(self, store, key, request).await
+            }
+            [
+                "v1.0" | "v1.0-alpha1",
+                "publish",
+                "bulk",
+                pubsub,
+                topic @ ..,
+            ] if any_write && !topic.is_empty() => {
+                pubsub::publish_bulk(self, pubsub, &topic.join("/"), request).await
             }
             ["v1.0", "publish", pubsub, topic @ ..] if any_write && !topic.is_empty() => {
                 pubsub::publish(self, pubsub, &topic.join("/"), request).await

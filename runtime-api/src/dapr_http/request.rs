@@ -191,6 +191,14 @@ impl Reply {
         self
     }
 
+    /// Adds every one of `headers`.
+    pub(super) fn with_headers(mut self, headers: &HeaderMap) -> Self {
+        for (name, value) in headers {
+            self.headers.push((name.clone(), value.clone()));
+        }
+        self
+    }
+
     /// Adds each `metadata` entry as a `metadata.<key>` header (daprd's response metadata).
     pub(super) fn with_metadata<'a>(
         mut self,

@@ -1,7 +1,9 @@
 //! `/v1.0/state/{store}`: save (a JSON list, each value stored as its JSON text, as daprd
 //! stores it), get (the stored bytes with an `ETag` header; 204 for an absent key), delete
-//! (`If-Match`), bulk get and transactions, over the [`StateStore`] contract. Keys are stored
-//! as daprd stores them, `{app_id}||{key}`. Runs on the serving shard.
+//! (`If-Match`), bulk get, transactions and `POST|PUT /v1.0-alpha1/state/{store}/query`
+//! (Dapr's query language, [`query::query_store`], the engine of the gRPC `QueryStateAlpha1`),
+//! over the [`StateStore`] contract. Keys are stored as daprd stores them, `{app_id}||{key}`.
+//! Runs on the serving shard.
 
 use std::collections::HashMap;
 
@@ -13,7 +15,7 @@ use serde_json::{Value, value::RawValue};
 use super::{DaprHttpApi, DaprRequest, Reply, request::nullable};
 use crate::{
     components::state::{self, Concurrency, StateOperation, StateStore},
-    dapr::keys,
+    dapr::{keys, query},
     error::{DaprCodes, DaprHttpError},
 };
 
@@ -28,6 +30,28 @@ const BULK_GET: DaprCodes = codes("ERR_STATE_BULK_GET");
 const SAVE: DaprCodes = codes("ERR_STATE_SAVE");
 const DELETE: DaprCodes = codes("ERR_STATE_DELETE");
 const TRANSACTION: DaprCodes = codes("ERR_STATE_TRANSACTION");
+const QUERY: DaprCodes = codes("ERR_STATE_QUERY");
+
+/// daprd's `QueryResponse`.
+#[derive(Serialize)]
+struct QueryAnswer {
+    results: Vec<QueryItem>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    token: String,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    metadata: HashMap<String, String>,
+}
+
+/// daprd's `QueryItem`.
+#[derive(Serialize)]
+struct QueryItem {
+    key: String,
+    data: Box<RawValue>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    etag: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
 
 /// One item of a save, or the request of a transaction's operation (components-contrib's
 /// `SetRequest`/`DeleteRequest`).
@@ -258,6 +282,54 @@ pub(super) async fn get_bulk(
 
 /// Stored bytes as a JSON value for a bulk answer: as they are when they are JSON (what this
 /// API stores), else as a JSON string (bytes a gRPC client stored raw).
+/// `POST|PUT /v1.0-alpha1/state/{store}/query`: the body is the query; 200 `{results: [{key,
+/// data, etag}], token}`, 204 when nothing matches; a store that cannot be queried is daprd's
+/// 500 `ERR_STATE_STORE_NOT_SUPPORTED`.
+pub(super) async fn query(
+    api: &DaprHttpApi,
+    store_name: &str,
+    request: &DaprRequest,
+) -> Result<Reply, DaprHttpError> {
+    let store = api
+        .runtime()
+        .components()
+        .state
+        .get(store_name)
+        .map_err(|err| err.dapr_http(QUERY))?;
+    let text = std::str::from_utf8(&request.body).map_err(DaprHttpError::malformed)?;
+    let answer = query::query_store(store, api.runtime().app_id(), text)
+        .await
+        .map_err(|err| {
+            let mut answer = err.dapr_http(QUERY);
+            answer.message = format!("state store {store_name} query failed: {}", answer.message);
+            answer
+        })?
+        .ok_or_else(|| {
+            DaprHttpError::new(
+                500,
+                "ERR_STATE_STORE_NOT_SUPPORTED",
+                "state store does not support querying",
+            )
+        })?;
+    if answer.results.is_empty() {
+        return Ok(Reply::no_content());
+    }
+    Ok(Reply::json(&QueryAnswer {
+        results: answer
+            .results
+            .into_iter()
+            .map(|item| QueryItem {
+                key: item.key,
+                data: json_data(&item.data),
+                etag: item.etag,
+                error: item.error,
+            })
+            .collect(),
+        token: answer.token,
+        metadata: answer.metadata,
+    }))
+}
+
 fn json_data(value: &[u8]) -> Box<RawValue> {
     std::str::from_utf8(value)
         .ok()

@@ -1,19 +1,21 @@
 //! The `http` invoker (LayOtto's HTTP path of `InvokeService`): it maps app ids to `host:port`
 //! (`metadata.targets`, `app2=127.0.0.1:8080;app3=https://10.0.0.3:8443`; a target is called
 //! over HTTPS when it says `https://`); a call becomes `VERB <target>/<method>?<querystring>`
-//! with the request data as the body and its content type, and the answer's body and content
-//! type come back. Bounded by the component's timeout; runs on the backend pool.
+//! with the request's headers, its data as the body and its content type, and the answer's
+//! status, headers and body come back. Bounded by the component's timeout; runs on the backend
+//! pool.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use http::header;
+use layotto_filters::http_proxy::strip_hop_by_hop;
 
-use super::{Invoked, Invoker};
+use super::{InvokeRequest, Invoked, Invoker, forwardable};
 use crate::{
     components::{
         component::Component,
-        http_client::HttpClient,
+        http_client::{HttpClient, status_error},
         registry::{Entry, is_endpoint},
     },
     error::ApiError,
@@ -68,15 +70,8 @@ impl Component for ServiceInvoker {}
 
 #[async_trait(?Send)]
 impl Invoker for ServiceInvoker {
-    async fn invoke(
-        &self,
-        id: &str,
-        method: &str,
-        verb: Option<http::Method>,
-        querystring: &str,
-        data: Bytes,
-        content_type: &str,
-    ) -> Result<Invoked, ApiError> {
+    async fn invoke(&self, request: InvokeRequest<'_>) -> Result<Invoked, ApiError> {
+        let id = request.id;
         let Some(target) = self.targets.get(id) else {
             let mut known: Vec<&String> = self.targets.keys().collect();
             known.sort();
@@ -85,23 +80,36 @@ impl Invoker for ServiceInvoker {
                 self.http.component()
             )));
         };
-        let mut url = format!("{target}/{}", method.trim_start_matches('/'));
-        if !querystring.is_empty() {
+        let mut url = format!("{target}/{}", request.method.trim_start_matches('/'));
+        let query = request.querystring.trim_start_matches('?');
+        if !query.is_empty() {
             url.push('?');
-            url.push_str(querystring.trim_start_matches('?'));
+            url.push_str(query);
         }
-        let headers = (!content_type.is_empty()).then_some(("content-type", content_type));
-        let method = verb.unwrap_or(http::Method::POST);
-        let (parts, body) = self.http.exchange(method, &url, headers, data).await?;
-        let content_type = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let headers = forwardable(request.headers);
+        let content_type = (!request.content_type.is_empty())
+            .then_some((header::CONTENT_TYPE.as_str(), request.content_type));
+        let sent = headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+            .chain(content_type);
+        let verb = request.verb.unwrap_or(http::Method::POST);
+        let (mut parts, data) = self.http.fetch(verb, &url, sent, request.data).await?;
+        strip_hop_by_hop(&mut parts.headers);
         Ok(Invoked {
-            data: body,
-            content_type,
+            status: parts.status,
+            headers: parts.headers,
+            data,
         })
+    }
+
+    /// As bindings: 404 is NOT_FOUND, other statuses of 400 or more INTERNAL.
+    fn failure(&self, id: &str, answer: &Invoked) -> Option<ApiError> {
+        status_error(
+            self.http.component(),
+            &format!("app \"{id}\""),
+            answer.status,
+            &answer.data,
+        )
     }
 }

@@ -4,12 +4,12 @@
 //! (MOSN's routers) to a cluster's host — as LayOtto's channel hands a pipe to the MOSN listener.
 //! The request is built as LayOtto's `httpchannel` builds it: the method from the
 //! `http_extension` verb (`GET` without one), the path `/<method>`, the `querystring`, the call's
-//! gRPC metadata as headers, `Host: localhost` and the header `id` = the app id; the message data
-//! is the body. The exchange (answer and body) is bounded by the metadata's `rpc_request_timeout`
-//! (milliseconds, default 3000); a status other than 200 is `UNAVAILABLE` with `http response code
-//! <status>, body: <body>`, as LayOtto's. The answer's body and `Content-Type` are the response;
-//! its other headers become the gRPC response's header metadata. Runs on the calling shard,
-//! against that shard's instance of the proxy (its upstream connections).
+//! headers (from LayOtto's API: its gRPC metadata), `Host: localhost` and the header `id` = the
+//! app id; the message data is the body. The exchange (answer and body) is bounded by the
+//! metadata's `rpc_request_timeout` (milliseconds, default 3000). The answer (status, headers, body) comes back; for LayOtto's
+//! `InvokeService` a status other than 200 is `UNAVAILABLE` with `http response code <status>,
+//! body: <body>`, as LayOtto's. Runs on the calling shard, against that shard's instance of the
+//! proxy (its upstream connections).
 
 use std::{
     sync::{Arc, OnceLock},
@@ -17,15 +17,14 @@ use std::{
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_lite::future::or;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use layotto_filters::http_proxy::{HttpProxyDirectory, HttpProxyFactory, boxed};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Invoked, Invoker};
+use super::{InvokeRequest, Invoked, Invoker, forwardable};
 use crate::{
     components::{component::Component, registry::Entry},
     error::ApiError,
@@ -148,39 +147,7 @@ impl Component for MosnInvoker {
 
 #[async_trait(?Send)]
 impl Invoker for MosnInvoker {
-    async fn invoke(
-        &self,
-        id: &str,
-        method: &str,
-        verb: Option<Method>,
-        querystring: &str,
-        data: Bytes,
-        content_type: &str,
-    ) -> Result<Invoked, ApiError> {
-        let (invoked, _) = self
-            .invoke_with_metadata(
-                id,
-                method,
-                verb,
-                querystring,
-                data,
-                content_type,
-                &HeaderMap::new(),
-            )
-            .await?;
-        Ok(invoked)
-    }
-
-    async fn invoke_with_metadata(
-        &self,
-        id: &str,
-        method: &str,
-        verb: Option<Method>,
-        querystring: &str,
-        data: Bytes,
-        content_type: &str,
-        metadata: &HeaderMap,
-    ) -> Result<(Invoked, HeaderMap), ApiError> {
+    async fn invoke(&self, request: InvokeRequest<'_>) -> Result<Invoked, ApiError> {
         let proxy = self
             .proxy
             .get()
@@ -191,8 +158,8 @@ impl Invoker for MosnInvoker {
                     self.component, self.listener
                 ))
             })?;
-        let timeout = request_timeout(metadata);
-        let request = channel_request(id, method, verb, querystring, data, content_type, metadata)
+        let timeout = request_timeout(request.headers);
+        let request = channel_request(request)
             .map_err(|err| ApiError::InvalidArgument(format!("{}: {err}", self.component)))?;
         let exchange = async {
             let (parts, body) = proxy.forward(request).await.into_parts();
@@ -216,33 +183,23 @@ impl Invoker for MosnInvoker {
                 timeout.as_millis()
             )))
         };
-        let (parts, body) = or(exchange, expired).await?;
-        if parts.status != StatusCode::OK {
-            return Err(ApiError::unavailable(format!(
+        let (parts, data) = or(exchange, expired).await?;
+        Ok(Invoked {
+            status: parts.status,
+            headers: parts.headers,
+            data,
+        })
+    }
+
+    /// LayOtto's `httpchannel`: a status other than 200 is UNAVAILABLE with the body.
+    fn failure(&self, _id: &str, answer: &Invoked) -> Option<ApiError> {
+        (answer.status != StatusCode::OK).then(|| {
+            ApiError::unavailable(format!(
                 "http response code {}, body: {}",
-                parts.status.as_u16(),
-                String::from_utf8_lossy(&body)
-            )));
-        }
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let mut answer_headers = HeaderMap::new();
-        for (name, value) in &parts.headers {
-            if !is_grpc_own(name) {
-                answer_headers.append(name.clone(), value.clone());
-            }
-        }
-        Ok((
-            Invoked {
-                data: body,
-                content_type,
-            },
-            answer_headers,
-        ))
+                answer.status.as_u16(),
+                String::from_utf8_lossy(&answer.data)
+            ))
+        })
     }
 }
 
@@ -258,62 +215,37 @@ fn request_timeout(metadata: &HeaderMap) -> Duration {
         })
 }
 
-/// Headers that belong to the gRPC call or to one HTTP connection, passed neither way: the call's
-/// own metadata is not for the invoked app, nor the answer's framing headers for the gRPC
-/// response (LayOtto leaves out `content-length` too).
-fn is_grpc_own(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    name.starts_with("grpc-")
-        || matches!(
-            name,
-            "content-type"
-                | "content-length"
-                | "te"
-                | "host"
-                | "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "upgrade"
-                | "trailer"
-        )
-}
-
 /// The request LayOtto's `httpchannel` builds for a call.
 fn channel_request(
-    id: &str,
-    method: &str,
-    verb: Option<Method>,
-    querystring: &str,
-    data: Bytes,
-    content_type: &str,
-    metadata: &HeaderMap,
+    call: InvokeRequest<'_>,
 ) -> Result<Request<layotto_filters::http_proxy::ProxyBody>, http::Error> {
-    let mut target = format!("/{}", method.trim_start_matches('/'));
-    let query = querystring.trim_start_matches('?');
+    let mut target = format!("/{}", call.method.trim_start_matches('/'));
+    let query = call.querystring.trim_start_matches('?');
     if !query.is_empty() {
         target.push('?');
         target.push_str(query);
     }
     let mut request = Request::builder()
-        .method(verb.unwrap_or(Method::GET))
+        .method(call.verb.unwrap_or(Method::GET))
         .uri(target)
-        .body(boxed(Full::new(data)))?;
+        .body(boxed(Full::new(call.data)))?;
     let headers = request.headers_mut();
-    for (name, value) in metadata {
-        if !is_grpc_own(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    *headers = forwardable(call.headers);
     headers.insert(header::HOST, HeaderValue::from_static("localhost"));
-    headers.insert("id", HeaderValue::from_str(id)?);
-    if !content_type.is_empty() {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type)?);
+    headers.insert("id", HeaderValue::from_str(call.id)?);
+    if !call.content_type.is_empty() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(call.content_type)?,
+        );
     }
     Ok(request)
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
@@ -321,16 +253,16 @@ mod tests {
         let mut metadata = HeaderMap::new();
         metadata.insert("x-trace", HeaderValue::from_static("t1"));
         metadata.insert("content-type", HeaderValue::from_static("application/grpc"));
-        metadata.insert("grpc-timeout", HeaderValue::from_static("5S"));
-        let request = channel_request(
-            "HelloService:1.0",
-            "hello",
-            None,
-            "a=1",
-            Bytes::from_static(b"body"),
-            "text/plain",
-            &metadata,
-        )
+        metadata.insert("connection", HeaderValue::from_static("close"));
+        let request = channel_request(InvokeRequest {
+            id: "HelloService:1.0",
+            method: "hello",
+            verb: None,
+            querystring: "a=1",
+            data: Bytes::from_static(b"body"),
+            content_type: "text/plain",
+            headers: &metadata,
+        })
         .unwrap();
         assert_eq!(request.method(), Method::GET);
         assert_eq!(request.uri(), "/hello?a=1");
@@ -339,7 +271,7 @@ mod tests {
         assert_eq!(headers["host"], "localhost");
         assert_eq!(headers["x-trace"], "t1");
         assert_eq!(headers["content-type"], "text/plain");
-        assert!(!headers.contains_key("grpc-timeout"));
+        assert!(!headers.contains_key("connection"));
     }
 
     #[test]
