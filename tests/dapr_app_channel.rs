@@ -29,8 +29,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use layotto_proto::dapr::runtime::{
-    ListTopicSubscriptionsResponse, PublishEventRequest, TopicEventRequest, TopicEventResponse,
-    TopicRoutes, TopicRule, TopicSubscription,
+    GetMetadataRequest, ListTopicSubscriptionsResponse, PublishEventRequest,
+    PubsubSubscriptionType, TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule,
+    TopicSubscription,
     app_callback_server::{AppCallback, AppCallbackServer},
     dapr_client::DaprClient,
     topic_event_response::TopicEventResponseStatus,
@@ -88,6 +89,43 @@ async fn publish(client: &mut DaprClient<Channel>, topic: &str, data: &str) {
         })
         .await
         .unwrap();
+}
+
+/// Asserts what Dapr's `GetMetadata` says of the app channel: its port and protocol, and
+/// `topic` delivered (a PROGRAMMATIC subscription) to `route`.
+async fn assert_metadata_lists(
+    client: &mut DaprClient<Channel>,
+    (port, protocol): (u16, &str),
+    topic: &str,
+    route: &str,
+) {
+    let metadata = client
+        .get_metadata(GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let app = metadata.app_connection_properties.expect("the app channel");
+    assert_eq!(
+        (
+            app.port,
+            app.protocol.as_str(),
+            app.channel_address.as_str()
+        ),
+        (i32::from(port), protocol, "127.0.0.1")
+    );
+    let subscription = metadata
+        .subscriptions
+        .iter()
+        .find(|s| s.topic == topic)
+        .unwrap_or_else(|| panic!("{topic} is not listed: {:?}", metadata.subscriptions));
+    assert_eq!(subscription.pubsub_name, PUBSUB);
+    assert_eq!(subscription.r#type(), PubsubSubscriptionType::Programmatic);
+    let paths: Vec<&str> = subscription
+        .rules
+        .iter()
+        .flat_map(|rules| rules.rules.iter().map(|rule| rule.path.as_str()))
+        .collect();
+    assert_eq!(paths, [route]);
 }
 
 /// What an app saw of one delivery attempt: the event's text and id, and the whole event.
@@ -279,6 +317,7 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+        assert_metadata_lists(&mut publisher, (port, "grpc"), "orders", "/orders").await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;
@@ -471,6 +510,7 @@ async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
         let layotto = start_layotto(&broker, port, "http");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+        assert_metadata_lists(&mut publisher, (port, "http"), "orders", "/orders").await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;

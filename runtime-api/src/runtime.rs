@@ -26,7 +26,7 @@ use tracing::info;
 use crate::{
     components::{
         Components,
-        app_callback::{AppFlags, AppSettings},
+        app_callback::{AppFlags, AppSettings, AppSubscriptions},
         component::Component,
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
@@ -57,6 +57,8 @@ pub struct Runtime {
     app: Option<AppSettings>,
     backend: BackendHandle,
     dapr: DaprShared,
+    /// The app's subscriptions its channels deliver.
+    app_subscriptions: Arc<AppSubscriptions>,
     /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
     #[expect(
         clippy::disallowed_types,
@@ -140,6 +142,11 @@ impl Runtime {
         &self.dapr
     }
 
+    /// The subscriptions the app asked for through its channels and that are being delivered.
+    pub fn app_subscriptions(&self) -> &AppSubscriptions {
+        &self.app_subscriptions
+    }
+
     /// Dapr's extended metadata: what callers set with `PUT /v1.0/metadata/{key}`.
     pub fn extended_metadata(&self) -> BTreeMap<String, String> {
         self.extended_metadata
@@ -172,11 +179,16 @@ impl Runtime {
             })?;
         }
         if let Some(app) = &self.app {
-            crate::components::app_callback::start(app, &self.components.pubsubs, &self.backend)
-                .map_err(|err| CoreError::ComponentStart {
-                    component: format!("app \"{}\"", app.app_id),
-                    reason: chain(&err).to_string(),
-                })?;
+            crate::components::app_callback::start(
+                app,
+                &self.components.pubsubs,
+                &self.backend,
+                &self.app_subscriptions,
+            )
+            .map_err(|err| CoreError::ComponentStart {
+                component: format!("app \"{}\"", app.app_id),
+                reason: chain(&err).to_string(),
+            })?;
         }
         Ok(())
     }
@@ -360,6 +372,7 @@ impl<'a> RuntimeBuilder<'a> {
             app: self.app_flags.apply(self.app.map(|(app, _)| app)),
             backend: self.backend.clone(),
             dapr: DaprShared::default(),
+            app_subscriptions: Arc::default(),
             extended_metadata: Default::default(),
         })
     }

@@ -13,7 +13,7 @@ pub(crate) mod invocation;
 mod invoke;
 pub mod keys;
 mod lock;
-mod metadata;
+pub(crate) mod metadata;
 pub(crate) mod pubsub;
 pub(crate) mod query;
 mod secret;

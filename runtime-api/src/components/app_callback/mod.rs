@@ -9,7 +9,8 @@
 //! broker, and hands every event to the app in order, one attempt at a time through the
 //! channel's [`AppChannel::deliver`], honouring SUCCESS / RETRY / DROP with the bounded rule of
 //! [`Retries`]; the broker's delivery is finished (acknowledged, for redis) only after SUCCESS or
-//! DROP (or the retries ran out). Runs on the backend pool (tonic and hyper clients).
+//! DROP (or the retries ran out). Runs on the backend pool (tonic and hyper clients). What is
+//! being delivered is recorded in [`AppSubscriptions`], which Dapr's metadata lists.
 
 mod dapr_grpc;
 mod http_app;
@@ -34,6 +35,43 @@ use super::{
     pubsub::{Answer, PubSub, Retries, Subscription},
 };
 use crate::error::{ApiError, chain};
+
+/// A subscription the app asked for and that is being delivered, as Dapr's metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveAppSubscription {
+    /// The pub/sub component.
+    pub pubsub: String,
+    /// The topic.
+    pub topic: String,
+    /// Where its events go (empty for LayOtto's callback).
+    pub route: String,
+}
+
+/// The app's subscriptions being delivered, for the whole process. Written by the delivery loop
+/// on the backend pool, read by metadata calls on the shards.
+#[expect(
+    clippy::disallowed_types,
+    reason = "written once per subscription at start-up, read by metadata calls; never held across an await"
+)]
+#[derive(Debug, Default)]
+pub struct AppSubscriptions(std::sync::Mutex<Vec<ActiveAppSubscription>>);
+
+impl AppSubscriptions {
+    /// Every subscription being delivered, in the order they were made.
+    pub fn list(&self) -> Vec<ActiveAppSubscription> {
+        self.lock().clone()
+    }
+
+    fn add(&self, subscription: ActiveAppSubscription) {
+        self.lock().push(subscription);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ActiveAppSubscription>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// Pause between attempts to reach an app that is not up yet.
 const APP_RETRY: Duration = Duration::from_secs(1);
@@ -73,6 +111,14 @@ pub enum AppProtocol {
 }
 
 impl AppProtocol {
+    /// daprd's name of the protocol (`http`, `grpc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+
     /// Reads daprd's `--app-protocol` values `http` and `grpc` (any case).
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.to_ascii_lowercase().as_str() {
@@ -188,11 +234,13 @@ trait AppChannel: fmt::Display + Send + Sync + 'static {
     async fn deliver(&self, event: &TopicEventRequest, route: &str) -> Answer;
 }
 
-/// Starts delivering to each of the app's channels it has.
+/// Starts delivering to each of the app's channels it has, recording what is delivered in
+/// `active`.
 pub fn start(
     app: &AppSettings,
     brokers: &Block<dyn PubSub>,
     backend: &BackendHandle,
+    active: &Arc<AppSubscriptions>,
 ) -> Result<(), ApiError> {
     let mut channels: Vec<Arc<dyn AppChannel>> = Vec::new();
     if let Some(port) = app.grpc_callback_port {
@@ -218,7 +266,12 @@ pub fn start(
         .map(|(name, broker)| (name.to_owned(), broker.clone()))
         .collect();
     for channel in channels {
-        backend.spawn(follow(channel, brokers.clone(), backend.clone()))?;
+        backend.spawn(follow(
+            channel,
+            brokers.clone(),
+            backend.clone(),
+            active.clone(),
+        ))?;
     }
     Ok(())
 }
@@ -229,6 +282,7 @@ async fn follow(
     channel: Arc<dyn AppChannel>,
     brokers: Vec<(String, Arc<dyn PubSub>)>,
     backend: BackendHandle,
+    active: Arc<AppSubscriptions>,
 ) {
     let mut warned = false;
     let subscriptions = loop {
@@ -256,9 +310,16 @@ async fn follow(
         match broker.subscribe(&subscription.topic).await {
             Ok(events) => {
                 info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, route = %subscription.route, "delivering to the app");
-                let task = forward(events, channel.clone(), subscription.route);
-                if let Err(err) = backend.spawn(task) {
-                    warn!(app = %channel, topic = %subscription.topic, "cannot deliver: {}", chain(&err));
+                let task = forward(events, channel.clone(), subscription.route.clone());
+                match backend.spawn(task) {
+                    Ok(()) => active.add(ActiveAppSubscription {
+                        pubsub: subscription.pubsub,
+                        topic: subscription.topic,
+                        route: subscription.route,
+                    }),
+                    Err(err) => {
+                        warn!(app = %channel, topic = %subscription.topic, "cannot deliver: {}", chain(&err));
+                    }
                 }
             }
             Err(err) => {
