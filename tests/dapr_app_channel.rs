@@ -28,8 +28,9 @@ use common::{redis::RedisServer, *};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
+use layotto_proto::dapr::common::InvokeRequest;
 use layotto_proto::dapr::runtime::{
-    GetMetadataRequest, ListTopicSubscriptionsResponse, PublishEventRequest,
+    GetMetadataRequest, InvokeServiceRequest, ListTopicSubscriptionsResponse, PublishEventRequest,
     PubsubSubscriptionType, TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule,
     TopicSubscription,
     app_callback_server::{AppCallback, AppCallbackServer},
@@ -421,7 +422,8 @@ async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
 
 /// The test's HTTP app: `/dapr/subscribe` lists `orders` at `/orders` (v1alpha1's `route`) and
 /// `gone` at `/gone` (v2alpha1's `routes.default`), which answers 404; `/orders` answers by
-/// [`verdict`] — `{"status": "DROP"}`, `{"status": "RETRY"}`, 500, or 200 with an empty body.
+/// [`verdict`] — `{"status": "DROP"}`, `{"status": "RETRY"}`, 500, or 200 with an empty body;
+/// `/greet` is a method to invoke, answering 201 with the verb, the query and the body.
 #[derive(Clone)]
 struct HttpApp {
     attempts: Attempts,
@@ -436,6 +438,7 @@ type HttpSeen = mpsc::UnboundedReceiver<Seen<HttpRequest>>;
 impl HttpApp {
     async fn answer(self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         let path = request.uri().path().to_owned();
+        let request_query = request.uri().query().map(str::to_owned);
         let method = request.method().clone();
         let headers: HashMap<String, String> = request
             .headers()
@@ -455,6 +458,11 @@ impl HttpApp {
                 {"pubsubname": PUBSUB, "topic": "gone", "routes": {"rules": [], "default": "/gone"}}
             ]);
             return reply(StatusCode::OK, &subscriptions.to_string());
+        }
+        if path == "/greet" {
+            let query = request_query.unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            return reply(StatusCode::CREATED, &format!("{method} {query} {text}"));
         }
         assert_eq!(method, hyper::Method::POST, "{path}");
         let event: Value = serde_json::from_slice(&body).unwrap();
@@ -613,4 +621,43 @@ fn configuration_changes_go_to_the_app_channel_when_it_speaks_http() {
     let (status, body) = status_of_subscribe("grpc");
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("ERR_APP_CHANNEL_NIL"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoking_the_apps_own_id_calls_it_over_its_http_channel_on_both_apis() {
+    let (port, _seen) = start_http_app().await;
+    let layotto = Layotto::start(&with_dapr_http(
+        json!({"app": {"app_id": APP_ID, "app_port": port}}),
+        "dapr_http",
+    ));
+    let http = layotto.address("dapr_http");
+    let get = move |path: &'static str| {
+        tokio::task::spawn_blocking(move || http_get(http, path).expect("an answer"))
+    };
+    assert_eq!(
+        get("/v1.0/invoke/app1/method/greet?who=x").await.unwrap(),
+        (201, "GET who=x ".to_owned())
+    );
+    let mut client = dapr_client(layotto.address("grpc")).await;
+    let answer = client
+        .invoke_service(InvokeServiceRequest {
+            id: APP_ID.into(),
+            message: Some(InvokeRequest {
+                method: "greet".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"hi".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+                http_extension: None,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.data.unwrap().value, b"POST  hi");
+    // Another app id has no channel here and no rpcs component serves it.
+    let (status, body) = get("/v1.0/invoke/app2/method/greet").await.unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("ERR_DIRECT_INVOKE"), "{body}");
 }

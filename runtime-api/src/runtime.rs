@@ -26,14 +26,15 @@ use tracing::info;
 use crate::{
     components::{
         Components,
-        app_callback::{AppFlags, AppSettings, AppSubscriptions},
+        app_callback::{AppFlags, AppProtocol, AppSettings, AppSubscriptions},
         component::Component,
+        invoke::{self, Invoker},
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
     },
     dapr::DaprShared,
     dapr_resources,
-    error::chain,
+    error::{ApiError, chain},
     filter::KIND,
 };
 
@@ -59,6 +60,9 @@ pub struct Runtime {
     dapr: DaprShared,
     /// The app's subscriptions its channels deliver.
     app_subscriptions: Arc<AppSubscriptions>,
+    /// Calls of the app's own id through Dapr's APIs, over its HTTP channel (daprd's
+    /// `--app-port`), if it has one.
+    app_invoker: Option<Arc<dyn Invoker>>,
     /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
     #[expect(
         clippy::disallowed_types,
@@ -140,6 +144,15 @@ impl Runtime {
     /// What Dapr's API keeps for the whole process (its subscriptions).
     pub fn dapr(&self) -> &DaprShared {
         &self.dapr
+    }
+
+    /// Who serves a Dapr invocation of app `id`: the app's own HTTP channel when `id` is this
+    /// sidecar's app (as daprd), else the process's one `rpcs` component.
+    pub fn dapr_invoker(&self, id: &str) -> Result<&dyn Invoker, ApiError> {
+        match &self.app_invoker {
+            Some(own) if id == self.app_id() => Ok(&**own),
+            _ => self.components.invoker(),
+        }
     }
 
     /// The subscriptions the app asked for through its channels and that are being delivered.
@@ -367,9 +380,23 @@ impl<'a> RuntimeBuilder<'a> {
         for (label, component) in self.components.all() {
             health.register(label.dotted(), Arc::new(ComponentHealth(component)));
         }
+        let (app, app_path) = match self.app {
+            Some((app, path)) => (Some(app), path),
+            None => (None, String::new()),
+        };
+        let app = self.app_flags.apply(app);
+        let app_invoker = app.as_ref().and_then(|app| {
+            let port = app
+                .app_port
+                .filter(|_| app.app_protocol == AppProtocol::Http)?;
+            invoke::app_channel(&app.app_id, &app.app_channel_address, port, self.backend)
+                .map_err(|err| findings.error(app_path.clone(), chain(&err).to_string()))
+                .ok()
+        });
         Arc::new(Runtime {
             components: self.components,
-            app: self.app_flags.apply(self.app.map(|(app, _)| app)),
+            app,
+            app_invoker,
             backend: self.backend.clone(),
             dapr: DaprShared::default(),
             app_subscriptions: Arc::default(),

@@ -1,7 +1,8 @@
 //! Dapr's `InvokeService` (deprecated by Dapr in favour of proxy mode, still what the SDKs'
-//! gRPC invocation calls): the request's app id and method go to the process's one `rpcs`
+//! gRPC invocation calls): the request's app id and method go to the app's own HTTP channel
+//! when the id is this sidecar's app (`--app-port`, as daprd), else to the process's one `rpcs`
 //! component, as LayOtto's `InvokeService` does — layotto-rs has no name resolution of Dapr
-//! app ids to other sidecars. As daprd with an HTTP app: the call's metadata goes to the app
+//! app ids to other sidecars ([`Runtime::dapr_invoker`](crate::runtime::Runtime::dapr_invoker)). As daprd with an HTTP app: the call's metadata goes to the app
 //! ([`invocation::to_app`]), the app's headers and `dapr-http-status` come back as header
 //! metadata, and a status outside 2xx is the call's error ([`invocation::grpc_status_of`]).
 //! Runs on the calling shard.
@@ -63,7 +64,7 @@ impl DaprApi {
         let op = DaprOp::Invoke {
             app_id: &request.id,
         };
-        let invoker = self.components().invoker().map_err(fail(op))?;
+        let invoker = self.runtime.dapr_invoker(&request.id).map_err(fail(op))?;
         let message = request.message.as_ref().ok_or_else(|| {
             fail(op)(ApiError::InvalidArgument(
                 "InvokeService carried no message".into(),

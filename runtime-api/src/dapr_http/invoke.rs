@@ -1,8 +1,9 @@
 //! `{any verb} /v1.0/invoke/{app}/method/{method}` and the `dapr-app-id` header form (any path
 //! no other route takes is then the method, as daprd's fallback route): the body, its
 //! `Content-Type`, the verb, the query string and the request's headers (daprd's selection,
-//! [`invocation::to_app`], with `dapr-caller-app-id`) go to the app through the `rpcs`
-//! component; the app's status, body, `Content-Type` and headers come back, whatever the
+//! [`invocation::to_app`], with `dapr-caller-app-id`) go to the app — this sidecar's own app
+//! over its HTTP channel, any other through the `rpcs` component
+//! ([`Runtime::dapr_invoker`](crate::runtime::Runtime::dapr_invoker)); the app's status, body, `Content-Type` and headers come back, whatever the
 //! status, as daprd answers. Runs on the serving shard.
 
 use http::header;
@@ -38,8 +39,7 @@ pub(super) async fn invoke(
     }
     let invoker = api
         .runtime()
-        .components()
-        .invoker()
+        .dapr_invoker(app)
         .map_err(|err| err.dapr_http(INVOKE))?;
     let content_type = request.header(header::CONTENT_TYPE).unwrap_or_default();
     let answer = invoker

@@ -7,6 +7,8 @@
 //! calls run on the calling shard.
 
 mod http;
+
+pub(crate) use http::app_channel;
 mod mosn;
 
 use async_trait::async_trait;
