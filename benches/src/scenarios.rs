@@ -65,6 +65,16 @@ const LIGHT_CONNECTIONS: Pool = Pool {
     streams: 1,
 };
 
+/// The light-load probe's rate: this share of the slowest target's most, so that no queue
+/// hides the latency of the hop itself (HAProxy's DPbench method).
+const LIGHT_LOAD: f64 = 0.01;
+
+/// The light-load probe's clients: a few connections (HTTP/2: one stream each).
+const PROBE: Pool = Pool {
+    connections: 4,
+    streams: 1,
+};
+
 /// The rates of the latency-added scenario, calls per second.
 const REDIS_ADDED_RATES: [f64; 2] = [report::DAPR_PUBLISHED_RATE, 10_000.0];
 
@@ -260,13 +270,14 @@ fn call_load(
     })
 }
 
-/// Half of the slowest of `rows`' most: every target can carry it.
-fn half_of_slowest<'a>(rows: impl IntoIterator<Item = &'a LatencyRow>) -> f64 {
+/// `share` of the slowest of `rows`' most (at least 100/s): a half every target can carry, or
+/// the light-load probe's [`LIGHT_LOAD`].
+fn share_of_slowest<'a>(rows: impl IntoIterator<Item = &'a LatencyRow>, share: f64) -> f64 {
     (rows
         .into_iter()
         .map(|row| row.summary.rps)
         .fold(f64::MAX, f64::min)
-        / 2.0)
+        * share)
         .max(100.0)
         .round()
 }
@@ -318,14 +329,21 @@ pub(crate) fn l4(plan: &Plan, sizes: &[usize]) -> Result<Vec<LatencyRow>> {
             &contenders(32),
             Offer::Closed,
         )?;
-        // Half of the slowest proxy's most (not the direct one's).
-        let rate = half_of_slowest(&closed[1..]);
+        // Shares of the slowest proxy's most (not the direct one's).
+        let rate = share_of_slowest(&closed[1..], 0.5);
+        let probe = share_of_slowest(&closed[1..], LIGHT_LOAD);
         rows.extend(closed);
         rows.extend(table(
             plan,
             &format!("L4 echo {size} B, open loop {rate}/s"),
             &contenders(64),
             Offer::Open(rate),
+        )?);
+        rows.extend(table(
+            plan,
+            &format!("L4 echo {size} B, open loop {probe}/s (light load: the latency of the hop)"),
+            &contenders(PROBE.connections),
+            Offer::Open(probe),
         )?);
     }
     Ok(rows)
@@ -462,7 +480,8 @@ pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
             &contenders,
             Offer::Closed,
         )?;
-        let rate = half_of_slowest(&closed);
+        let rate = share_of_slowest(&closed, 0.5);
+        let probe = share_of_slowest(&closed, LIGHT_LOAD);
         rows.extend(closed);
         if let Some(program) = &h2load {
             for server in &servers {
@@ -474,6 +493,16 @@ pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
             &format!("gRPC {rpc}, open loop {rate}/s"),
             &contenders,
             Offer::Open(rate),
+        )?);
+        let probes: Vec<Contender<'_>> = servers
+            .iter()
+            .map(|server| Contender::new(server.name.clone(), server, call, PROBE))
+            .collect();
+        rows.extend(table(
+            plan,
+            &format!("gRPC {rpc}, open loop {probe}/s (light load: the latency of the hop)"),
+            &probes,
+            Offer::Open(probe),
         )?);
     }
     Ok((rows, h2load_rows))
