@@ -61,7 +61,7 @@ impl Requests {
             match self.body.data().await {
                 Some(Ok(chunk)) => {
                     let _ = self.body.flow_control().release_capacity(chunk.len());
-                    self.decoder.push(&chunk);
+                    self.decoder.push(chunk);
                     self.held.set(self.decoder.buffered())?;
                 }
                 Some(Err(err)) => {

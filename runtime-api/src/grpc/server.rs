@@ -42,6 +42,10 @@ use super::{
 
 pub use super::settings::GrpcSettings;
 
+/// Request headers looked up in every call, parsed once.
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// A handler's work for one call, as its [`Router`] entry returns it.
 type Work = BoxedLocal<Result<(), Status>>;
 
@@ -322,7 +326,7 @@ impl GrpcServer {
         if let Err(rejection) = self.stream_filters.on_call(path) {
             return Err(rejection.into());
         }
-        if let Some(encoding) = headers.get("grpc-encoding")
+        if let Some(encoding) = headers.get(GRPC_ENCODING)
             && encoding != "identity"
         {
             return Err(Status::new(
@@ -330,7 +334,7 @@ impl GrpcServer {
                 format!("grpc-encoding {encoding:?} is not supported; only identity is"),
             ));
         }
-        let deadline = match headers.get("grpc-timeout") {
+        let deadline = match headers.get(GRPC_TIMEOUT) {
             None => None,
             Some(value) => match value.to_str().map_err(|_| ()).map(timeout::parse) {
                 Ok(Ok(deadline)) => Some(deadline),
@@ -384,7 +388,7 @@ fn end_call(
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
-        .get("content-type")
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
