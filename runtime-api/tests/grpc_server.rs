@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use http::uri::PathAndQuery;
 use layotto_core::{
     handler::ConnectionInfo,
+    metrics::{Exposition, MetricSource},
     shutdown::{self, ShutdownSignal, ShutdownTrigger},
 };
 use layotto_filters::chain::{Observers, TerminalFactory};
@@ -33,6 +34,7 @@ use layotto_runtime_api::grpc::{
     call::{Requests, Responses},
     router::{Router, bidirectional, client_streaming, server_streaming, unary},
     server::{GrpcServerFactory, GrpcSettings},
+    stats::GrpcStats,
     status::Status,
 };
 use tokio::sync::Notify;
@@ -122,6 +124,14 @@ impl TestService {
         })
     }
 
+    /// Answers at once, without waiting for anything.
+    async fn hello(self: Rc<Self>, request: SayHelloRequest) -> Result<SayHelloResponse, Status> {
+        Ok(SayHelloResponse {
+            hello: request.name,
+            data: None,
+        })
+    }
+
     /// Answers only once the server drains: in flight when the drain starts, by construction.
     async fn until_drain(self: Rc<Self>, _: SayHelloRequest) -> Result<SayHelloResponse, Status> {
         self.probe.drain_call_arrived.notify_one();
@@ -159,6 +169,7 @@ impl TestService {
 
 struct TestServer {
     address: SocketAddr,
+    stats: Arc<GrpcStats>,
     probe: Arc<Probe>,
     shutdown: ShutdownTrigger,
 }
@@ -175,6 +186,7 @@ fn start_server() -> TestServer {
         drain: signal.clone(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stats_tx, stats_rx) = std::sync::mpsc::channel();
     let shard_probe = probe.clone();
     std::thread::spawn(move || {
         let routes = Arc::new(move |_shard| {
@@ -196,6 +208,10 @@ fn start_server() -> TestServer {
                     server_streaming(service.clone(), TestService::flood),
                 )
                 .add(
+                    "/test.Stream/Hello",
+                    unary(service.clone(), TestService::hello),
+                )
+                .add(
                     "/test.Stream/Slow",
                     unary(service.clone(), TestService::slow),
                 )
@@ -211,6 +227,7 @@ fn start_server() -> TestServer {
         });
         let factory =
             GrpcServerFactory::new(GrpcSettings::default(), routes, Vec::new(), "test", 1);
+        stats_tx.send(factory.stats()).unwrap();
         glommio::LocalExecutor::default().run(async move {
             let server = factory.for_shard(0);
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -230,6 +247,7 @@ fn start_server() -> TestServer {
         });
     });
     TestServer {
+        stats: stats_rx.recv().unwrap(),
         address: ready_rx.recv().unwrap(),
         probe,
         shutdown,
@@ -356,17 +374,30 @@ async fn raw_call_with_timeout(
     millis: u64,
     timeout: &str,
 ) -> (String, Duration) {
+    raw_call(address, "Slow", &millis.to_string(), Some(timeout)).await
+}
+
+/// One unary call of `method` with `name` over a raw h2 connection, its headers and its one DATA
+/// frame queued together (so with a current-thread client runtime they leave in one write),
+/// answering the `grpc-status` and the time the answer took.
+async fn raw_call(
+    address: SocketAddr,
+    method: &str,
+    name: &str,
+    timeout: Option<&str>,
+) -> (String, Duration) {
     use prost::Message;
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{address}/test.Stream/Slow"))
+    let mut request = http::Request::post(format!("http://{address}/test.Stream/{method}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", timeout)
-        .body(())
-        .unwrap();
-    let payload = hello(millis.to_string()).encode_to_vec();
+        .header("te", "trailers");
+    if let Some(timeout) = timeout {
+        request = request.header("grpc-timeout", timeout);
+    }
+    let request = request.body(()).unwrap();
+    let payload = hello(name).encode_to_vec();
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&payload);
@@ -398,6 +429,38 @@ async fn deadlines_end_slow_calls_with_deadline_exceeded() {
         status, "0",
         "the server keeps serving after an expired call"
     );
+}
+
+/// The server's count of calls that waited (and so ran in a task of their own).
+fn calls_waited(stats: &GrpcStats) -> u64 {
+    let mut out = Exposition::default();
+    stats.collect(&mut out);
+    let text = out.render();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("layotto_grpc_calls_waited_total{"))
+        .unwrap_or_else(|| panic!("no waited count in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A call whose handler completes without waiting, its request all there when the call is
+/// accepted, is answered in its connection's task; a handler that waits (a timer) gets a task
+/// of its own and is answered too. The client runs on one thread, so each request's HEADERS
+/// and DATA frames leave in one write.
+#[tokio::test]
+async fn calls_answered_at_once_need_no_task_of_their_own() {
+    let server = start_server();
+    for i in 0..20 {
+        let (status, _) = raw_call(server.address, "Hello", &format!("call {i}"), None).await;
+        assert_eq!(status, "0");
+    }
+    assert_eq!(calls_waited(&server.stats), 0);
+    let (status, _) = raw_call(server.address, "Slow", "10", None).await;
+    assert_eq!(status, "0");
+    assert_eq!(calls_waited(&server.stats), 1);
+    let (status, _) = raw_call(server.address, "Hello", "again", None).await;
+    assert_eq!(status, "0");
+    assert_eq!(calls_waited(&server.stats), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

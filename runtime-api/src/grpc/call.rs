@@ -9,12 +9,13 @@ use std::{
     cell::RefCell,
     future::poll_fn,
     rc::Rc,
+    sync::LazyLock,
     task::{Context, Poll, ready},
 };
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream, server::SendResponse};
-use http::{HeaderMap, HeaderValue, Response};
+use http::{HeaderMap, HeaderValue, Response, header::CONTENT_TYPE};
 use prost::Message;
 
 use super::{
@@ -60,7 +61,7 @@ impl Requests {
             match self.body.data().await {
                 Some(Ok(chunk)) => {
                     let _ = self.body.flow_control().release_capacity(chunk.len());
-                    self.decoder.push(&chunk);
+                    self.decoder.push(chunk);
                     self.held.set(self.decoder.buffered())?;
                 }
                 Some(Err(err)) => {
@@ -205,8 +206,13 @@ impl Responses {
 
 /// Writes the call's final status: as trailers after the messages, or as a trailers-only response.
 pub(crate) fn finish(state: &SharedResponse, status: &Status) {
-    let mut trailers = HeaderMap::new();
-    status.write_to(&mut trailers);
+    let trailers = if status.code == Code::Ok && status.message.is_empty() {
+        OK_TRAILERS.clone()
+    } else {
+        let mut trailers = HeaderMap::new();
+        status.write_to(&mut trailers);
+        trailers
+    };
     match std::mem::replace(&mut *state.borrow_mut(), ResponseState::Closed) {
         ResponseState::Waiting(mut respond) => {
             let _ = respond.send_response(grpc_response(trailers), true);
@@ -242,11 +248,28 @@ pub(crate) fn reject_http(mut respond: SendResponse<Bytes>, status: http::Status
     }
 }
 
+/// The headers of every gRPC response (`:status` 200 is h2's default), built once:
+/// a call's copy is a clone, without parsing names or hashing them.
+static RESPONSE_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
+    let mut headers = HeaderMap::with_capacity(1);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers
+});
+
+/// The trailers of a call that succeeded, built once.
+static OK_TRAILERS: LazyLock<HeaderMap> = LazyLock::new(|| {
+    let mut trailers = HeaderMap::with_capacity(1);
+    Status::ok().write_to(&mut trailers);
+    trailers
+});
+
 fn grpc_response(extra: HeaderMap) -> Response<()> {
     let mut response = Response::new(());
     let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-    headers.extend(extra);
+    *headers = RESPONSE_HEADERS.clone();
+    if !extra.is_empty() {
+        headers.extend(extra);
+    }
     response
 }
 

@@ -29,9 +29,16 @@ pub fn encode<M: Message>(message: &M, max_len: usize) -> Result<Bytes, Status> 
     Ok(buf.freeze())
 }
 
-/// Reassembles messages from a request body's chunks.
+/// Reassembles messages from a request body's chunks. A message that arrives whole in one chunk
+/// (the usual unary request) is copied straight out of it into an allocation of its own size;
+/// only messages split across chunks are assembled in a buffer. Messages never share the chunk's
+/// memory (h2's read buffer), so a handler that keeps one (an in-memory store keeps the value's
+/// bytes) holds only what it keeps.
 #[derive(Debug)]
 pub struct Decoder {
+    /// The last chunk pushed, while nothing else is buffered.
+    chunk: Bytes,
+    /// Parts of messages split across chunks.
     buf: BytesMut,
     max_len: usize,
 }
@@ -40,28 +47,76 @@ impl Decoder {
     /// A decoder refusing messages longer than `max_len`.
     pub fn new(max_len: usize) -> Self {
         Self {
+            chunk: Bytes::new(),
             buf: BytesMut::new(),
             max_len,
         }
     }
 
     /// Adds a chunk of the body.
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.chunk.is_empty() && self.buf.is_empty() {
+            self.chunk = chunk;
+            return;
+        }
+        self.assemble();
+        self.buf.extend_from_slice(&chunk);
     }
 
     /// Bytes held: the part of the next message that has arrived.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.chunk.len() + self.buf.len()
     }
 
     /// The next whole message, if one has arrived.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.buf.len() < HEADER_LEN {
+        if !self.chunk.is_empty() {
+            match self.message_len(&self.chunk)? {
+                Some(len) if self.chunk.len() >= HEADER_LEN + len => {
+                    let message = Bytes::copy_from_slice(&self.chunk[HEADER_LEN..HEADER_LEN + len]);
+                    self.chunk.advance(HEADER_LEN + len);
+                    return Ok(Some(message));
+                }
+                // The rest of the message is in chunks still to come.
+                _ => self.assemble(),
+            }
+        }
+        let Some(len) = self.message_len(&self.buf)? else {
+            return Ok(None);
+        };
+        // No room is reserved for the rest ahead of its arrival: a header alone must not make
+        // the decoder hold `len` bytes.
+        if self.buf.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let flag = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        self.buf.advance(HEADER_LEN);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Checks that the body did not end inside a message.
+    pub fn finish(&self) -> Result<(), Status> {
+        match self.buffered() {
+            0 => Ok(()),
+            stray => Err(Status::new(
+                Code::Internal,
+                format!("request body ended inside a message ({stray} stray bytes)"),
+            )),
+        }
+    }
+
+    /// Moves what is left of the chunk into the assembly buffer.
+    fn assemble(&mut self) {
+        self.buf.extend_from_slice(&self.chunk);
+        self.chunk = Bytes::new();
+    }
+
+    /// The length of the message whose frame starts `bytes`, once its header has arrived; the
+    /// status of a header that declares a compressed or oversized message.
+    fn message_len(&self, bytes: &[u8]) -> Result<Option<usize>, Status> {
+        let Some(&[flag, l0, l1, l2, l3]) = bytes.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         match flag {
             0 => {}
             1 => {
@@ -86,28 +141,7 @@ impl Decoder {
                 ),
             ));
         }
-        // No room is reserved for the rest ahead of its arrival: a header alone must not make
-        // the decoder hold `len` bytes.
-        if self.buf.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        self.buf.advance(HEADER_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
-    }
-
-    /// Checks that the body did not end inside a message.
-    pub fn finish(&self) -> Result<(), Status> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Status::new(
-                Code::Internal,
-                format!(
-                    "request body ended inside a message ({} stray bytes)",
-                    self.buf.len()
-                ),
-            ))
-        }
+        Ok(Some(len))
     }
 }
 
@@ -133,7 +167,7 @@ mod tests {
             let mut decoder = Decoder::new(1024);
             let mut got = Vec::new();
             for part in [&wire[..split], &wire[split..]] {
-                decoder.push(part);
+                decoder.push(Bytes::copy_from_slice(part));
                 while let Some(message) = decoder.next_message().unwrap() {
                     got.push(message);
                 }
@@ -148,9 +182,26 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_message_is_copied_out_of_its_chunk_without_an_assembly_buffer() {
+        let wire = Bytes::from(frame(0, b"hello"));
+        let chunk = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let mut decoder = Decoder::new(100);
+        decoder.push(wire.clone());
+        let message = decoder.next_message().unwrap().unwrap();
+        assert_eq!(&message[..], b"hello");
+        assert!(
+            !chunk.contains(&(message.as_ptr() as usize)),
+            "the message shares the chunk's memory"
+        );
+        assert_eq!(decoder.buffered(), 0);
+        assert_eq!(decoder.buf.capacity(), 0);
+        decoder.finish().unwrap();
+    }
+
+    #[test]
     fn oversize_is_resource_exhausted_before_buffering() {
         let mut decoder = Decoder::new(10);
-        decoder.push(&frame(0, &[0; 11])[..HEADER_LEN]);
+        decoder.push(Bytes::copy_from_slice(&frame(0, &[0; 11])[..HEADER_LEN]));
         assert_eq!(
             decoder.next_message().unwrap_err().code,
             Code::ResourceExhausted
@@ -160,20 +211,20 @@ mod tests {
     #[test]
     fn compressed_without_encoding_is_unimplemented() {
         let mut decoder = Decoder::new(10);
-        decoder.push(&frame(1, b"x"));
+        decoder.push(frame(1, b"x").into());
         assert_eq!(
             decoder.next_message().unwrap_err().code,
             Code::Unimplemented
         );
         let mut decoder = Decoder::new(10);
-        decoder.push(&frame(9, b"x"));
+        decoder.push(frame(9, b"x").into());
         assert_eq!(decoder.next_message().unwrap_err().code, Code::Internal);
     }
 
     #[test]
     fn truncated_body_is_an_error() {
         let mut decoder = Decoder::new(10);
-        decoder.push(&frame(0, b"abc")[..6]);
+        decoder.push(Bytes::copy_from_slice(&frame(0, b"abc")[..6]));
         assert_eq!(decoder.next_message().unwrap(), None);
         assert_eq!(decoder.finish().unwrap_err().code, Code::Internal);
     }
@@ -186,7 +237,7 @@ mod tests {
         };
         let framed = encode(&message, 100).unwrap();
         let mut decoder = Decoder::new(100);
-        decoder.push(&framed);
+        decoder.push(framed);
         let body = decoder.next_message().unwrap().unwrap();
         assert_eq!(prost_types::Duration::decode(body).unwrap(), message);
         assert_eq!(
@@ -210,7 +261,7 @@ mod tests {
             }
             let (chunk, after) = rest.split_at(size.min(rest.len()));
             rest = after;
-            decoder.push(chunk);
+            decoder.push(Bytes::copy_from_slice(chunk));
             pushed += chunk.len();
             // Memory follows what arrived (growth by doubling), never a declared length.
             assert!(
@@ -229,9 +280,9 @@ mod tests {
                 }
             }
             assert!(
-                decoder.buf.len() < HEADER_LEN.saturating_add(max_len),
+                decoder.buffered() < HEADER_LEN.saturating_add(max_len),
                 "{} bytes buffered with a limit of {max_len}",
-                decoder.buf.len()
+                decoder.buffered()
             );
         }
         let ended = decoder.finish().err();

@@ -1,15 +1,18 @@
 //! The `grpc` terminal filter: serves HTTP/2 with prior knowledge (h2c) on each shard's
-//! connections, one task per call, routed by `:path`. Applies the call's `grpc-timeout`, notices
-//! client cancellation, writes `grpc-status` trailers, sends keep-alive PINGs when configured, and
-//! on process drain sends GOAWAY so clients finish their calls and go elsewhere. What h2 writes in
-//! one poll round of a connection's task leaves in one send ([`super::write_buffer`]).
-//! Everything runs on the shard that accepted the connection.
+//! connections, routed by `:path`. A call is polled first in its connection's task: one whose
+//! handler completes without waiting is answered there, one that waits goes on in a task of its
+//! own. Applies the call's `grpc-timeout`, notices client cancellation, writes `grpc-status`
+//! trailers, sends keep-alive PINGs when configured, and on process drain sends GOAWAY so clients
+//! finish their calls and go elsewhere. What h2 writes in one poll round of a connection's task
+//! leaves in one send ([`super::write_buffer`]). Everything runs on the shard that accepted the
+//! connection.
 
 use std::{
     cell::{Cell, RefCell},
     future::poll_fn,
     rc::Rc,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -31,13 +34,20 @@ use super::{
     call::{self, Requests, ResponseState, Responses, SharedResponse},
     guard::{ConnectionTimeouts, GuardedStream, Watch},
     router::{Call, Router},
-    stats::GrpcStats,
+    stats::{GrpcStats, RpcStats},
     status::{Code, Status},
     timeout,
     write_buffer::{self, BufferedStream, WRITE_BUFFER_CAPACITY},
 };
 
 pub use super::settings::GrpcSettings;
+
+/// Request headers looked up in every call, parsed once.
+const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// A handler's work for one call, as its [`Router`] entry returns it.
+type Work = BoxedLocal<Result<(), Status>>;
 
 /// Builds each shard's router.
 pub type RouterFactory = Arc<dyn Fn(usize) -> Router + Send + Sync>;
@@ -155,27 +165,34 @@ impl GrpcServer {
                 return;
             }
         };
+        // The connection task's own waker: a call polled inline registers it, which at worst
+        // wakes the connection once more, until the call's own task (if it needs one) polls it.
+        let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let calls = Rc::new(CallCount::new());
         let buffers = ConnectionBuffers::new(self.buffers.clone());
         let mut shutdown = conn.shutdown.clone();
         let mut draining = false;
-        let mut events = Box::pin(connection_events(
-            watch,
-            handshake_deadline,
-            calls.clone(),
-            s.timeouts,
-            connection.ping_pong(),
+        // One future for the connection's life (not one per call): its first handshake, flood,
+        // idle or keep-alive event, or the process's drain.
+        let mut events = Box::pin(or(
+            connection_events(
+                watch,
+                handshake_deadline,
+                calls.clone(),
+                s.timeouts,
+                connection.ping_pong(),
+            ),
+            async move {
+                shutdown.wait().await;
+                Event::Drain
+            },
         ));
         loop {
             let accepted = if draining {
                 connection.accept().await
             } else {
                 let next = or(async { Ok(connection.accept().await) }, async {
-                    Err(or(events.as_mut(), async {
-                        shutdown.wait().await;
-                        Event::Drain
-                    })
-                    .await)
+                    Err(events.as_mut().await)
                 })
                 .await;
                 match next {
@@ -207,14 +224,15 @@ impl GrpcServer {
             match accepted {
                 None => break,
                 Some(Ok((request, respond))) => {
-                    let call = calls.start();
-                    let server = self.clone();
-                    let buffers = buffers.clone();
-                    glommio::spawn_local(async move {
-                        serve_call(server, request, respond, conn.shard, buffers).await;
-                        drop(call);
-                    })
-                    .detach();
+                    let mut cx = Context::from_waker(&waker);
+                    self.start_call(
+                        request,
+                        respond,
+                        calls.start(),
+                        &buffers,
+                        conn.shard,
+                        &mut cx,
+                    );
                 }
                 Some(Err(err)) => {
                     debug!(peer = %conn.peer, error = %err, "HTTP/2 connection ended");
@@ -224,58 +242,170 @@ impl GrpcServer {
         }
     }
 
-    /// Runs the call's handler under its deadline and the client's cancellation; returns the status.
-    async fn dispatch(
-        &self,
-        parts: http::request::Parts,
-        body: RecvStream,
-        response: &SharedResponse,
-        buffers: Rc<ConnectionBuffers>,
-    ) -> Status {
-        let path = parts.uri.path();
-        let Some(handler) = self.router.get(path) else {
-            return Status::new(Code::Unimplemented, format!("unknown method {path}"));
-        };
-        if let Err(rejection) = self.stream_filters.on_call(path) {
-            return rejection.into();
+    /// Starts a call the connection accepted: refuses it, or routes it and polls its handler
+    /// once, here in the connection's task. A handler that completes without waiting (hello,
+    /// in-memory state) is answered at once, its response frames queued in the same poll round,
+    /// with no task of its own; one that waits (a backend, more request bytes, the client's
+    /// window) goes on in a task of its own under the call's deadline and the client's
+    /// cancellation.
+    fn start_call(
+        self: &Rc<Self>,
+        request: http::Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+        in_progress: CallInProgress,
+        buffers: &Rc<ConnectionBuffers>,
+        shard: usize,
+        cx: &mut Context<'_>,
+    ) {
+        if !buffers.admit_stream() {
+            // The connection or the listener holds half a buffer limit: the client may retry the
+            // call (later, or elsewhere), as nothing of it was processed.
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            return;
         }
-        if let Some(encoding) = parts.headers.get("grpc-encoding")
-            && encoding != "identity"
-        {
-            return Status::new(
-                Code::Unimplemented,
-                format!("grpc-encoding {encoding:?} is not supported; only identity is"),
+        let (parts, body) = request.into_parts();
+        if parts.method != http::Method::POST || !is_grpc(&parts.headers) {
+            glommio::spawn_local(async move {
+                reject_not_grpc(body, respond).await;
+                drop(in_progress);
+            })
+            .detach();
+            return;
+        }
+        let started = Instant::now();
+        let method = self.stats.method(parts.uri.path());
+        method.started(shard);
+        let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
+        let (mut work, deadline) =
+            match self.route(parts.uri.path(), parts.headers, body, &response, buffers) {
+                Ok(routed) => routed,
+                Err(status) => return end_call(&response, status, method, shard, started),
+            };
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return end_call(
+                &response,
+                result.err().unwrap_or_else(Status::ok),
+                method,
+                shard,
+                started,
             );
         }
-        let deadline = match parts.headers.get("grpc-timeout") {
+        self.stats.waited(shard);
+        let server = self.clone();
+        let uri = parts.uri;
+        glommio::spawn_local(async move {
+            let status = wait_for(work, deadline, &response).await;
+            end_call(
+                &response,
+                status,
+                server.stats.method(uri.path()),
+                shard,
+                started,
+            );
+            drop(in_progress);
+        })
+        .detach();
+    }
+
+    /// The handler's work for the call at `path`, not polled yet, and the call's deadline; or the
+    /// status that refuses the call.
+    fn route(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        body: RecvStream,
+        response: &SharedResponse,
+        buffers: &Rc<ConnectionBuffers>,
+    ) -> Result<(Work, Option<Duration>), Status> {
+        let Some(handler) = self.router.get(path) else {
+            return Err(Status::new(
+                Code::Unimplemented,
+                format!("unknown method {path}"),
+            ));
+        };
+        if let Err(rejection) = self.stream_filters.on_call(path) {
+            return Err(rejection.into());
+        }
+        if let Some(encoding) = headers.get(GRPC_ENCODING)
+            && encoding != "identity"
+        {
+            return Err(Status::new(
+                Code::Unimplemented,
+                format!("grpc-encoding {encoding:?} is not supported; only identity is"),
+            ));
+        }
+        let deadline = match headers.get(GRPC_TIMEOUT) {
             None => None,
             Some(value) => match value.to_str().map_err(|_| ()).map(timeout::parse) {
                 Ok(Ok(deadline)) => Some(deadline),
-                Ok(Err(status)) => return status,
-                Err(()) => return Status::new(Code::Internal, "malformed grpc-timeout"),
+                Ok(Err(status)) => return Err(status),
+                Err(()) => return Err(Status::new(Code::Internal, "malformed grpc-timeout")),
             },
         };
         let max = self.settings.max_message_size;
         let work = handler(Call {
-            headers: parts.headers,
-            requests: Requests::new(body, max, &buffers),
-            responses: Responses::new(response.clone(), max, buffers),
+            headers,
+            requests: Requests::new(body, max, buffers),
+            responses: Responses::new(response.clone(), max, buffers.clone()),
         });
-        let bounded = async {
-            match deadline {
-                None => work.await,
-                Some(limit) => or(work, expire(limit)).await,
-            }
-        };
-        let cancelled = async {
-            poll_fn(|cx| call::poll_reset(response, cx)).await;
-            Err(Status::new(Code::Cancelled, "cancelled by the client"))
-        };
-        or(bounded, cancelled)
-            .await
-            .err()
-            .unwrap_or_else(Status::ok)
+        Ok((work, deadline))
     }
+}
+
+/// Runs a handler that waited to its end, under `deadline` (from now) and the client's
+/// cancellation; returns the call's status.
+async fn wait_for(work: Work, deadline: Option<Duration>, response: &SharedResponse) -> Status {
+    let bounded = async {
+        match deadline {
+            None => work.await,
+            Some(limit) => or(work, expire(limit)).await,
+        }
+    };
+    let cancelled = async {
+        poll_fn(|cx| call::poll_reset(response, cx)).await;
+        Err(Status::new(Code::Cancelled, "cancelled by the client"))
+    };
+    or(bounded, cancelled)
+        .await
+        .err()
+        .unwrap_or_else(Status::ok)
+}
+
+/// Writes the call's status and counts it.
+fn end_call(
+    response: &SharedResponse,
+    status: Status,
+    method: &RpcStats,
+    shard: usize,
+    started: Instant,
+) {
+    if status.code != Code::Ok && status.code != Code::Cancelled {
+        debug!(%status, "call failed");
+    }
+    call::finish(response, &status);
+    method.finished(shard, status.code, started.elapsed());
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Answers a request that is not gRPC with 415, after reading (and dropping) it to its end, so
+/// the stream ends as HTTP/2 says and not with an early reset; the connection's flow control
+/// bounds what is read.
+async fn reject_not_grpc(mut body: RecvStream, respond: SendResponse<Bytes>) {
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            Err(_) => return,
+        }
+    }
+    call::reject_http(respond, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 /// Why the connection driver stops accepting calls.
@@ -409,50 +539,4 @@ async fn expire(limit: Duration) -> Result<(), Status> {
         Code::DeadlineExceeded,
         format!("deadline of {limit:?} exceeded"),
     ))
-}
-
-async fn serve_call(
-    server: Rc<GrpcServer>,
-    request: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    shard: usize,
-    buffers: Rc<ConnectionBuffers>,
-) {
-    if !buffers.admit_stream() {
-        // The connection or the listener holds half a buffer limit: the client may retry the
-        // call (later, or elsewhere), as nothing of it was processed.
-        respond.send_reset(h2::Reason::REFUSED_STREAM);
-        return;
-    }
-    let (parts, mut body) = request.into_parts();
-    let is_grpc = parts
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if parts.method != http::Method::POST || !is_grpc {
-        // Read (and drop) the request to its end first, so the stream ends as HTTP/2 says and
-        // not with an early reset; the connection's flow control bounds what is read.
-        while let Some(chunk) = body.data().await {
-            match chunk {
-                Ok(chunk) => {
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                }
-                Err(_) => return,
-            }
-        }
-        call::reject_http(respond, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return;
-    }
-    let started = Instant::now();
-    let stats = server.stats.clone();
-    let method = stats.method(parts.uri.path());
-    method.started(shard);
-    let response = Rc::new(RefCell::new(ResponseState::Waiting(respond)));
-    let status = server.dispatch(parts, body, &response, buffers).await;
-    if status.code != Code::Ok && status.code != Code::Cancelled {
-        debug!(%status, "call failed");
-    }
-    call::finish(&response, &status);
-    method.finished(shard, status.code, started.elapsed());
 }

@@ -4,7 +4,8 @@
 //! names (`layotto_grpc_*`, labelled by listener and method) and under the names of MOSN's
 //! `grpc_metric` filter that LayOtto serves (`grpc_request_total`, `grpc_response_succ_total`,
 //! `grpc_response_fail_total`, labelled by `service`, the full method path, summed over
-//! listeners, and counted when a call finishes, as MOSN counts them).
+//! listeners, and counted when a call finishes, as MOSN counts them). Also the calls whose
+//! handler waited and so ran in a task of their own.
 
 use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
@@ -56,6 +57,8 @@ pub struct GrpcStats {
     shards: usize,
     methods: HashMap<String, OnceLock<RpcStats>>,
     unknown: OnceLock<RpcStats>,
+    /// Calls whose handler did not complete when first polled, so ran in a task of their own.
+    waited: ShardedCounter,
 }
 
 impl GrpcStats {
@@ -66,6 +69,7 @@ impl GrpcStats {
             shards,
             methods: paths.into_iter().map(|p| (p, OnceLock::new())).collect(),
             unknown: OnceLock::new(),
+            waited: ShardedCounter::new(shards),
         }
     }
 
@@ -76,10 +80,21 @@ impl GrpcStats {
             .unwrap_or(&self.unknown)
             .get_or_init(|| RpcStats::new(self.shards))
     }
+
+    /// A call on `shard` waited (its handler did not complete when first polled).
+    pub fn waited(&self, shard: usize) {
+        self.waited.add(shard, 1);
+    }
 }
 
 impl MetricSource for GrpcStats {
     fn collect(&self, out: &mut Exposition) {
+        out.counter(
+            "layotto_grpc_calls_waited_total",
+            "gRPC calls whose handler waited (for a backend, request bytes or the client's window) and so ran in a task of its own; the others were answered in their connection's task.",
+            &[("listener", self.listener.as_str())],
+            self.waited.sum(),
+        );
         let used = self
             .methods
             .iter()

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The gRPC status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +95,19 @@ impl Status {
 
     /// Writes `grpc-status` and (if any) the percent-encoded `grpc-message` into `headers`.
     pub fn write_to(&self, headers: &mut HeaderMap) {
-        headers.insert("grpc-status", HeaderValue::from(self.code as u8 as u16));
+        const CODES: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        headers.insert(
+            GRPC_STATUS,
+            HeaderValue::from_static(CODES[self.code as usize]),
+        );
         if !self.message.is_empty() {
             let encoded = percent_encode(&self.message);
             // Percent-encoding leaves only visible ASCII, which is always a valid header value.
             if let Ok(value) = HeaderValue::from_str(&encoded) {
-                headers.insert("grpc-message", value);
+                headers.insert(GRPC_MESSAGE, value);
             }
         }
     }

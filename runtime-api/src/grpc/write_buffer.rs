@@ -1,5 +1,5 @@
 //! The gRPC server's write buffer: h2 writes and flushes its frames once per call it accepts
-//! (and the calls of a read run as soon as they are spawned), so written straight to the socket
+//! (and the calls of a read are answered as they are accepted), so written straight to the socket
 //! every response became its own `send`. [`buffered`] splits a connection's stream into the
 //! [`BufferedStream`] h2 reads and writes, whose writes only collect bytes (up to
 //! [`WRITE_BUFFER_CAPACITY`]), and a [`Flusher`] whose [`Flusher::send_on_yield`] wraps the

@@ -12,6 +12,9 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
+/// The Huffman decoding buffer's first allocation (layotto-rs patch 0003).
+const HUFFMAN_BUFFER_CAPACITY: usize = 4096;
+
 /// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
@@ -158,7 +161,8 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Allocated at the first Huffman-coded string (layotto-rs patch 0003).
+            buffer: BytesMut::new(),
         }
     }
 
@@ -335,6 +339,10 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                if self.buffer.capacity() == 0 {
+                    // `with_capacity`: the least it grows by once decoded strings share it.
+                    self.buffer = BytesMut::with_capacity(HUFFMAN_BUFFER_CAPACITY);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,
