@@ -91,6 +91,7 @@ impl BackendPool {
             let (stop, stop_rx) = oneshot::channel::<Duration>();
             let shared = shared.clone();
             let stopped_tx = stopped_tx.clone();
+            runtime.spawn(keep_a_timer_sooner_than_calls());
             std::thread::Builder::new()
                 .name("backend".into())
                 .spawn(move || {
@@ -204,6 +205,20 @@ impl Shared {
     /// The next lane in turn.
     fn take_lane(&self) -> usize {
         self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len()
+    }
+}
+
+/// The period of [`keep_a_timer_sooner_than_calls`]: shorter than any call's timeout that
+/// should not cost a wake-up (components default to 5 s).
+const TIMER_FLOOR: Duration = Duration::from_secs(1);
+
+/// Keeps a timer pending that expires within [`TIMER_FLOOR`]. tokio wakes the runtime's thread
+/// (an eventfd write and one more epoll round) whenever a new timer is the earliest; with this
+/// one pending, a call's timeout (`tokio::time::timeout` around each call) is not, so it costs no
+/// wake-up. One tick per thread and period otherwise.
+async fn keep_a_timer_sooner_than_calls() {
+    loop {
+        tokio::time::sleep(TIMER_FLOOR).await;
     }
 }
 
