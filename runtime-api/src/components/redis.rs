@@ -1,6 +1,7 @@
 //! One redis connection of a component (state, lock, sequencer, pub/sub): a multiplexed,
 //! self-reconnecting connection manager created at start-up, every command run on the backend
-//! pool (the redis client needs tokio) bounded by the component's timeout, failures mapped to
+//! pool (the redis client needs tokio; all on one of its threads, the one the connection task
+//! runs on) bounded by the component's timeout, failures mapped to
 //! [`ApiError`]s naming the component and the address.
 //!
 //! Three modes, with Dapr's metadata keys: one node (`redisHost: host:port`), a master found
@@ -176,12 +177,13 @@ pub struct RedisConnection {
 }
 
 impl RedisConnection {
-    /// A connection for `component` (e.g. `lock "demo"`, for messages).
+    /// A connection for `component` (e.g. `lock "demo"`, for messages). Its calls all run on one
+    /// backend thread, the one its connection task is started on when it connects.
     pub fn new(component: String, settings: RedisSettings, backend: BackendHandle) -> Self {
         Self {
             component,
             settings,
-            backend,
+            backend: backend.pinned(),
             link: OnceLock::new(),
         }
     }
