@@ -1888,20 +1888,13 @@ impl Reactor {
         drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping. One still pending is kept: replacing it on every call cost a
-        // cancel, a new timeout and its linked write, one more io_uring_enter on the
-        // main ring per loop iteration. Kept, it counts completions since it was armed
-        // rather than since this call, so it can only preempt sooner.
-        let pending = self
-            .throughput_preemption_timeout_src
-            .take()
-            .filter(|timer| timer.result().is_none());
-        self.throughput_preemption_timeout_src.set(Some(pending.unwrap_or_else(|| {
+        // up sleeping.
+        self.throughput_preemption_timeout_src.replace(Some(
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            )
-        })));
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
