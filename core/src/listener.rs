@@ -189,6 +189,12 @@ pub fn bind_unix(name: &str, path: &Path, shards: usize) -> Result<BoundListener
         .map_err(bind_err)?;
     guard.socket_file = Some(path.to_path_buf()); // ours now: removed when the guard goes
     socket.listen(BACKLOG).map_err(bind_err)?;
+    // Every shard accepts on this one socket (its duplicates share the file's status flags).
+    // glommio first tries an accept with O_NONBLOCK set for the call and then restores the
+    // flags, so on a blocking socket one shard could restore "blocking" between another's set
+    // and its accept, and that shard's thread then blocked in accept(2) for good (seen as a
+    // hung unix_socket test). Non-blocking for good, every try is non-blocking.
+    socket.set_nonblocking(true).map_err(bind_err)?;
     let mut sockets = Vec::with_capacity(shards);
     for _ in 1..shards {
         sockets.push(socket.try_clone().map_err(bind_err)?);
