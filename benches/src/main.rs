@@ -47,6 +47,10 @@ enum Command {
         /// The layotto binary under test.
         #[arg(long, default_value = "target/release/layotto")]
         layotto: PathBuf,
+        /// An argument added to every `layotto start` (repeatable), e.g.
+        /// `--layotto-arg=--spin-before-park-us=100`.
+        #[arg(long = "layotto-arg", allow_hyphen_values = true)]
+        layotto_args: Vec<String>,
         /// Scenarios: l4, bulk, grpc, dapr, redis-added, memory (comma-separated).
         #[arg(
             long,
@@ -134,6 +138,7 @@ fn main() -> Result<()> {
         Command::TonicServer { listen } => single_thread(servers::tonic_reference(listen)),
         Command::Run {
             layotto,
+            layotto_args,
             only,
             duration,
             warmup,
@@ -159,8 +164,15 @@ fn main() -> Result<()> {
                     "cores {load_core} and {server_core} are not both available: nothing is pinned"
                 );
             }
+            let layotto_flags = std::iter::once("--shards 1".to_owned())
+                .chain(layotto_args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
             let plan = Plan {
-                layotto,
+                layotto: targets::Layotto {
+                    binary: layotto,
+                    extra_args: layotto_args,
+                },
                 server_core: pinned.then_some(server_core),
                 load_core: pinned.then_some(load_core),
                 timing: Timing {
@@ -184,7 +196,7 @@ fn main() -> Result<()> {
                         "load generator and upstream echo".into(),
                         pinned_to(pinned, load_core),
                     ),
-                    ("layotto-rs".into(), "--shards 1".into()),
+                    ("layotto-rs".into(), layotto_flags),
                     ("file descriptors per process".into(), nofile.to_string()),
                     (
                         "runs".into(),

@@ -81,8 +81,8 @@ const REDIS_ADDED_RATES: [f64; 2] = [report::DAPR_PUBLISHED_RATE, 10_000.0];
 /// Where things run and for how long.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    /// layotto-rs's binary.
-    pub layotto: std::path::PathBuf,
+    /// The layotto-rs under test.
+    pub layotto: targets::Layotto,
     /// Core of the server under test (proxy, gRPC server).
     pub server_core: Option<usize>,
     /// Core of the load generator and the upstream echo server.

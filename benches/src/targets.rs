@@ -177,8 +177,17 @@ pub(crate) enum Role {
     },
 }
 
-/// layotto-rs (`binary`) on one shard, in `role`.
-pub(crate) fn layotto(binary: &Path, core: Option<usize>, role: Role) -> Result<Process> {
+/// The layotto-rs under test: its binary and what its command line adds to `start`.
+#[derive(Debug, Clone)]
+pub(crate) struct Layotto {
+    /// The binary.
+    pub binary: std::path::PathBuf,
+    /// Arguments after the harness's own (`--spin-before-park-us 100`, say).
+    pub extra_args: Vec<String>,
+}
+
+/// layotto-rs on one shard, in `role`.
+pub(crate) fn layotto(layotto: &Layotto, core: Option<usize>, role: Role) -> Result<Process> {
     let dir = tempfile::tempdir()?;
     let address = free_address()?;
     let listener = |name: &str, address: SocketAddr, filter: serde_json::Value| {
@@ -229,14 +238,22 @@ pub(crate) fn layotto(binary: &Path, core: Option<usize>, role: Role) -> Result<
     });
     let path = dir.path().join("config.json");
     std::fs::write(&path, config.to_string())?;
-    let args = [
+    let mut args = vec![
         "start".into(),
         "-c".into(),
         path.display().to_string(),
         "--shards".into(),
         "1".into(),
     ];
-    Process::start("layotto-rs", core, binary, &args, (address, dapr_http), dir)
+    args.extend(layotto.extra_args.iter().cloned());
+    Process::start(
+        "layotto-rs",
+        core,
+        &layotto.binary,
+        &args,
+        (address, dapr_http),
+        dir,
+    )
 }
 
 /// redis-server without persistence on a free loopback port, if installed.
