@@ -28,7 +28,7 @@ use common::{redis::RedisServer, *};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use layotto_proto::dapr::common::InvokeRequest;
+use layotto_proto::dapr::common::{InvokeRequest, InvokeResponse};
 use layotto_proto::dapr::runtime::{
     GetMetadataRequest, InvokeServiceRequest, ListTopicSubscriptionsResponse, PublishEventRequest,
     PubsubSubscriptionType, TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule,
@@ -250,6 +250,39 @@ impl AppCallback for GrpcApp {
         };
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
             subscriptions: vec![orders, plain],
+        }))
+    }
+
+    /// `greet` answers the verb, the query, the body and two of the metadata it got; `missing`
+    /// fails with NOT_FOUND.
+    async fn on_invoke(
+        &self,
+        request: tonic::Request<InvokeRequest>,
+    ) -> Result<tonic::Response<InvokeResponse>, tonic::Status> {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let (tenant, caller) = (header("x-tenant"), header("dapr-caller-app-id"));
+        let message = request.into_inner();
+        if message.method == "missing" {
+            return Err(tonic::Status::not_found("no such order"));
+        }
+        let extension = message.http_extension.unwrap_or_default();
+        let body = String::from_utf8(message.data.unwrap_or_default().value).unwrap();
+        let answer = format!(
+            "{} {} {} {body} ({}) tenant={tenant} caller={caller}",
+            message.method, extension.verb, extension.querystring, message.content_type
+        );
+        Ok(tonic::Response::new(InvokeResponse {
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: answer.into_bytes(),
+            }),
+            content_type: "text/plain".into(),
         }))
     }
 
@@ -660,4 +693,103 @@ async fn invoking_the_apps_own_id_calls_it_over_its_http_channel_on_both_apis() 
     let (status, body) = get("/v1.0/invoke/app2/method/greet").await.unwrap();
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("ERR_DIRECT_INVOKE"), "{body}");
+}
+
+/// An HTTP/1.0 POST of `body` with `headers`: the status, the `Content-Type` and the body.
+fn http_post(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    write!(stream, "{head}\r\n{body}").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoking_the_apps_own_id_calls_on_invoke_of_a_grpc_app_on_both_apis() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _seen = serve_grpc_app(listener);
+    let layotto = Layotto::start(&with_dapr_http(
+        json!({"app": {"app_id": APP_ID, "app_port": port, "app_protocol": "grpc"}}),
+        "dapr_http",
+    ));
+    let http = layotto.address("dapr_http");
+    let post = move |path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            http_post(
+                http,
+                path,
+                &[("Content-Type", "application/json"), ("X-Tenant", "t1")],
+                "{}",
+            )
+        })
+    };
+    // HTTP: the verb (POST = 3), the query, the body and the caller's headers reach OnInvoke;
+    // its data and content type come back with 200.
+    assert_eq!(
+        post("/v1.0/invoke/app1/method/greet?who=x").await.unwrap(),
+        (
+            200,
+            "text/plain".to_owned(),
+            "greet 3 who=x {} (application/json) tenant=t1 caller=app1".to_owned()
+        )
+    );
+    // The app's NOT_FOUND is daprd's 404 with the status as JSON.
+    let (status, content_type, body) = post("/v1.0/invoke/app1/method/missing").await.unwrap();
+    assert_eq!((status, content_type.as_str()), (404, "application/json"));
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 5, "message": "no such order", "details": []})
+    );
+    // gRPC: the message goes as it came; the app's status is the call's, without an HTTP status.
+    let mut client = dapr_client(layotto.address("grpc")).await;
+    let call = |method: &str| InvokeServiceRequest {
+        id: APP_ID.into(),
+        message: Some(InvokeRequest {
+            method: method.into(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: b"hi".to_vec(),
+            }),
+            content_type: "text/plain".into(),
+            http_extension: None,
+        }),
+    };
+    let answer = client.invoke_service(call("greet")).await.unwrap();
+    assert!(answer.metadata().get("dapr-http-status").is_none());
+    let answer = answer.into_inner();
+    assert_eq!(answer.content_type, "text/plain");
+    assert_eq!(
+        String::from_utf8(answer.data.unwrap().value).unwrap(),
+        "greet 0  hi (text/plain) tenant= caller=app1"
+    );
+    let failed = client.invoke_service(call("missing")).await.unwrap_err();
+    assert_eq!(
+        (failed.code(), failed.message()),
+        (tonic::Code::NotFound, "no such order")
+    );
 }

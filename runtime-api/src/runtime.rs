@@ -26,7 +26,7 @@ use tracing::info;
 use crate::{
     components::{
         Components,
-        app_callback::{AppFlags, AppProtocol, AppSettings, AppSubscriptions},
+        app_callback::{AppFlags, AppProtocol, AppSettings, AppSubscriptions, GrpcAppInvoker},
         component::Component,
         invoke::{self, Invoker},
         registry::{BuildCx, RefTargets},
@@ -146,8 +146,9 @@ impl Runtime {
         &self.dapr
     }
 
-    /// Who serves a Dapr invocation of app `id`: the app's own HTTP channel when `id` is this
-    /// sidecar's app (as daprd), else the process's one `rpcs` component.
+    /// Who serves a Dapr invocation of app `id`: the app's own channel (HTTP, or gRPC
+    /// `OnInvoke`) when `id` is this sidecar's app (as daprd), else the process's one `rpcs`
+    /// component.
     pub fn dapr_invoker(&self, id: &str) -> Result<&dyn Invoker, ApiError> {
         match &self.app_invoker {
             Some(own) if id == self.app_id() => Ok(&**own),
@@ -386,12 +387,15 @@ impl<'a> RuntimeBuilder<'a> {
         };
         let app = self.app_flags.apply(app);
         let app_invoker = app.as_ref().and_then(|app| {
-            let port = app
-                .app_port
-                .filter(|_| app.app_protocol == AppProtocol::Http)?;
-            invoke::app_channel(&app.app_id, &app.app_channel_address, port, self.backend)
-                .map_err(|err| findings.error(app_path.clone(), chain(&err).to_string()))
-                .ok()
+            let port = app.app_port?;
+            let (id, host) = (&app.app_id, &app.app_channel_address);
+            match app.app_protocol {
+                AppProtocol::Http => invoke::app_channel(id, host, port, self.backend),
+                AppProtocol::Grpc => GrpcAppInvoker::new(id, host, port, self.backend)
+                    .map(|invoker| Arc::new(invoker) as Arc<dyn Invoker>),
+            }
+            .map_err(|err| findings.error(app_path.clone(), chain(&err).to_string()))
+            .ok()
         });
         Arc::new(Runtime {
             components: self.components,

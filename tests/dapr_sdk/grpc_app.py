@@ -1,7 +1,8 @@
 """Dapr's Python SDK as an app (unchanged, `dapr[grpc]` from PyPI): `dapr.ext.grpc.App` with
 `@app.subscribe` serves Dapr's AppCallback at APP_PORT, where layotto-rs (its app channel,
 `app_protocol` grpc) delivers the events this program publishes through layotto-rs with
-`DaprClient`. Run by tests/dapr_python_sdk.rs; prints `ok <step>` and `all done`, a failed check
+`DaprClient`, and `@app.method` answers the invocations of its own app id that `DaprClient`
+makes over HTTP (the SDK's default) and over gRPC. Run by tests/dapr_python_sdk.rs; prints `ok <step>` and `all done`, a failed check
 raises (exit non-zero with the traceback).
 """
 
@@ -12,7 +13,7 @@ import time
 
 from dapr.clients import DaprClient
 from dapr.clients.grpc._response import TopicEventResponse
-from dapr.ext.grpc import App
+from dapr.ext.grpc import App, InvokeMethodRequest, InvokeMethodResponse
 
 app = App()
 received = []
@@ -32,6 +33,11 @@ def orders(event):
     if data["step"] == "poison":
         return TopicEventResponse("drop")
     return TopicEventResponse("success")
+
+
+@app.method(name="greet")
+def greet(request: InvokeMethodRequest) -> InvokeMethodResponse:
+    return InvokeMethodResponse(f"hello {request.text()}", "text/plain")
 
 
 def wait_for(done, seconds):
@@ -80,6 +86,14 @@ with DaprClient() as client:
     assert extensions["traceparent"].startswith("00-0af7651916cd43dd"), extensions
     assert extensions["_metadata_pubsubname"] == "events", extensions
     print("ok events", flush=True)
+
+for protocol in ["http", "grpc"]:
+    os.environ["DAPR_API_METHOD_INVOCATION_PROTOCOL"] = protocol
+    with DaprClient() as invoker:
+        answer = invoker.invoke_method("app1", "greet", data="bob", content_type="text/plain")
+        assert answer.text() == "hello bob", (protocol, answer.text())
+        assert answer.content_type.startswith("text/plain"), (protocol, answer.content_type)
+print("ok invoke", flush=True)
 
 app.stop()
 print("all done", flush=True)

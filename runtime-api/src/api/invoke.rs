@@ -117,3 +117,21 @@ pub(crate) fn http_method(verb: i32) -> Option<http::Method> {
         Verb::Patch => Some(http::Method::PATCH),
     }
 }
+
+/// The `HTTPExtension.Verb` number of `method` (LayOtto's and Dapr's enums agree), the inverse
+/// of [`http_method`]; `NONE` for no verb or one neither enum has.
+pub(crate) fn verb_of(method: Option<&http::Method>) -> i32 {
+    let verb = match method {
+        Some(&http::Method::GET) => Verb::Get,
+        Some(&http::Method::HEAD) => Verb::Head,
+        Some(&http::Method::POST) => Verb::Post,
+        Some(&http::Method::PUT) => Verb::Put,
+        Some(&http::Method::DELETE) => Verb::Delete,
+        Some(&http::Method::CONNECT) => Verb::Connect,
+        Some(&http::Method::OPTIONS) => Verb::Options,
+        Some(&http::Method::TRACE) => Verb::Trace,
+        Some(&http::Method::PATCH) => Verb::Patch,
+        _ => Verb::None,
+    };
+    verb as i32
+}

@@ -103,31 +103,81 @@ pub(crate) fn to_http_caller(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The app's `headers` and `status` as the gRPC `InvokeService`'s response metadata, as daprd's
-/// `InternalMetadataToGrpcMetadata` with HTTP conversion: IANA's permanent names (`date`,
-/// `content-type`, …) prefixed `dapr-`, trace headers left out, and `dapr-http-status`. `grpc-*`
-/// names, which daprd copies as they are, are left out (they would be taken for the call's own).
-pub(crate) fn to_grpc_caller(headers: &HeaderMap, status: StatusCode) -> HeaderMap {
+/// The app's `headers` as the gRPC `InvokeService`'s response metadata, as daprd's
+/// `InternalMetadataToGrpcMetadata` with HTTP conversion ([`grpc_metadata_name`]), trace headers
+/// left out, and an HTTP app's `status` as `dapr-http-status` (a gRPC app has none).
+pub(crate) fn to_grpc_caller(headers: &HeaderMap, http_status: Option<StatusCode>) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
-        let key = name.as_str();
-        if matches!(key, "traceparent" | "tracestate" | "destination-app-id")
-            || key.starts_with("grpc-")
-        {
+        if matches!(
+            name.as_str(),
+            "traceparent" | "tracestate" | "destination-app-id"
+        ) {
             continue;
         }
-        let name = if PERMANENT_HEADERS.contains(&key) {
-            match HeaderName::try_from(format!("dapr-{key}")) {
-                Ok(name) => name,
-                Err(_) => continue,
-            }
-        } else {
-            name.clone()
-        };
-        out.append(name, value.clone());
+        if let Some(name) = grpc_metadata_name(name) {
+            out.append(name, value.clone());
+        }
     }
-    out.insert(HTTP_STATUS_HEADER, HeaderValue::from(status.as_u16()));
+    if let Some(status) = http_status {
+        out.insert(HTTP_STATUS_HEADER, HeaderValue::from(status.as_u16()));
+    }
     out
+}
+
+/// The headers a gRPC app's `OnInvoke` gets as metadata for a call carrying `headers` (already
+/// [`to_app`]'s selection), as daprd's `InternalMetadataToGrpcMetadata` with HTTP conversion.
+pub(crate) fn to_grpc_app(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        if let Some(name) = grpc_metadata_name(name) {
+            out.append(name, value.clone());
+        }
+    }
+    out
+}
+
+/// A header's name in gRPC metadata as daprd converts it: IANA's permanent names (`date`,
+/// `content-type`, …) prefixed `dapr-`; `grpc-*` names, which daprd copies as they are, left out
+/// (they would be taken for the call's own).
+fn grpc_metadata_name(name: &HeaderName) -> Option<HeaderName> {
+    let key = name.as_str();
+    if key.starts_with("grpc-") {
+        None
+    } else if PERMANENT_HEADERS.contains(&key) {
+        HeaderName::try_from(format!("dapr-{key}")).ok()
+    } else {
+        Some(name.clone())
+    }
+}
+
+/// The HTTP status daprd answers for a gRPC app's `code` (`HTTPStatusFromCode`, grpc-gateway's
+/// table), not the inverse of [`grpc_status_of`] (daprd maps 400 back to INTERNAL).
+pub(crate) fn http_status_of(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The body daprd's HTTP API answers for a gRPC app's failed `status`: the status as JSON
+/// (`{"code":5,"message":"…","details":[]}`).
+pub(crate) fn error_body(status: &Status) -> Vec<u8> {
+    serde_json::json!({"code": status.code as u8, "message": status.message, "details": []})
+        .to_string()
+        .into_bytes()
 }
 
 /// The gRPC status daprd answers `InvokeService` with when the HTTP app answered `status`
@@ -220,7 +270,7 @@ mod tests {
         assert_eq!(http["date"], "Tue, 01 Dec 2026 17:00:00 GMT");
         assert_eq!(http["dapr-grpc-status"], "0");
         assert!(!http.contains_key("content-type"));
-        let grpc = to_grpc_caller(&answered, StatusCode::CREATED);
+        let grpc = to_grpc_caller(&answered, Some(StatusCode::CREATED));
         assert_eq!(grpc["x-order"], "42");
         assert_eq!(grpc["dapr-content-type"], "text/plain");
         assert_eq!(grpc["dapr-date"], "Tue, 01 Dec 2026 17:00:00 GMT");
@@ -246,5 +296,37 @@ mod tests {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(grpc_status_of(status).unwrap().code, code, "{status}");
         }
+    }
+
+    #[test]
+    fn a_grpc_apps_status_is_daprds_http_status() {
+        let table: Vec<u16> = Code::ALL
+            .iter()
+            .map(|code| http_status_of(*code).as_u16())
+            .collect();
+        // OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, ... UNAUTHENTICATED, as grpc-gateway's table.
+        let expected = [
+            200, 408, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401,
+        ];
+        assert_eq!(table, expected);
+        assert_eq!(
+            error_body(&Status::new(Code::NotFound, "no such order")),
+            br#"{"code":5,"message":"no such order","details":[]}"#
+        );
+    }
+
+    #[test]
+    fn a_grpc_app_gets_permanent_headers_prefixed_and_no_grpc_ones() {
+        let got = to_grpc_app(&headers(&[
+            ("accept", "*/*"),
+            ("x-tenant", "t1"),
+            ("grpc-timeout", "5S"),
+            ("dapr-caller-app-id", "checkout"),
+        ]));
+        assert_eq!(got["dapr-accept"], "*/*");
+        assert_eq!(got["x-tenant"], "t1");
+        assert_eq!(got["dapr-caller-app-id"], "checkout");
+        assert!(got.get("accept").is_none() && got.get("grpc-timeout").is_none());
+        assert_eq!(got.len(), 3);
     }
 }

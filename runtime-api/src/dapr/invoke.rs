@@ -1,6 +1,7 @@
 //! Dapr's `InvokeService` (deprecated by Dapr in favour of proxy mode, still what the SDKs'
-//! gRPC invocation calls): the request's app id and method go to the app's own HTTP channel
-//! when the id is this sidecar's app (`--app-port`, as daprd), else to the process's one `rpcs`
+//! gRPC invocation calls): the request's app id and method go to the app's own channel (HTTP,
+//! or `OnInvoke` of a gRPC app, whose status is then the call's) when the id is this sidecar's
+//! app (`--app-port`, as daprd), else to the process's one `rpcs`
 //! component, as LayOtto's `InvokeService` does — layotto-rs has no name resolution of Dapr
 //! app ids to other sidecars ([`Runtime::dapr_invoker`](crate::runtime::Runtime::dapr_invoker)). As daprd with an HTTP app: the call's metadata goes to the app
 //! ([`invocation::to_app`]), the app's headers and `dapr-http-status` come back as header
@@ -96,8 +97,18 @@ impl DaprApi {
             })
             .await
             .map_err(fail(op))?;
-        let metadata = invocation::to_grpc_caller(&answer.headers, answer.status);
-        let response = match invocation::grpc_status_of(answer.status) {
+        // A gRPC app's status is the call's; an HTTP app's is mapped, and sent as metadata.
+        let (metadata, failed) = match answer.grpc_status.clone() {
+            Some(status) => (
+                invocation::to_grpc_caller(&answer.headers, None),
+                (status.code != Code::Ok).then_some(status),
+            ),
+            None => (
+                invocation::to_grpc_caller(&answer.headers, Some(answer.status)),
+                invocation::grpc_status_of(answer.status),
+            ),
+        };
+        let response = match failed {
             Some(status) => Err(status),
             None => Ok(InvokeResponse {
                 content_type: answer.content_type().to_owned(),

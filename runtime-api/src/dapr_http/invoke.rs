@@ -2,7 +2,8 @@
 //! no other route takes is then the method, as daprd's fallback route): the body, its
 //! `Content-Type`, the verb, the query string and the request's headers (daprd's selection,
 //! [`invocation::to_app`], with `dapr-caller-app-id`) go to the app — this sidecar's own app
-//! over its HTTP channel, any other through the `rpcs` component
+//! over its channel (HTTP, or a gRPC app's `OnInvoke`, whose status comes back as daprd's HTTP
+//! status), any other through the `rpcs` component
 //! ([`Runtime::dapr_invoker`](crate::runtime::Runtime::dapr_invoker)); the app's status, body, `Content-Type` and headers come back, whatever the
 //! status, as daprd answers. Runs on the serving shard.
 

@@ -3,26 +3,44 @@
 //! `OnTopicEvent` with Dapr's `TopicEventRequest` (`path` = the subscription's route) and the
 //! event's metadata as gRPC metadata (with `pubsubname`), as daprd's gRPC postman does: SUCCESS,
 //! RETRY and DROP as answered, an unknown status or a failed call retried, UNIMPLEMENTED
-//! dropped. Runs on the backend pool.
+//! dropped; and service invocation of the app ([`GrpcAppInvoker`]): `OnInvoke` with Dapr's
+//! `InvokeRequest` and the caller's headers as metadata, as daprd's gRPC app channel. Runs on
+//! the backend pool.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use async_trait::async_trait;
+use http::{HeaderValue, header};
+use layotto_core::backend::BackendHandle;
 use layotto_proto::{
-    dapr::runtime::{
-        TopicSubscription, app_callback_client::AppCallbackClient,
-        topic_event_response::TopicEventResponseStatus as DaprStatus,
+    dapr::{
+        common::{HttpExtension, InvokeRequest as DaprInvokeRequest},
+        runtime::{
+            TopicSubscription, app_callback_client::AppCallbackClient,
+            topic_event_response::TopicEventResponseStatus as DaprStatus,
+        },
     },
     runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus},
 };
 use tonic::{
     Code,
-    metadata::{MetadataKey, MetadataValue},
+    metadata::{MetadataKey, MetadataMap, MetadataValue},
 };
 use tracing::info;
 
 use super::{AppChannel, AppSubscription, LazyChannel, Listed, select_route, warn_unsupported};
-use crate::{components::pubsub::Answer, dapr::pubsub::dapr_event};
+use crate::{
+    api::invoke::verb_of,
+    components::{
+        component::Component,
+        http_client::status_error,
+        invoke::{InvokeRequest, Invoked, Invoker, forwardable},
+        pubsub::Answer,
+    },
+    dapr::{invocation, pubsub::dapr_event},
+    error::ApiError,
+    grpc::status::{Code as StatusCode, Status},
+};
 
 /// The app's Dapr `AppCallback` server.
 pub(super) struct DaprCallback {
@@ -117,4 +135,112 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         topic: listed.topic,
         route,
     })
+}
+
+/// The invoker of the app this sidecar serves over its Dapr gRPC channel (daprd's
+/// `--app-protocol grpc`): `AppCallback.OnInvoke` on the backend pool. Whatever status the app
+/// answers is its answer ([`Invoked::grpc_status`]): the HTTP API gives daprd's HTTP status for
+/// it and, for a failure, the status as JSON; the gRPC API answers the status itself.
+pub(crate) struct GrpcAppInvoker {
+    app_id: String,
+    server: Arc<LazyChannel>,
+    backend: BackendHandle,
+}
+
+impl GrpcAppInvoker {
+    /// The invoker of `app_id`'s gRPC channel at `host`:`port`.
+    pub(crate) fn new(
+        app_id: &str,
+        host: &str,
+        port: u16,
+        backend: &BackendHandle,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            app_id: app_id.to_owned(),
+            server: Arc::new(LazyChannel::new(host, port)?),
+            backend: backend.clone(),
+        })
+    }
+}
+
+impl Component for GrpcAppInvoker {}
+
+#[async_trait(?Send)]
+impl Invoker for GrpcAppInvoker {
+    async fn invoke(&self, request: InvokeRequest<'_>) -> Result<Invoked, ApiError> {
+        let message = DaprInvokeRequest {
+            method: request.method.to_owned(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: request.data.to_vec(),
+            }),
+            content_type: request.content_type.to_owned(),
+            http_extension: Some(HttpExtension {
+                verb: verb_of(request.verb.as_ref()),
+                querystring: request.querystring.to_owned(),
+            }),
+        };
+        let metadata = invocation::to_grpc_app(&forwardable(request.headers));
+        let server = self.server.clone();
+        let answer = self
+            .backend
+            .submit(async move {
+                let mut call = tonic::Request::new(message);
+                *call.metadata_mut() = MetadataMap::from_headers(metadata);
+                AppCallbackClient::new(server.get()).on_invoke(call).await
+            })
+            .await?;
+        Ok(match answer {
+            Ok(response) => {
+                let (metadata, response, _) = response.into_parts();
+                let mut headers = metadata.into_headers();
+                headers.remove(header::CONTENT_TYPE);
+                if let Ok(content_type) = HeaderValue::from_str(&response.content_type)
+                    && !response.content_type.is_empty()
+                {
+                    headers.insert(header::CONTENT_TYPE, content_type);
+                }
+                Invoked {
+                    status: http::StatusCode::OK,
+                    headers,
+                    data: response
+                        .data
+                        .map(|any| any.value)
+                        .unwrap_or_default()
+                        .into(),
+                    grpc_status: Some(Status::ok()),
+                }
+            }
+            Err(failed) => {
+                let status = Status::new(
+                    StatusCode::ALL
+                        .get(failed.code() as usize)
+                        .copied()
+                        .unwrap_or(StatusCode::Unknown),
+                    failed.message(),
+                );
+                let mut headers = failed.metadata().clone().into_headers();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Invoked {
+                    status: invocation::http_status_of(status.code),
+                    headers,
+                    data: invocation::error_body(&status).into(),
+                    grpc_status: Some(status),
+                }
+            }
+        })
+    }
+
+    /// As the HTTP invokers: the mapped status 404 is NOT_FOUND, others of 400 or more INTERNAL.
+    fn failure(&self, id: &str, answer: &Invoked) -> Option<ApiError> {
+        status_error(
+            &format!("gRPC app {}", self.app_id),
+            &format!("app \"{id}\""),
+            answer.status,
+            &answer.data,
+        )
+    }
 }

@@ -13,6 +13,8 @@
 //! being delivered is recorded in [`AppSubscriptions`], which Dapr's metadata lists.
 
 mod dapr_grpc;
+
+pub(crate) use dapr_grpc::GrpcAppInvoker;
 mod http_app;
 mod layotto;
 

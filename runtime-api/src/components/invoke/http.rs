@@ -115,6 +115,7 @@ impl Invoker for ServiceInvoker {
             status: parts.status,
             headers: parts.headers,
             data,
+            grpc_status: None,
         })
     }
 

@@ -49,6 +49,9 @@ pub struct Invoked {
     pub headers: ::http::HeaderMap,
     /// The body.
     pub data: Bytes,
+    /// A gRPC app's status (OK included), when the app answered over gRPC; `status` is then
+    /// the HTTP status daprd gives it ([`crate::dapr::invocation::http_status_of`]).
+    pub grpc_status: Option<crate::grpc::status::Status>,
 }
 
 impl Invoked {

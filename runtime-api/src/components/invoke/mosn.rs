@@ -188,6 +188,7 @@ impl Invoker for MosnInvoker {
             status: parts.status,
             headers: parts.headers,
             data,
+            grpc_status: None,
         })
     }
 
