@@ -44,6 +44,8 @@ use tonic::transport::Channel;
 
 const PUBSUB: &str = "ps";
 const APP_ID: &str = "app1";
+/// The CEL rule of the gRPC app's `orders` subscription.
+const ROUTED_RULE: &str = r#"event.data.text == "routed" && event.type == "com.dapr.event.sent""#;
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 /// The brokers every test runs on; the redis server lives as long as the returned value.
@@ -93,12 +95,12 @@ async fn publish(client: &mut DaprClient<Channel>, topic: &str, data: &str) {
 }
 
 /// Asserts what Dapr's `GetMetadata` says of the app channel: its port and protocol, and
-/// `topic` delivered (a PROGRAMMATIC subscription) to `route`.
+/// `topic` delivered (a PROGRAMMATIC subscription) by `rules` (`match`, path).
 async fn assert_metadata_lists(
     client: &mut DaprClient<Channel>,
     (port, protocol): (u16, &str),
     topic: &str,
-    route: &str,
+    rules: &[(&str, &str)],
 ) {
     let metadata = client
         .get_metadata(GetMetadataRequest {})
@@ -121,12 +123,17 @@ async fn assert_metadata_lists(
         .unwrap_or_else(|| panic!("{topic} is not listed: {:?}", metadata.subscriptions));
     assert_eq!(subscription.pubsub_name, PUBSUB);
     assert_eq!(subscription.r#type(), PubsubSubscriptionType::Programmatic);
-    let paths: Vec<&str> = subscription
+    let listed: Vec<(&str, &str)> = subscription
         .rules
         .iter()
-        .flat_map(|rules| rules.rules.iter().map(|rule| rule.path.as_str()))
+        .flat_map(|rules| {
+            rules
+                .rules
+                .iter()
+                .map(|rule| (rule.r#match.as_str(), rule.path.as_str()))
+        })
         .collect();
-    assert_eq!(paths, [route]);
+    assert_eq!(listed, rules);
 }
 
 /// What an app saw of one delivery attempt: the event's text and id, and the whole event.
@@ -218,7 +225,8 @@ impl Attempts {
     }
 }
 
-/// The test's Dapr gRPC app: subscribes to `orders` (route `/orders`) and `plain` (no route).
+/// The test's Dapr gRPC app: subscribes to `orders` (a CEL rule routing `{"text": "routed"}` to
+/// `/routed`, the rest to `/orders`) and `plain` (no route).
 #[derive(Clone)]
 struct GrpcApp {
     attempts: Attempts,
@@ -236,8 +244,8 @@ impl AppCallback for GrpcApp {
             topic: "orders".into(),
             routes: Some(TopicRoutes {
                 rules: vec![TopicRule {
-                    r#match: "event.type == \"other\"".into(),
-                    path: "/other".into(),
+                    r#match: ROUTED_RULE.into(),
+                    path: "/routed".into(),
                 }],
                 default: "/orders".into(),
             }),
@@ -351,7 +359,8 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
-        assert_metadata_lists(&mut publisher, (port, "grpc"), "orders", "/orders").await;
+        let rules = [(ROUTED_RULE, "/routed"), ("", "/orders")];
+        assert_metadata_lists(&mut publisher, (port, "grpc"), "orders", &rules).await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;
@@ -379,10 +388,7 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
             ("orders", PUBSUB),
             "{kind}"
         );
-        assert_eq!(
-            event.path, "/orders",
-            "{kind}: the default route (the CEL rule is not evaluated)"
-        );
+        assert_eq!(event.path, "/orders", "{kind}: the default route");
         for (key, value) in [
             ("traceparent", TRACEPARENT),
             ("traceid", TRACEPARENT),
@@ -397,6 +403,15 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         }
         assert!(extension(event, "time").unwrap().ends_with('Z'), "{kind}");
         assert_eq!(pubsub_header.as_deref(), Some(PUBSUB), "{kind}");
+
+        // The CEL rule picks the route of the events it matches.
+        publish(&mut publisher, "orders", "routed").await;
+        let routed = next(&mut seen).await;
+        assert_eq!(
+            (routed.text.as_str(), routed.event.0.path.as_str()),
+            ("routed", "/routed"),
+            "{kind}"
+        );
 
         // RETRY and a failed call are delivered again; DROP is not; order is kept.
         for text in ["retry-me", "fail", "poison", "marker"] {
@@ -551,7 +566,7 @@ async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
         let layotto = start_layotto(&broker, port, "http");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
-        assert_metadata_lists(&mut publisher, (port, "http"), "orders", "/orders").await;
+        assert_metadata_lists(&mut publisher, (port, "http"), "orders", &[("", "/orders")]).await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;

@@ -82,12 +82,20 @@ pub(crate) fn describe(runtime: &Runtime) -> GetMetadataResponse {
         .map(|s| PubsubSubscription {
             pubsub_name: s.pubsub,
             topic: s.topic,
-            rules: (!s.route.is_empty()).then(|| PubsubSubscriptionRules {
-                rules: vec![PubsubSubscriptionRule {
-                    r#match: String::new(),
-                    path: s.route,
-                }],
-            }),
+            rules: s
+                .rules
+                .iter()
+                .any(|(matches, path)| !(matches.is_empty() && path.is_empty()))
+                .then(|| PubsubSubscriptionRules {
+                    rules: s
+                        .rules
+                        .into_iter()
+                        .map(|(matches, path)| PubsubSubscriptionRule {
+                            r#match: matches,
+                            path,
+                        })
+                        .collect(),
+                }),
             r#type: PubsubSubscriptionType::Programmatic as i32,
             ..Default::default()
         });

@@ -28,7 +28,10 @@ use tonic::{
 };
 use tracing::info;
 
-use super::{AppChannel, AppSubscription, LazyChannel, Listed, select_route, warn_unsupported};
+use super::{
+    AppChannel, AppSubscription, LazyChannel, Listed, routing::Routes, subscription_routes,
+    warn_unsupported,
+};
 use crate::{
     api::invoke::verb_of,
     components::{
@@ -119,21 +122,21 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         .get("rawPayload")
         .is_some_and(|raw| raw.eq_ignore_ascii_case("true"));
     warn_unsupported(&listed.topic, &listed.dead_letter_topic, bulk, raw);
-    // daprd's gRPC default: an empty path when no route is given.
-    let route = match &listed.routes {
-        Some(routes) if !(routes.rules.is_empty() && routes.default.is_empty()) => {
+    // daprd's gRPC rules: the app's, then the default (an empty path when none is given).
+    let routes = match &listed.routes {
+        Some(routes) => {
             let rules = routes
                 .rules
                 .iter()
                 .map(|rule| (rule.r#match.as_str(), rule.path.as_str()));
-            select_route(&listed.topic, rules, &routes.default)?
+            subscription_routes(&listed.topic, rules, Some(&routes.default))?
         }
-        _ => String::new(),
+        None => Routes::to(""),
     };
     Some(AppSubscription {
         pubsub: listed.pubsub_name,
         topic: listed.topic,
-        route,
+        routes,
     })
 }
 

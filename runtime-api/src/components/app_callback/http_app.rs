@@ -16,9 +16,9 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use layotto_core::backend::BackendHandle;
 use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
 use serde::Deserialize;
-use tracing::{error, info};
+use tracing::error;
 
-use super::{AppChannel, AppSubscription, Listed, select_route, warn_unsupported};
+use super::{AppChannel, AppSubscription, Listed, subscription_routes, warn_unsupported};
 use crate::{
     components::{
         http_client::HttpClient,
@@ -208,23 +208,21 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 ),
                 None => (&[][..], ""),
             };
-            let fallback = if default.is_empty() {
-                entry.route.as_deref().unwrap_or_default()
-            } else {
-                default
-            };
+            // daprd's HTTP rules: the app's, then `routes.default`, else v1alpha1's `route`.
+            let fallback = [default, entry.route.as_deref().unwrap_or_default()]
+                .into_iter()
+                .find(|path| !path.is_empty());
             let rules = rules.iter().map(|rule| {
                 (
                     rule.matches.as_deref().unwrap_or_default(),
                     rule.path.as_deref().unwrap_or_default(),
                 )
             });
-            let route = select_route(&entry.topic, rules, fallback)?;
-            info!(topic = %entry.topic, %route, "the app subscribes");
+            let routes = subscription_routes(&entry.topic, rules, fallback)?;
             Some(AppSubscription {
                 pubsub: entry.pubsub_name,
                 topic: entry.topic,
-                route,
+                routes,
             })
         })
         .collect())
@@ -275,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_take_daprs_route_or_routes() {
+    fn subscriptions_take_daprs_route_or_routes_rules_first() {
         let body = br#"[
             {"pubsubname": "ps", "topic": "a", "route": "/a"},
             {"pubsubname": "ps", "topic": "b", "route": "/ignored",
@@ -288,9 +286,9 @@ mod tests {
         let routes: Vec<(String, String)> = listed(body)
             .unwrap()
             .into_iter()
-            .map(|s| (s.topic, s.route))
+            .map(|s| (s.topic, s.routes.describe()))
             .collect();
-        let expected = [("a", "/a"), ("b", "/b"), ("c", "/c"), ("d", "d")]
+        let expected = [("a", "/a"), ("b", "/x | /b"), ("c", "/c"), ("d", "d")]
             .map(|(t, r)| (t.to_owned(), r.to_owned()));
         assert_eq!(routes, expected);
         assert!(listed(b"").unwrap().is_empty());

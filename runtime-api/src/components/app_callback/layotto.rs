@@ -40,7 +40,7 @@ impl AppChannel for LayOttoCallback {
                     .map(|subscription| AppSubscription {
                         pubsub: subscription.pubsub_name,
                         topic: subscription.topic,
-                        route: String::new(),
+                        routes: super::routing::Routes::to(""),
                     })
                     .collect(),
             ),

@@ -6,7 +6,8 @@
 //!
 //! One loop serves every channel ([`follow`], [`forward`]): after start-up it asks the app for
 //! its subscriptions (again every second until the app answers), subscribes to each topic on its
-//! broker, and hands every event to the app in order, one attempt at a time through the
+//! broker, and hands every event to the app in order at the path its routing rules choose
+//! ([`routing`], CEL `match` rules as daprd's), one attempt at a time through the
 //! channel's [`AppChannel::deliver`], honouring SUCCESS / RETRY / DROP with the bounded rule of
 //! [`Retries`]; the broker's delivery is finished (acknowledged, for redis) only after SUCCESS or
 //! DROP (or the retries ran out). Runs on the backend pool (tonic and hyper clients). What is
@@ -17,6 +18,7 @@ mod dapr_grpc;
 pub(crate) use dapr_grpc::GrpcAppInvoker;
 mod http_app;
 mod layotto;
+mod routing;
 
 use std::{
     fmt,
@@ -45,8 +47,9 @@ pub struct ActiveAppSubscription {
     pub pubsub: String,
     /// The topic.
     pub topic: String,
-    /// Where its events go (empty for LayOtto's callback).
-    pub route: String,
+    /// Its routing rules, (`match`, path) in order, the default last without a match (one
+    /// empty rule for LayOtto's callback).
+    pub rules: Vec<(String, String)>,
 }
 
 /// The app's subscriptions being delivered, for the whole process. Written by the delivery loop
@@ -213,9 +216,9 @@ impl AppSettings {
 struct AppSubscription {
     pubsub: String,
     topic: String,
-    /// Where its events go: Dapr's route (an HTTP path, or the gRPC event's `path`); empty for
-    /// LayOtto's callback.
-    route: String,
+    /// Where its events go: Dapr's routes (HTTP paths, or the gRPC event's `path`); one empty
+    /// path for LayOtto's callback.
+    routes: routing::Routes,
 }
 
 /// What the app asked to be subscribed to, as a channel reads it.
@@ -311,13 +314,14 @@ async fn follow(
         };
         match broker.subscribe(&subscription.topic).await {
             Ok(events) => {
-                info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, route = %subscription.route, "delivering to the app");
-                let task = forward(events, channel.clone(), subscription.route.clone());
+                info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, routes = %subscription.routes.describe(), "delivering to the app");
+                let rules = subscription.routes.listed();
+                let task = forward(events, channel.clone(), subscription.routes);
                 match backend.spawn(task) {
                     Ok(()) => active.add(ActiveAppSubscription {
                         pubsub: subscription.pubsub,
                         topic: subscription.topic,
-                        route: subscription.route,
+                        rules,
                     }),
                     Err(err) => {
                         warn!(app = %channel, topic = %subscription.topic, "cannot deliver: {}", chain(&err));
@@ -331,13 +335,27 @@ async fn follow(
     }
 }
 
-/// Hands each event of one subscription to the app at `route`, in order: the next one only
-/// once this one is finished.
-async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, route: String) {
+/// Hands each event of one subscription to the app at the path `routes` choose for it, in
+/// order: the next one only once this one is finished. An event no rule matches is finished
+/// without delivery (as daprd skips it), one whose route cannot be chosen is dropped (logged).
+async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, routes: routing::Routes) {
     while let Some(delivery) = events.recv().await {
+        let route = match routes.route_of(&delivery.event) {
+            Ok(Some(route)) => route,
+            Ok(None) => {
+                debug!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "no route matches the event: not delivered");
+                delivery.finish();
+                continue;
+            }
+            Err(why) => {
+                warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event dropped: {why}");
+                delivery.finish();
+                continue;
+            }
+        };
         let mut retries = Retries::default();
         let status = loop {
-            let answer = channel.deliver(&delivery.event, &route).await;
+            let answer = channel.deliver(&delivery.event, route).await;
             if let Err(why) = &answer {
                 debug!(app = %channel, id = %delivery.event.id, "delivery failed: {why}");
             }
@@ -352,31 +370,30 @@ async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, route: 
     }
 }
 
-/// The route of a Dapr subscription (daprd's rules): the first rule without a `match`, else
-/// `default` when it is not empty. Rules with a CEL `match` are not evaluated by layotto-rs
-/// (logged): their events go to the default route. `None` when no route is left (the
-/// subscription is then not made, so the broker keeps its events).
-fn select_route<'a>(
+/// The routes of a Dapr subscription of `topic` (logged); `None` (logged) when its rules do not
+/// compile or give no route, so the subscription is not made and the broker keeps its events.
+fn subscription_routes<'a>(
     topic: &str,
     rules: impl IntoIterator<Item = (&'a str, &'a str)>,
-    default: &str,
-) -> Option<String> {
-    for (matches, path) in rules {
-        if matches.trim().is_empty() {
-            return Some(path.to_owned());
+    default: Option<&str>,
+) -> Option<routing::Routes> {
+    match routing::Routes::compile(rules, default) {
+        Ok(routes) if routes.is_empty() => {
+            warn!(topic, "the subscription has no route: not subscribed");
+            None
         }
-        warn!(
-            topic,
-            rule = matches,
-            path,
-            "routing rules with a CEL match are not evaluated by layotto-rs: their events go to the default route"
-        );
+        Ok(routes) => {
+            info!(topic, routes = %routes.describe(), "the app subscribes");
+            Some(routes)
+        }
+        Err(why) => {
+            warn!(
+                topic,
+                "the subscription's routing rules are refused ({why}): not subscribed"
+            );
+            None
+        }
     }
-    if default.is_empty() {
-        warn!(topic, "no route without a CEL match: not subscribed");
-        return None;
-    }
-    Some(default.to_owned())
 }
 
 /// Warns about what a Dapr subscription asks for that layotto-rs does not do.
@@ -521,18 +538,21 @@ mod tests {
     }
 
     #[test]
-    fn routes_follow_daprs_rules() {
-        assert_eq!(select_route("t", [], "/d"), Some("/d".into()));
+    fn a_subscription_is_made_only_with_a_route_and_rules_that_compile() {
+        let describe = |routes: Option<routing::Routes>| routes.map(|r| r.describe());
         assert_eq!(
-            select_route("t", [("", "/first"), ("", "/second")], "/d"),
-            Some("/first".into())
+            describe(subscription_routes("t", [], Some("/d"))),
+            Some("/d".into())
         );
         assert_eq!(
-            select_route("t", [("event.type == 'x'", "/x")], "/d"),
-            Some("/d".into()),
-            "CEL rules are skipped"
+            describe(subscription_routes(
+                "t",
+                [("event.type == 'x'", "/x")],
+                None
+            )),
+            Some("/x".into())
         );
-        assert_eq!(select_route("t", [("event.type == 'x'", "/x")], ""), None);
-        assert_eq!(select_route("t", [], ""), None);
+        assert!(subscription_routes("t", [], None).is_none());
+        assert!(subscription_routes("t", [("event.type ==", "/x")], Some("/d")).is_none());
     }
 }
