@@ -95,11 +95,12 @@ async fn publish(client: &mut DaprClient<Channel>, topic: &str, data: &str) {
 }
 
 /// Asserts what Dapr's `GetMetadata` says of the app channel: its port and protocol, and
-/// `topic` delivered (a PROGRAMMATIC subscription) by `rules` (`match`, path).
+/// `topic` delivered (a PROGRAMMATIC subscription) by `rules` (`match`, path), with its
+/// dead-letter topic.
 async fn assert_metadata_lists(
     client: &mut DaprClient<Channel>,
     (port, protocol): (u16, &str),
-    topic: &str,
+    (topic, dead_letter_topic): (&str, &str),
     rules: &[(&str, &str)],
 ) {
     let metadata = client
@@ -123,6 +124,7 @@ async fn assert_metadata_lists(
         .unwrap_or_else(|| panic!("{topic} is not listed: {:?}", metadata.subscriptions));
     assert_eq!(subscription.pubsub_name, PUBSUB);
     assert_eq!(subscription.r#type(), PubsubSubscriptionType::Programmatic);
+    assert_eq!(subscription.dead_letter_topic, dead_letter_topic);
     let listed: Vec<(&str, &str)> = subscription
         .rules
         .iter()
@@ -226,12 +228,17 @@ impl Attempts {
 }
 
 /// The test's Dapr gRPC app: subscribes to `orders` (a CEL rule routing `{"text": "routed"}` to
-/// `/routed`, the rest to `/orders`) and `plain` (no route).
+/// `/routed`, the rest to `/orders`; dead letters to `orders-dead`), `plain` (no route) and
+/// `orders-dead` (whose events it sends to `dead`).
 #[derive(Clone)]
 struct GrpcApp {
     attempts: Attempts,
     seen: mpsc::UnboundedSender<Seen<(TopicEventRequest, Option<String>)>>,
+    dead: mpsc::UnboundedSender<TopicEventRequest>,
 }
+
+/// The dead-letter topic of the gRPC app's `orders`.
+const DEAD_LETTERS: &str = "orders-dead";
 
 #[tonic::async_trait]
 impl AppCallback for GrpcApp {
@@ -249,6 +256,16 @@ impl AppCallback for GrpcApp {
                 }],
                 default: "/orders".into(),
             }),
+            dead_letter_topic: DEAD_LETTERS.into(),
+            ..Default::default()
+        };
+        let dead = TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: DEAD_LETTERS.into(),
+            routes: Some(TopicRoutes {
+                rules: Vec::new(),
+                default: "/dead".into(),
+            }),
             ..Default::default()
         };
         let plain = TopicSubscription {
@@ -257,7 +274,8 @@ impl AppCallback for GrpcApp {
             ..Default::default()
         };
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
-            subscriptions: vec![orders, plain],
+            // The dead-letter topic first: it is followed before `orders` is.
+            subscriptions: vec![dead, orders, plain],
         }))
     }
 
@@ -303,6 +321,12 @@ impl AppCallback for GrpcApp {
             .get("pubsubname")
             .map(|value| value.to_str().unwrap().to_owned());
         let event = request.into_inner();
+        if event.topic == DEAD_LETTERS {
+            let _ = self.dead.send(event);
+            return Ok(tonic::Response::new(TopicEventResponse {
+                status: TopicEventResponseStatus::Success as i32,
+            }));
+        }
         let data: Value = serde_json::from_slice(&event.data).unwrap();
         let text = data["text"].as_str().unwrap().to_owned();
         let previous = self.attempts.record(&event.id);
@@ -324,20 +348,23 @@ impl AppCallback for GrpcApp {
 }
 
 type GrpcSeen = mpsc::UnboundedReceiver<Seen<(TopicEventRequest, Option<String>)>>;
+type DeadSeen = mpsc::UnboundedReceiver<TopicEventRequest>;
 
-/// Serves the gRPC app on `listener`; answers what it sees.
-fn serve_grpc_app(listener: TcpListener) -> GrpcSeen {
+/// Serves the gRPC app on `listener`; answers what it sees, and the dead letters apart.
+fn serve_grpc_app(listener: TcpListener) -> (GrpcSeen, DeadSeen) {
     let (seen, received) = mpsc::unbounded_channel();
+    let (dead, dead_letters) = mpsc::unbounded_channel();
     let app = GrpcApp {
         attempts: Attempts::default(),
         seen,
+        dead,
     };
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AppCallbackServer::new(app))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    received
+    (received, dead_letters)
 }
 
 /// The string extension `key` of a Dapr event.
@@ -355,12 +382,18 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let kind = broker["type"].as_str().unwrap().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut seen = serve_grpc_app(listener);
+        let (mut seen, mut dead) = serve_grpc_app(listener);
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
         let rules = [(ROUTED_RULE, "/routed"), ("", "/orders")];
-        assert_metadata_lists(&mut publisher, (port, "grpc"), "orders", &rules).await;
+        assert_metadata_lists(
+            &mut publisher,
+            (port, "grpc"),
+            ("orders", DEAD_LETTERS),
+            &rules,
+        )
+        .await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;
@@ -425,11 +458,26 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let again = next(&mut seen).await;
         assert_eq!(failed.text, "fail", "{kind}");
         assert_eq!(again.id, failed.id, "{kind}: a failed call is redelivered");
-        assert_eq!(next(&mut seen).await.text, "poison", "{kind}");
+        let poison = next(&mut seen).await;
+        assert_eq!(poison.text, "poison", "{kind}");
         assert_eq!(
             next(&mut seen).await.text,
             "marker",
             "{kind}: DROP is not redelivered"
+        );
+        // The dropped event moved to the dead-letter topic, where the app gets it once.
+        let moved = tokio::time::timeout(WAIT, dead.recv())
+            .await
+            .expect("the dead letter arrives")
+            .unwrap();
+        assert_eq!(
+            (moved.id.as_str(), moved.topic.as_str(), moved.path.as_str()),
+            (poison.id.as_str(), DEAD_LETTERS, "/dead"),
+            "{kind}"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&moved.data).unwrap(),
+            json!({"text": "poison"})
         );
 
         // A subscription without routes gets an empty path.
@@ -444,6 +492,7 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         if let Some(redis) = &redis {
             wait_until_acknowledged(redis, "orders");
             wait_until_acknowledged(redis, "plain");
+            wait_until_acknowledged(redis, DEAD_LETTERS);
         }
     }
 }
@@ -462,7 +511,7 @@ async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
     drop((cut, early));
     // The app starts now, after layotto-rs asked.
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let mut seen = serve_grpc_app(listener);
+    let (mut seen, _dead) = serve_grpc_app(listener);
     wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
     publish(&mut publisher, "orders", "after").await;
     assert_eq!(next(&mut seen).await.text, "after");
@@ -566,7 +615,13 @@ async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
         let layotto = start_layotto(&broker, port, "http");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
-        assert_metadata_lists(&mut publisher, (port, "http"), "orders", &[("", "/orders")]).await;
+        assert_metadata_lists(
+            &mut publisher,
+            (port, "http"),
+            ("orders", ""),
+            &[("", "/orders")],
+        )
+        .await;
 
         publish(&mut publisher, "orders", "good").await;
         let good = next(&mut seen).await;
@@ -746,7 +801,7 @@ fn http_post(
 async fn invoking_the_apps_own_id_calls_on_invoke_of_a_grpc_app_on_both_apis() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let _seen = serve_grpc_app(listener);
+    let _app = serve_grpc_app(listener);
     let layotto = Layotto::start(&with_dapr_http(
         json!({"app": {"app_id": APP_ID, "app_port": port, "app_protocol": "grpc"}}),
         "dapr_http",

@@ -96,6 +96,7 @@ pub(crate) fn describe(runtime: &Runtime) -> GetMetadataResponse {
                         })
                         .collect(),
                 }),
+            dead_letter_topic: s.dead_letter_topic,
             r#type: PubsubSubscriptionType::Programmatic as i32,
             ..Default::default()
         });

@@ -121,7 +121,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         .metadata
         .get("rawPayload")
         .is_some_and(|raw| raw.eq_ignore_ascii_case("true"));
-    warn_unsupported(&listed.topic, &listed.dead_letter_topic, bulk, raw);
+    warn_unsupported(&listed.topic, bulk, raw);
     // daprd's gRPC rules: the app's, then the default (an empty path when none is given).
     let routes = match &listed.routes {
         Some(routes) => {
@@ -137,6 +137,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         pubsub: listed.pubsub_name,
         topic: listed.topic,
         routes,
+        dead_letter_topic: Some(listed.dead_letter_topic).filter(|topic| !topic.is_empty()),
     })
 }
 

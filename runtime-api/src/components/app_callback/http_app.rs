@@ -199,8 +199,7 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 .as_ref()
                 .and_then(|metadata| metadata.get("rawPayload"))
                 .is_some_and(|raw| raw.trim_matches('"').eq_ignore_ascii_case("true"));
-            let dead_letter = entry.dead_letter_topic.as_deref().unwrap_or_default();
-            warn_unsupported(&entry.topic, dead_letter, bulk, raw);
+            warn_unsupported(&entry.topic, bulk, raw);
             let (rules, default) = match &entry.routes {
                 Some(routes) => (
                     routes.rules.as_deref().unwrap_or_default(),
@@ -223,6 +222,7 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 pubsub: entry.pubsub_name,
                 topic: entry.topic,
                 routes,
+                dead_letter_topic: entry.dead_letter_topic.filter(|topic| !topic.is_empty()),
             })
         })
         .collect())

@@ -41,6 +41,7 @@ impl AppChannel for LayOttoCallback {
                         pubsub: subscription.pubsub_name,
                         topic: subscription.topic,
                         routes: super::routing::Routes::to(""),
+                        dead_letter_topic: None,
                     })
                     .collect(),
             ),

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
-    pubsub::{Answer, PubSub, Retries, Subscription},
+    pubsub::{Answer, Delivery, PubSub, Retries, Subscription},
 };
 use crate::error::{ApiError, chain};
 
@@ -50,6 +50,8 @@ pub struct ActiveAppSubscription {
     /// Its routing rules, (`match`, path) in order, the default last without a match (one
     /// empty rule for LayOtto's callback).
     pub rules: Vec<(String, String)>,
+    /// Its dead-letter topic (empty: none).
+    pub dead_letter_topic: String,
 }
 
 /// The app's subscriptions being delivered, for the whole process. Written by the delivery loop
@@ -219,6 +221,8 @@ struct AppSubscription {
     /// Where its events go: Dapr's routes (HTTP paths, or the gRPC event's `path`); one empty
     /// path for LayOtto's callback.
     routes: routing::Routes,
+    /// Dapr's `deadLetterTopic`: where the events the app does not take are published.
+    dead_letter_topic: Option<String>,
 }
 
 /// What the app asked to be subscribed to, as a channel reads it.
@@ -316,12 +320,18 @@ async fn follow(
             Ok(events) => {
                 info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, routes = %subscription.routes.describe(), "delivering to the app");
                 let rules = subscription.routes.listed();
-                let task = forward(events, channel.clone(), subscription.routes);
+                let dead_letter_topic = subscription.dead_letter_topic.clone().unwrap_or_default();
+                let dead_letter = subscription.dead_letter_topic.map(|topic| DeadLetter {
+                    broker: broker.clone(),
+                    topic,
+                });
+                let task = forward(events, channel.clone(), subscription.routes, dead_letter);
                 match backend.spawn(task) {
                     Ok(()) => active.add(ActiveAppSubscription {
                         pubsub: subscription.pubsub,
                         topic: subscription.topic,
                         rules,
+                        dead_letter_topic,
                     }),
                     Err(err) => {
                         warn!(app = %channel, topic = %subscription.topic, "cannot deliver: {}", chain(&err));
@@ -335,21 +345,51 @@ async fn follow(
     }
 }
 
+/// A subscription's dead-letter topic, on the subscription's own broker.
+struct DeadLetter {
+    broker: Arc<dyn PubSub>,
+    topic: String,
+}
+
+impl DeadLetter {
+    /// Publishes `event` (the same event, its `topic` now this one) on the dead-letter topic;
+    /// answers whether the broker took it.
+    async fn publish(&self, event: &TopicEventRequest) -> bool {
+        let mut moved = event.clone();
+        moved.topic.clone_from(&self.topic);
+        match self.broker.publish(moved).await {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(id = %event.id, topic = %event.topic, dead_letter_topic = %self.topic, "cannot move the event to its dead-letter topic: {}", chain(&err));
+                false
+            }
+        }
+    }
+}
+
 /// Hands each event of one subscription to the app at the path `routes` choose for it, in
-/// order: the next one only once this one is finished. An event no rule matches is finished
-/// without delivery (as daprd skips it), one whose route cannot be chosen is dropped (logged).
-async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, routes: routing::Routes) {
+/// order: the next one only once this one is finished. An event the app does not take (no rule
+/// matches it, its route cannot be chosen, or its delivery ended other than SUCCESS) goes to
+/// `dead_letter` when there is one, as daprd moves it, and is finished once the broker took it
+/// (left unacknowledged when it did not); without one, an unmatched event is skipped (as daprd
+/// skips it) and the others are dropped (logged).
+async fn forward(
+    mut events: Subscription,
+    channel: Arc<dyn AppChannel>,
+    routes: routing::Routes,
+    dead_letter: Option<DeadLetter>,
+) {
     while let Some(delivery) = events.recv().await {
         let route = match routes.route_of(&delivery.event) {
             Ok(Some(route)) => route,
             Ok(None) => {
                 debug!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "no route matches the event: not delivered");
-                delivery.finish();
+                give_up(delivery, dead_letter.as_ref()).await;
                 continue;
             }
             Err(why) => {
-                warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event dropped: {why}");
-                delivery.finish();
+                warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
+                give_up(delivery, dead_letter.as_ref()).await;
                 continue;
             }
         };
@@ -363,10 +403,24 @@ async fn forward(mut events: Subscription, channel: Arc<dyn AppChannel>, routes:
                 break status;
             }
         };
-        if status != TopicEventResponseStatus::Success {
-            warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, ?status, "event dropped");
+        if status == TopicEventResponseStatus::Success {
+            delivery.finish();
+        } else {
+            warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, ?status, "the app did not take the event");
+            give_up(delivery, dead_letter.as_ref()).await;
         }
-        delivery.finish();
+    }
+}
+
+/// Finishes an event the app did not take: moved to `dead_letter` first when there is one.
+async fn give_up(delivery: Delivery, dead_letter: Option<&DeadLetter>) {
+    match dead_letter {
+        None => delivery.finish(),
+        Some(dead_letter) => {
+            if dead_letter.publish(&delivery.event).await {
+                delivery.finish();
+            }
+        }
     }
 }
 
@@ -397,13 +451,7 @@ fn subscription_routes<'a>(
 }
 
 /// Warns about what a Dapr subscription asks for that layotto-rs does not do.
-fn warn_unsupported(topic: &str, dead_letter_topic: &str, bulk: bool, raw_payload: bool) {
-    if !dead_letter_topic.is_empty() {
-        warn!(
-            topic,
-            dead_letter_topic, "dead-letter topics are not served: dropped events are not moved"
-        );
-    }
+fn warn_unsupported(topic: &str, bulk: bool, raw_payload: bool) {
     if bulk {
         warn!(
             topic,
