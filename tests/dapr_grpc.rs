@@ -539,6 +539,7 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
             ("ps", "orders")
         );
         assert_eq!(listed[0].dead_letter_topic, "dead");
+        let (mut dead_letters, dead_send) = subscribe(&mut client, "dead").await;
 
         for n in 0..3 {
             client
@@ -594,7 +595,22 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
                 let again = next_event(&mut responses).await;
                 assert_eq!(again.id, event.id, "{backend}");
             }
-            answer(&send, &event.id, TopicEventResponseStatus::Success).await;
+            // The last is dropped: it moves to the dead-letter topic.
+            let status = if n == 5 {
+                TopicEventResponseStatus::Drop
+            } else {
+                TopicEventResponseStatus::Success
+            };
+            answer(&send, &event.id, status).await;
+            if n == 5 {
+                let moved = next_event(&mut dead_letters).await;
+                assert_eq!(
+                    (moved.id.as_str(), moved.topic.as_str()),
+                    (event.id.as_str(), "dead")
+                );
+                assert_eq!(moved.data, event.data, "{backend}");
+                answer(&dead_send, &moved.id, TopicEventResponseStatus::Success).await;
+            }
         }
         assert_eq!(seen, [0, 1, 2, 3, 4, 5], "{backend}");
 
@@ -628,8 +644,8 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
         };
         let err = client.bulk_publish_event(twice).await.unwrap_err();
         assert_status(&err, Code::InvalidArgument, "entryId e3 is duplicated");
-        drop(send);
-        drop(responses);
+        drop((send, dead_send));
+        drop((responses, dead_letters));
     }
 }
 

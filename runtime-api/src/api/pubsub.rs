@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use prost::Message;
 
-use crate::components::pubsub::{Answer, Retries, Subscription, cloud_event};
+use crate::components::pubsub::{Answer, DeadLetter, Retries, Subscription, cloud_event};
 use glommio::timer::sleep;
 use layotto_proto::runtime::{
     PublishEventRequest, SubscribeTopicEventsRequest, SubscribeTopicEventsResponse,
@@ -73,7 +73,7 @@ impl RuntimeApi {
             )
             .into());
         };
-        let broker = self.components().pubsubs.get(&initial.pubsub_name)?;
+        let broker = self.components().pubsubs.get_shared(&initial.pubsub_name)?;
         if initial.topic.is_empty() {
             return Err(ApiError::InvalidArgument("the topic is empty".into()).into());
         }
@@ -86,7 +86,10 @@ impl RuntimeApi {
                 subscribe_topic_events_response_type: Some(initial_response),
             })
             .await?;
-        deliver::<LayOttoStream>(events, &mut requests, &mut responses).await
+        let dead_letter = Some(initial.dead_letter_topic)
+            .filter(|topic| !topic.is_empty())
+            .map(|topic| DeadLetter::new(broker.clone(), topic));
+        deliver::<LayOttoStream>(events, dead_letter, &mut requests, &mut responses).await
     }
 }
 
@@ -131,9 +134,11 @@ pub(crate) trait EventStream {
 
 /// Sends each event of `events` as `event_message` and waits for the client's
 /// `event_processed` of its id: SUCCESS and DROP move on, RETRY (or an unknown status) sends it
-/// again, bounded by [`Retries`]. Ends when the client does.
+/// again, bounded by [`Retries`]; an event not taken goes to `dead_letter` when there is one.
+/// Ends when the client does.
 pub(crate) async fn deliver<S: EventStream>(
     mut events: Subscription,
+    dead_letter: Option<DeadLetter>,
     requests: &mut Requests,
     responses: &mut Responses,
 ) -> Result<(), Status> {
@@ -152,16 +157,20 @@ pub(crate) async fn deliver<S: EventStream>(
             return Ok(());
         };
         let mut retries = Retries::default();
-        loop {
+        let status = loop {
             responses.send(&S::event_message(&delivery.event)).await?;
             let Some(answer) = processed::<S>(requests, &delivery.event.id).await? else {
                 return Ok(());
             };
-            if retries.settle(&answer, sleep).await.is_some() {
-                break;
+            if let Some(status) = retries.settle(&answer, sleep).await {
+                break status;
             }
+        };
+        if status == TopicEventResponseStatus::Success {
+            delivery.finish();
+        } else {
+            DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
         }
-        delivery.finish();
     }
 }
 

@@ -22,7 +22,7 @@ use prost_types::{Struct, Value, value::Kind};
 use super::{DaprApi, fail, path, shared::TopicSubscription};
 use crate::{
     api::pubsub::{EventStream, deliver},
-    components::pubsub::{PubSub, cloud_event},
+    components::pubsub::{DeadLetter, PubSub, cloud_event},
     error::{ApiError, DaprOp, chain},
     grpc::{
         call::{Requests, Responses},
@@ -180,7 +180,7 @@ impl DaprApi {
         let broker = self
             .components()
             .pubsubs
-            .get(&initial.pubsub_name)
+            .get_shared(&initial.pubsub_name)
             .map_err(fail(op))?;
         let events = broker.subscribe(&initial.topic).await.map_err(fail(op))?;
         let _listed = self.shared().add_topic_subscription(TopicSubscription {
@@ -196,7 +196,11 @@ impl DaprApi {
                 subscribe_topic_events_response_type: Some(initial_response),
             })
             .await?;
-        deliver::<DaprStream>(events, &mut requests, &mut responses).await
+        let dead_letter = initial
+            .dead_letter_topic
+            .filter(|topic| !topic.is_empty())
+            .map(|topic| DeadLetter::new(broker.clone(), topic));
+        deliver::<DaprStream>(events, dead_letter, &mut requests, &mut responses).await
     }
 }
 

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
-    pubsub::{Answer, Delivery, PubSub, Retries, Subscription},
+    pubsub::{Answer, DeadLetter, PubSub, Retries, Subscription},
 };
 use crate::error::{ApiError, chain};
 
@@ -321,10 +321,9 @@ async fn follow(
                 info!(app = %channel, pubsub = %subscription.pubsub, topic = %subscription.topic, routes = %subscription.routes.describe(), "delivering to the app");
                 let rules = subscription.routes.listed();
                 let dead_letter_topic = subscription.dead_letter_topic.clone().unwrap_or_default();
-                let dead_letter = subscription.dead_letter_topic.map(|topic| DeadLetter {
-                    broker: broker.clone(),
-                    topic,
-                });
+                let dead_letter = subscription
+                    .dead_letter_topic
+                    .map(|topic| DeadLetter::new(broker.clone(), topic));
                 let task = forward(events, channel.clone(), subscription.routes, dead_letter);
                 match backend.spawn(task) {
                     Ok(()) => active.add(ActiveAppSubscription {
@@ -340,28 +339,6 @@ async fn follow(
             }
             Err(err) => {
                 warn!(app = %channel, topic = %subscription.topic, "cannot subscribe: {}", chain(&err));
-            }
-        }
-    }
-}
-
-/// A subscription's dead-letter topic, on the subscription's own broker.
-struct DeadLetter {
-    broker: Arc<dyn PubSub>,
-    topic: String,
-}
-
-impl DeadLetter {
-    /// Publishes `event` (the same event, its `topic` now this one) on the dead-letter topic;
-    /// answers whether the broker took it.
-    async fn publish(&self, event: &TopicEventRequest) -> bool {
-        let mut moved = event.clone();
-        moved.topic.clone_from(&self.topic);
-        match self.broker.publish(moved).await {
-            Ok(()) => true,
-            Err(err) => {
-                warn!(id = %event.id, topic = %event.topic, dead_letter_topic = %self.topic, "cannot move the event to its dead-letter topic: {}", chain(&err));
-                false
             }
         }
     }
@@ -384,12 +361,12 @@ async fn forward(
             Ok(Some(route)) => route,
             Ok(None) => {
                 debug!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "no route matches the event: not delivered");
-                give_up(delivery, dead_letter.as_ref()).await;
+                DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
                 continue;
             }
             Err(why) => {
                 warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
-                give_up(delivery, dead_letter.as_ref()).await;
+                DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
                 continue;
             }
         };
@@ -407,19 +384,7 @@ async fn forward(
             delivery.finish();
         } else {
             warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, ?status, "the app did not take the event");
-            give_up(delivery, dead_letter.as_ref()).await;
-        }
-    }
-}
-
-/// Finishes an event the app did not take: moved to `dead_letter` first when there is one.
-async fn give_up(delivery: Delivery, dead_letter: Option<&DeadLetter>) {
-    match dead_letter {
-        None => delivery.finish(),
-        Some(dead_letter) => {
-            if dead_letter.publish(&delivery.event).await {
-                delivery.finish();
-            }
+            DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
         }
     }
 }

@@ -101,6 +101,43 @@ pub fn cloud_event(
     }
 }
 
+/// A subscription's dead-letter topic (Dapr's `deadLetterTopic`) on the subscription's own
+/// broker: where the events its subscriber does not take (DROP, retries run out, no route) are
+/// moved, as daprd moves them.
+pub struct DeadLetter {
+    broker: std::sync::Arc<dyn PubSub>,
+    topic: String,
+}
+
+impl DeadLetter {
+    /// `topic` of `broker`.
+    pub fn new(broker: std::sync::Arc<dyn PubSub>, topic: String) -> Self {
+        Self { broker, topic }
+    }
+
+    /// Finishes `delivery`, which its subscriber did not take: after publishing it (the same
+    /// event, its `topic` the dead-letter one) on `dead_letter` when there is one, and left
+    /// unacknowledged (logged) when that broker refuses it, so a broker that keeps events
+    /// delivers it again.
+    pub async fn give_up(dead_letter: Option<&DeadLetter>, delivery: Delivery) {
+        let Some(dead_letter) = dead_letter else {
+            return delivery.finish();
+        };
+        let mut moved = delivery.event.clone();
+        moved.topic.clone_from(&dead_letter.topic);
+        match dead_letter.broker.publish(moved).await {
+            Ok(()) => delivery.finish(),
+            Err(err) => tracing::warn!(
+                id = %delivery.event.id,
+                topic = %delivery.event.topic,
+                dead_letter_topic = %dead_letter.topic,
+                "cannot move the event to its dead-letter topic: {}",
+                crate::error::chain(&err)
+            ),
+        }
+    }
+}
+
 /// What a subscriber made of one attempt to deliver an event.
 pub type Answer = Result<TopicEventResponseStatus, String>;
 
