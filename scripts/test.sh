@@ -37,3 +37,7 @@ glommio_net_tests=(cargo test --locked --manifest-path vendor/glommio/Cargo.toml
   --lib net:: -- --skip tcp_connect_timeout_error)
 "${glommio_net_tests[@]}"
 GLOMMIO_TEST_REFUSE_MULTISHOT=1 "${glommio_net_tests[@]}"
+# The sleep/wake handshake between threads (patch 0007's fences): shared channels and wakers
+# woken from other threads, each reaching an executor that went to sleep.
+cargo test --locked --manifest-path vendor/glommio/Cargo.toml --target-dir target --lib \
+  -- channels::shared_channel cross_executor_wake
