@@ -9,16 +9,17 @@
 //! broker, and hands every event to the app in order at the path its routing rules choose
 //! ([`routing`], CEL `match` rules as daprd's), one attempt at a time through the
 //! channel's [`AppChannel::deliver`], honouring SUCCESS / RETRY / DROP with the bounded rule of
-//! [`Retries`]; the broker's delivery is finished (acknowledged, for redis) only after SUCCESS or
-//! DROP (or the retries ran out). Runs on the backend pool (tonic and hyper clients). What is
+//! [`Retries`]; the broker's delivery is finished (acknowledged, for redis) only after SUCCESS,
+//! or once an event the app does not take is given up (first moved to the subscription's
+//! dead-letter topic when it has one, [`DeadLetter`]). Runs on the backend pool (tonic and hyper clients). What is
 //! being delivered is recorded in [`AppSubscriptions`], which Dapr's metadata lists.
 
 mod dapr_grpc;
-
-pub(crate) use dapr_grpc::GrpcAppInvoker;
 mod http_app;
 mod layotto;
 mod routing;
+
+pub(crate) use dapr_grpc::GrpcAppInvoker;
 
 use std::{
     fmt,
