@@ -5,8 +5,9 @@
 //! error, bulk, transaction, publish with a streaming subscription that receives every event,
 //! secrets, configuration get and subscribe, lock, metadata — all over gRPC; and
 //! `tests/dapr_sdk/grpc_app.py`, an app written with the SDK's `dapr.ext.grpc.App`
-//! (`@app.subscribe`, `@app.method`), receives through layotto-rs's app channel (`app_protocol`
-//! grpc) the events it publishes and the invocations of its own app id it makes. No API token here: the SDK's token interceptor covers unary and bidirectional
+//! (`@app.subscribe` with a CEL `rule` and a `dead_letter_topic`, `@app.method`), receives
+//! through layotto-rs's app channel (`app_protocol` grpc) the events it publishes, routed and
+//! dead-lettered, and the invocations of its own app id it makes. No API token here: the SDK's token interceptor covers unary and bidirectional
 //! calls but not server-streaming ones, so its `subscribe_configuration` never sends
 //! `dapr-api-token` (daprd would refuse it as well); tests/dapr_grpc.rs checks tokens.
 #![allow(
@@ -207,7 +208,13 @@ async fn daprs_python_grpc_app_receives_its_events_and_the_invocations_of_its_id
         ("APP_PORT", &*app_port),
     ];
     let output = run_program("grpc_app.py", &env, async |_: &str| {}).await;
-    for step in ["ok subscribed", "ok events", "ok invoke", "all done"] {
+    for step in [
+        "ok subscribed",
+        "ok events",
+        "ok routes and dead letters",
+        "ok invoke",
+        "all done",
+    ] {
         assert!(output.contains(step), "{step} missing:\n{output}");
     }
 }

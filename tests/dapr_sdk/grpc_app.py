@@ -1,7 +1,8 @@
 """Dapr's Python SDK as an app (unchanged, `dapr[grpc]` from PyPI): `dapr.ext.grpc.App` with
 `@app.subscribe` serves Dapr's AppCallback at APP_PORT, where layotto-rs (its app channel,
 `app_protocol` grpc) delivers the events this program publishes through layotto-rs with
-`DaprClient`, and `@app.method` answers the invocations of its own app id that `DaprClient`
+`DaprClient` — routed by a CEL rule (`rule=Rule(...)`), the dropped one moved to the
+subscription's `dead_letter_topic` —, and `@app.method` answers the invocations of its own app id that `DaprClient`
 makes over HTTP (the SDK's default) and over gRPC. Run by tests/dapr_python_sdk.rs; prints `ok <step>` and `all done`, a failed check
 raises (exit non-zero with the traceback).
 """
@@ -13,15 +14,17 @@ import time
 
 from dapr.clients import DaprClient
 from dapr.clients.grpc._response import TopicEventResponse
-from dapr.ext.grpc import App, InvokeMethodRequest, InvokeMethodResponse
+from dapr.ext.grpc import App, InvokeMethodRequest, InvokeMethodResponse, Rule
 
 app = App()
 received = []
+prioritized = []
+dead_letters = []
 arrived = threading.Condition()
 retried = set()
 
 
-@app.subscribe(pubsub_name="events", topic="orders")
+@app.subscribe(pubsub_name="events", topic="orders", dead_letter_topic="orders-dead")
 def orders(event):
     data = json.loads(event.data)
     with arrived:
@@ -38,6 +41,24 @@ def orders(event):
 @app.method(name="greet")
 def greet(request: InvokeMethodRequest) -> InvokeMethodResponse:
     return InvokeMethodResponse(f"hello {request.text()}", "text/plain")
+
+
+@app.subscribe(
+    pubsub_name="events", topic="orders", rule=Rule('event.data.step == "priority"', 1)
+)
+def priority(event):
+    with arrived:
+        prioritized.append(json.loads(event.data))
+        arrived.notify_all()
+    return TopicEventResponse("success")
+
+
+@app.subscribe(pubsub_name="events", topic="orders-dead")
+def dead(event):
+    with arrived:
+        dead_letters.append((json.loads(event.data), event))
+        arrived.notify_all()
+    return TopicEventResponse("success")
 
 
 def wait_for(done, seconds):
@@ -86,6 +107,15 @@ with DaprClient() as client:
     assert extensions["traceparent"].startswith("00-0af7651916cd43dd"), extensions
     assert extensions["_metadata_pubsubname"] == "events", extensions
     print("ok events", flush=True)
+
+    # The dropped event went to the dead-letter topic; the rule routes to its own handler.
+    assert wait_for(lambda: dead_letters, 20), "no dead letter"
+    assert [d["step"] for d, _ in dead_letters] == ["poison"], dead_letters
+    publish(client, "priority")
+    assert wait_for(lambda: prioritized, 20), "the routed event did not arrive"
+    assert prioritized == [{"step": "priority"}], prioritized
+    assert all(d["step"] != "priority" for d, _ in received), received
+    print("ok routes and dead letters", flush=True)
 
 for protocol in ["http", "grpc"]:
     os.environ["DAPR_API_METHOD_INVOCATION_PROTOCOL"] = protocol
