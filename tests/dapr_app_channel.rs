@@ -30,11 +30,14 @@ use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use layotto_proto::dapr::common::{InvokeRequest, InvokeResponse};
 use layotto_proto::dapr::runtime::{
-    GetMetadataRequest, InvokeServiceRequest, ListTopicSubscriptionsResponse, PublishEventRequest,
-    PubsubSubscriptionType, TopicEventRequest, TopicEventResponse, TopicRoutes, TopicRule,
-    TopicSubscription,
+    BulkSubscribeConfig, GetMetadataRequest, InvokeServiceRequest, JobEventRequest,
+    JobEventResponse, ListTopicSubscriptionsResponse, PublishEventRequest, PubsubSubscriptionType,
+    TopicEventBulkRequest, TopicEventBulkResponse, TopicEventBulkResponseEntry, TopicEventRequest,
+    TopicEventResponse, TopicRoutes, TopicRule, TopicSubscription,
+    app_callback_alpha_server::{AppCallbackAlpha, AppCallbackAlphaServer},
     app_callback_server::{AppCallback, AppCallbackServer},
     dapr_client::DaprClient,
+    topic_event_bulk_request_entry::Event,
     topic_event_response::TopicEventResponseStatus,
 };
 use prost_types::value::Kind;
@@ -229,12 +232,57 @@ impl Attempts {
 
 /// The test's Dapr gRPC app: subscribes to `orders` (a CEL rule routing `{"text": "routed"}` to
 /// `/routed`, the rest to `/orders`; dead letters to `orders-dead`), `plain` (no route) and
-/// `orders-dead` (whose events it sends to `dead`).
+/// `orders-dead` (whose events it sends to `dead`), and `bulk-orders` in bulk (batches of at
+/// most [`BULK_MAX`], answered entry by entry by [`verdict`] and sent to `batches`).
 #[derive(Clone)]
 struct GrpcApp {
     attempts: Attempts,
     seen: mpsc::UnboundedSender<Seen<(TopicEventRequest, Option<String>)>>,
     dead: mpsc::UnboundedSender<TopicEventRequest>,
+    batches: mpsc::UnboundedSender<TopicEventBulkRequest>,
+}
+
+/// The gRPC app's bulk topic and its largest batch.
+const BULK_TOPIC: &str = "bulk-orders";
+const BULK_MAX: usize = 3;
+
+#[tonic::async_trait]
+impl AppCallbackAlpha for GrpcApp {
+    async fn on_bulk_topic_event_alpha1(
+        &self,
+        request: tonic::Request<TopicEventBulkRequest>,
+    ) -> Result<tonic::Response<TopicEventBulkResponse>, tonic::Status> {
+        let batch = request.into_inner();
+        let statuses = batch
+            .entries
+            .iter()
+            .map(|entry| {
+                let Some(Event::CloudEvent(event)) = &entry.event else {
+                    panic!("not a CloudEvent entry: {entry:?}");
+                };
+                let data: Value = serde_json::from_slice(&event.data).unwrap();
+                let previous = self.attempts.record(&entry.entry_id);
+                let status = match verdict(data["text"].as_str().unwrap(), previous) {
+                    Verdict::Success => TopicEventResponseStatus::Success,
+                    Verdict::Retry | Verdict::Fail => TopicEventResponseStatus::Retry,
+                    Verdict::Drop => TopicEventResponseStatus::Drop,
+                };
+                TopicEventBulkResponseEntry {
+                    entry_id: entry.entry_id.clone(),
+                    status: status as i32,
+                }
+            })
+            .collect();
+        let _ = self.batches.send(batch);
+        Ok(tonic::Response::new(TopicEventBulkResponse { statuses }))
+    }
+
+    async fn on_job_event_alpha1(
+        &self,
+        _: tonic::Request<JobEventRequest>,
+    ) -> Result<tonic::Response<JobEventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no jobs"))
+    }
 }
 
 /// The dead-letter topic of the gRPC app's `orders`.
@@ -273,9 +321,23 @@ impl AppCallback for GrpcApp {
             topic: "plain".into(),
             ..Default::default()
         };
+        let bulk = TopicSubscription {
+            pubsub_name: PUBSUB.into(),
+            topic: BULK_TOPIC.into(),
+            routes: Some(TopicRoutes {
+                rules: Vec::new(),
+                default: "/bulk".into(),
+            }),
+            bulk_subscribe: Some(BulkSubscribeConfig {
+                enabled: true,
+                max_messages_count: BULK_MAX as i32,
+                max_await_duration_ms: 300,
+            }),
+            ..Default::default()
+        };
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
-            // The dead-letter topic first: it is followed before `orders` is.
-            subscriptions: vec![dead, orders, plain],
+            // The dead-letter and bulk topics first: they are followed before `orders` is.
+            subscriptions: vec![dead, bulk, orders, plain],
         }))
     }
 
@@ -349,22 +411,27 @@ impl AppCallback for GrpcApp {
 
 type GrpcSeen = mpsc::UnboundedReceiver<Seen<(TopicEventRequest, Option<String>)>>;
 type DeadSeen = mpsc::UnboundedReceiver<TopicEventRequest>;
+type BatchesSeen = mpsc::UnboundedReceiver<TopicEventBulkRequest>;
 
-/// Serves the gRPC app on `listener`; answers what it sees, and the dead letters apart.
-fn serve_grpc_app(listener: TcpListener) -> (GrpcSeen, DeadSeen) {
+/// Serves the gRPC app on `listener`; answers what it sees, the dead letters and the bulk
+/// batches apart.
+fn serve_grpc_app(listener: TcpListener) -> (GrpcSeen, DeadSeen, BatchesSeen) {
     let (seen, received) = mpsc::unbounded_channel();
     let (dead, dead_letters) = mpsc::unbounded_channel();
+    let (batches, batches_seen) = mpsc::unbounded_channel();
     let app = GrpcApp {
         attempts: Attempts::default(),
         seen,
         dead,
+        batches,
     };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AppCallbackServer::new(app))
+            .add_service(AppCallbackServer::new(app.clone()))
+            .add_service(AppCallbackAlphaServer::new(app))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    (received, dead_letters)
+    (received, dead_letters, batches_seen)
 }
 
 /// The string extension `key` of a Dapr event.
@@ -382,7 +449,7 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let kind = broker["type"].as_str().unwrap().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (mut seen, mut dead) = serve_grpc_app(listener);
+        let (mut seen, mut dead, _batches) = serve_grpc_app(listener);
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
@@ -498,6 +565,66 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry() {
+    for (broker, redis) in brokers() {
+        let kind = broker["type"].as_str().unwrap().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut seen, _dead, mut batches) = serve_grpc_app(listener);
+        let layotto = start_layotto(&broker, port, "grpc");
+        let mut publisher = dapr_client(layotto.address("grpc")).await;
+        // `orders` is followed after the bulk topic: once it delivers, both are subscribed.
+        wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+        let texts = ["b1", "retry-me", "b3", "poison", "b5"];
+        for text in texts {
+            publish(&mut publisher, BULK_TOPIC, text).await;
+        }
+        // Every entry arrives in batches of at most BULK_MAX, in order; RETRY comes again,
+        // SUCCESS and DROP do not.
+        let mut attempts: Vec<String> = Vec::new();
+        while !(texts.iter().all(|text| attempts.iter().any(|a| a == text))
+            && attempts.iter().filter(|a| *a == "retry-me").count() == 2)
+        {
+            let batch = tokio::time::timeout(WAIT, batches.recv())
+                .await
+                .expect("a batch")
+                .unwrap();
+            assert!(
+                (1..=BULK_MAX).contains(&batch.entries.len()),
+                "{kind}: {batch:?}"
+            );
+            assert_eq!(
+                (batch.topic.as_str(), batch.pubsub_name.as_str()),
+                (BULK_TOPIC, PUBSUB)
+            );
+            assert_eq!(
+                (batch.path.as_str(), batch.r#type.as_str()),
+                ("/bulk", "com.dapr.event.sent.bulk")
+            );
+            for entry in &batch.entries {
+                let Some(Event::CloudEvent(event)) = &entry.event else {
+                    panic!("{kind}: not a CloudEvent entry");
+                };
+                assert_eq!(entry.entry_id, event.id, "{kind}");
+                let data: Value = serde_json::from_slice(&event.data).unwrap();
+                attempts.push(data["text"].as_str().unwrap().to_owned());
+            }
+        }
+        let firsts: Vec<&String> = attempts
+            .iter()
+            .enumerate()
+            .filter(|(n, text)| !attempts[..*n].contains(text))
+            .map(|(_, text)| text)
+            .collect();
+        assert_eq!(firsts, texts, "{kind}: in order");
+        assert_eq!(attempts.len(), texts.len() + 1, "{kind}: {attempts:?}");
+        if let Some(redis) = &redis {
+            wait_until_acknowledged(redis, BULK_TOPIC);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
     // The app's port, where nothing answers at first: layotto-rs's first call is cut off.
     let early = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -511,13 +638,14 @@ async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
     drop((cut, early));
     // The app starts now, after layotto-rs asked.
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (mut seen, _dead) = serve_grpc_app(listener);
+    let (mut seen, _dead, _batches) = serve_grpc_app(listener);
     wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
     publish(&mut publisher, "orders", "after").await;
     assert_eq!(next(&mut seen).await.text, "after");
 }
 
-/// The test's HTTP app: `/dapr/subscribe` lists `orders` at `/orders` (v1alpha1's `route`) and
+/// The test's HTTP app: `/dapr/subscribe` lists `bulk` (a bulk subscription at `/bulk`, every
+/// entry answered SUCCESS and seen on its own), `orders` at `/orders` (v1alpha1's `route`) and
 /// `gone` at `/gone` (v2alpha1's `routes.default`), which answers 404; `/orders` answers by
 /// [`verdict`] — `{"status": "DROP"}`, `{"status": "RETRY"}`, 500, or 200 with an empty body;
 /// `/greet` is a method to invoke, answering 201 with the verb, the query and the body.
@@ -551,6 +679,8 @@ impl HttpApp {
         if method == hyper::Method::GET && path == "/dapr/subscribe" {
             assert_eq!(headers.get("dapr-app-id").map(String::as_str), Some(APP_ID));
             let subscriptions = json!([
+                {"pubsubname": PUBSUB, "topic": "bulk", "routes": {"default": "/bulk"},
+                 "bulkSubscribe": {"enabled": true, "maxMessagesCount": 2, "maxAwaitDurationMs": 300}},
                 {"pubsubname": PUBSUB, "topic": "orders", "route": "/orders", "metadata": {}},
                 {"pubsubname": PUBSUB, "topic": "gone", "routes": {"rules": [], "default": "/gone"}}
             ]);
@@ -562,6 +692,20 @@ impl HttpApp {
             return reply(StatusCode::CREATED, &format!("{method} {query} {text}"));
         }
         assert_eq!(method, hyper::Method::POST, "{path}");
+        if path == "/bulk" {
+            let envelope: Value = serde_json::from_slice(&body).unwrap();
+            let mut statuses = Vec::new();
+            for entry in envelope["entries"].as_array().unwrap() {
+                let id = entry["entryId"].as_str().unwrap().to_owned();
+                statuses.push(json!({"entryId": id, "status": "SUCCESS"}));
+                let _ = self.seen.send(Seen {
+                    text: entry["event"]["data"]["text"].as_str().unwrap().to_owned(),
+                    id,
+                    event: (path.clone(), headers.clone(), envelope.clone()),
+                });
+            }
+            return reply(StatusCode::OK, &json!({"statuses": statuses}).to_string());
+        }
         let event: Value = serde_json::from_slice(&body).unwrap();
         let text = event["data"]["text"].as_str().unwrap().to_owned();
         let id = event["id"].as_str().unwrap().to_owned();
@@ -690,9 +834,31 @@ async fn an_http_app_gets_cloud_events_at_its_routes_with_daprs_answers() {
             "second",
             "{kind}: 404 is not redelivered"
         );
+
+        // A bulk subscription gets daprd's bulk envelope, at most 2 entries at a time, in order.
+        for text in ["x1", "x2", "x3"] {
+            publish(&mut publisher, "bulk", text).await;
+        }
+        for text in ["x1", "x2", "x3"] {
+            let entry = next(&mut seen).await;
+            let (path, headers, envelope) = &entry.event;
+            assert_eq!(
+                (entry.text.as_str(), path.as_str()),
+                (text, "/bulk"),
+                "{kind}"
+            );
+            assert_eq!(envelope["type"], "com.dapr.event.sent.bulk");
+            assert_eq!(
+                (&envelope["topic"], &envelope["pubsubname"]),
+                (&json!("bulk"), &json!(PUBSUB))
+            );
+            assert!((1..=2).contains(&envelope["entries"].as_array().unwrap().len()));
+            assert_eq!(headers.get("pubsubname").map(String::as_str), Some(PUBSUB));
+        }
         if let Some(redis) = &redis {
             wait_until_acknowledged(redis, "orders");
             wait_until_acknowledged(redis, "gone");
+            wait_until_acknowledged(redis, "bulk");
         }
     }
 }

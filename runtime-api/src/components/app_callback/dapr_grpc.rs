@@ -16,7 +16,9 @@ use layotto_proto::{
     dapr::{
         common::{HttpExtension, InvokeRequest as DaprInvokeRequest},
         runtime::{
-            TopicSubscription, app_callback_client::AppCallbackClient,
+            TopicEventBulkRequest, TopicEventBulkRequestEntry, TopicEventCeRequest,
+            TopicSubscription, app_callback_alpha_client::AppCallbackAlphaClient,
+            app_callback_client::AppCallbackClient, topic_event_bulk_request_entry::Event,
             topic_event_response::TopicEventResponseStatus as DaprStatus,
         },
     },
@@ -29,8 +31,8 @@ use tonic::{
 use tracing::info;
 
 use super::{
-    AppChannel, AppSubscription, LazyChannel, Listed, routing::Routes, subscription_routes,
-    warn_unsupported,
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, LazyChannel, Listed, routing::Routes,
+    subscription_routes, warn_unsupported,
 };
 use crate::{
     api::invoke::verb_of,
@@ -100,28 +102,101 @@ impl AppChannel for DaprCallback {
             .on_topic_event(request)
             .await
         {
-            Ok(reply) => match DaprStatus::try_from(reply.into_inner().status) {
-                Ok(DaprStatus::Success) => Ok(TopicEventResponseStatus::Success),
-                Ok(DaprStatus::Retry) => Ok(TopicEventResponseStatus::Retry),
-                Ok(DaprStatus::Drop) => Ok(TopicEventResponseStatus::Drop),
-                Err(unknown) => Err(format!("unknown status {}", unknown.0)),
-            },
+            Ok(reply) => answer(reply.into_inner().status),
             Err(status) if status.code() == Code::Unimplemented => {
                 Ok(TopicEventResponseStatus::Drop)
             }
             Err(status) => Err(status.to_string()),
         }
     }
+
+    /// `AppCallbackAlpha.OnBulkTopicEventAlpha1`, as daprd's bulk delivery: each event a
+    /// CloudEvent entry (its id the entry id), the batch's topic, pub/sub and `path`; an entry
+    /// the app gives no status is retried.
+    async fn deliver_bulk(
+        &self,
+        events: &[&TopicEventRequest],
+        route: &str,
+    ) -> Result<Vec<Answer>, String> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let entries = events
+            .iter()
+            .map(|event| {
+                let dapr = dapr_event(event, route);
+                TopicEventBulkRequestEntry {
+                    entry_id: event.id.clone(),
+                    event: Some(Event::CloudEvent(TopicEventCeRequest {
+                        id: dapr.id,
+                        source: dapr.source,
+                        r#type: dapr.r#type,
+                        spec_version: dapr.spec_version,
+                        data_content_type: dapr.data_content_type,
+                        data: dapr.data,
+                        extensions: dapr.extensions,
+                    })),
+                    content_type: "application/cloudevents+json".into(),
+                    metadata: event.metadata.clone(),
+                }
+            })
+            .collect();
+        let request = TopicEventBulkRequest {
+            id: format!("bulk-{}", first.id),
+            entries,
+            metadata: Default::default(),
+            topic: first.topic.clone(),
+            pubsub_name: first.pubsub_name.clone(),
+            r#type: BULK_EVENT_TYPE.into(),
+            path: route.to_owned(),
+        };
+        #[expect(deprecated, reason = "Dapr's only bulk delivery rpc")]
+        let reply = AppCallbackAlphaClient::new(self.server.get())
+            .on_bulk_topic_event_alpha1(request)
+            .await
+            .map_err(|status| status.to_string())?;
+        let statuses: std::collections::HashMap<String, i32> = reply
+            .into_inner()
+            .statuses
+            .into_iter()
+            .map(|entry| (entry.entry_id, entry.status))
+            .collect();
+        Ok(events
+            .iter()
+            .map(|event| match statuses.get(&event.id) {
+                Some(status) => answer(*status),
+                None => Err(format!("no status for entry {}", event.id)),
+            })
+            .collect())
+    }
+}
+
+/// A Dapr status number as an answer (an unknown one fails the attempt).
+fn answer(status: i32) -> Answer {
+    match DaprStatus::try_from(status) {
+        Ok(DaprStatus::Success) => Ok(TopicEventResponseStatus::Success),
+        Ok(DaprStatus::Retry) => Ok(TopicEventResponseStatus::Retry),
+        Ok(DaprStatus::Drop) => Ok(TopicEventResponseStatus::Drop),
+        Err(unknown) => Err(format!("unknown status {}", unknown.0)),
+    }
 }
 
 /// The subscription the app listed, with its route; `None` (logged) when no route is usable.
 fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
-    let bulk = listed.bulk_subscribe.is_some_and(|bulk| bulk.enabled);
+    let bulk = listed
+        .bulk_subscribe
+        .filter(|bulk| bulk.enabled)
+        .map(|bulk| {
+            Bulk::new(
+                bulk.max_messages_count.into(),
+                bulk.max_await_duration_ms.into(),
+            )
+        });
     let raw = listed
         .metadata
         .get("rawPayload")
         .is_some_and(|raw| raw.eq_ignore_ascii_case("true"));
-    warn_unsupported(&listed.topic, bulk, raw);
+    warn_unsupported(&listed.topic, raw);
     // daprd's gRPC rules: the app's, then the default (an empty path when none is given).
     let routes = match &listed.routes {
         Some(routes) => {
@@ -138,6 +213,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         topic: listed.topic,
         routes,
         dead_letter_topic: Some(listed.dead_letter_topic).filter(|topic| !topic.is_empty()),
+        bulk,
     })
 }
 

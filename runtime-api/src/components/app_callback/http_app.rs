@@ -18,7 +18,10 @@ use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEvent
 use serde::Deserialize;
 use tracing::error;
 
-use super::{AppChannel, AppSubscription, Listed, subscription_routes, warn_unsupported};
+use super::{
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, subscription_routes,
+    warn_unsupported,
+};
 use crate::{
     components::{
         http_client::HttpClient,
@@ -110,9 +113,29 @@ struct RuleJson {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct BulkJson {
     #[serde(default)]
     enabled: bool,
+    #[serde(default)]
+    max_messages_count: i64,
+    #[serde(default)]
+    max_await_duration_ms: i64,
+}
+
+/// The app's answer to a bulk delivery (daprd's `AppBulkResponse`).
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    statuses: Vec<BulkStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkStatus {
+    entry_id: String,
+    #[serde(default)]
+    status: String,
 }
 
 /// The app's answer to an event (daprd's `AppResponse`).
@@ -172,6 +195,50 @@ impl AppChannel for HttpApp {
             .map_err(|err| chain(&err).to_string())?;
         answer(parts.status, &body)
     }
+
+    /// daprd's bulk delivery over HTTP: one POST to the route of a JSON envelope (`id`, `type`,
+    /// `topic`, `pubsubname`, `metadata`, and `entries` of `entryId`, `event` — the CloudEvent
+    /// —, `metadata`, `contentType`), answered by `{"statuses": [{"entryId", "status"}]}`.
+    async fn deliver_bulk(
+        &self,
+        events: &[&TopicEventRequest],
+        route: &str,
+    ) -> Result<Vec<Answer>, String> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let entries: Vec<serde_json::Value> = events
+            .iter()
+            .map(|event| {
+                let cloud_event: serde_json::Value =
+                    serde_json::from_slice(&cloud_event_json(event)).unwrap_or_default();
+                serde_json::json!({
+                    "entryId": event.id, "event": cloud_event,
+                    "metadata": event.metadata, "contentType": CLOUD_EVENT_JSON,
+                })
+            })
+            .collect();
+        let envelope = serde_json::json!({
+            "id": format!("bulk-{}", first.id), "type": BULK_EVENT_TYPE,
+            "topic": first.topic, "pubsubname": first.pubsub_name,
+            "metadata": {}, "entries": entries,
+        });
+        let headers = [
+            ("content-type", "application/json"),
+            ("pubsubname", first.pubsub_name.as_str()),
+        ];
+        let (parts, body) = self
+            .client
+            .fetch(
+                Method::POST,
+                &self.url(route),
+                headers,
+                Bytes::from(envelope.to_string()),
+            )
+            .await
+            .map_err(|err| chain(&err).to_string())?;
+        bulk_answers(events, parts.status, &body)
+    }
 }
 
 /// Whether `name: value` can travel as a header of its own (the event's metadata; the content
@@ -193,13 +260,16 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
     Ok(entries
         .into_iter()
         .filter_map(|entry| {
-            let bulk = entry.bulk_subscribe.is_some_and(|bulk| bulk.enabled);
+            let bulk = entry
+                .bulk_subscribe
+                .filter(|bulk| bulk.enabled)
+                .map(|bulk| Bulk::new(bulk.max_messages_count, bulk.max_await_duration_ms));
             let raw = entry
                 .metadata
                 .as_ref()
                 .and_then(|metadata| metadata.get("rawPayload"))
                 .is_some_and(|raw| raw.trim_matches('"').eq_ignore_ascii_case("true"));
-            warn_unsupported(&entry.topic, bulk, raw);
+            warn_unsupported(&entry.topic, raw);
             let (rules, default) = match &entry.routes {
                 Some(routes) => (
                     routes.rules.as_deref().unwrap_or_default(),
@@ -223,6 +293,7 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 topic: entry.topic,
                 routes,
                 dead_letter_topic: entry.dead_letter_topic.filter(|topic| !topic.is_empty()),
+                bulk,
             })
         })
         .collect())
@@ -243,12 +314,50 @@ fn answer(status: StatusCode, body: &[u8]) -> Answer {
         // Empty or not JSON: delivered.
         return Ok(TopicEventResponseStatus::Success);
     };
-    match response.status.as_deref().unwrap_or_default() {
+    status_named(response.status.as_deref().unwrap_or_default())
+}
+
+/// A status as the app names it (none: SUCCESS).
+fn status_named(status: &str) -> Answer {
+    match status {
         "" | "SUCCESS" => Ok(TopicEventResponseStatus::Success),
         "RETRY" => Ok(TopicEventResponseStatus::Retry),
         "DROP" => Ok(TopicEventResponseStatus::Drop),
         other => Err(format!("the app answered an unknown status \"{other}\"")),
     }
+}
+
+/// The answers of a bulk delivery of `events` answered `status` with `body`, as daprd reads
+/// them: 404 drops every event, another error fails the attempt, and each entry of the JSON
+/// body's `statuses` is its event's (an event without one fails).
+fn bulk_answers(
+    events: &[&TopicEventRequest],
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Vec<Answer>, String> {
+    if status == StatusCode::NOT_FOUND {
+        return Ok(vec![Ok(TopicEventResponseStatus::Drop); events.len()]);
+    }
+    if !status.is_success() {
+        return Err(format!(
+            "the app answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(256)])
+        ));
+    }
+    let response: BulkResponse = serde_json::from_slice(body)
+        .map_err(|err| format!("the app's bulk answer is not daprd's JSON: {err}"))?;
+    let statuses: HashMap<String, String> = response
+        .statuses
+        .into_iter()
+        .map(|entry| (entry.entry_id, entry.status))
+        .collect();
+    Ok(events
+        .iter()
+        .map(|event| match statuses.get(&event.id) {
+            Some(status) => status_named(status),
+            None => Err(format!("no status for entry {}", event.id)),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -273,6 +382,37 @@ mod tests {
     }
 
     #[test]
+    fn bulk_answers_follow_daprs_http_rules() {
+        use TopicEventResponseStatus::*;
+        let (a, b) = (
+            TopicEventRequest {
+                id: "a".into(),
+                ..Default::default()
+            },
+            TopicEventRequest {
+                id: "b".into(),
+                ..Default::default()
+            },
+        );
+        let events = [&a, &b];
+        let body = br#"{"statuses": [{"entryId": "b", "status": "DROP"}, {"entryId": "a", "status": "SUCCESS"}]}"#;
+        assert_eq!(
+            bulk_answers(&events, StatusCode::OK, body),
+            Ok(vec![Ok(Success), Ok(Drop)])
+        );
+        let partial = br#"{"statuses": [{"entryId": "a", "status": "RETRY"}]}"#;
+        let answers = bulk_answers(&events, StatusCode::OK, partial).unwrap();
+        assert_eq!(answers[0], Ok(Retry));
+        assert!(answers[1].is_err(), "an entry without a status fails");
+        assert_eq!(
+            bulk_answers(&events, StatusCode::NOT_FOUND, b""),
+            Ok(vec![Ok(Drop), Ok(Drop)])
+        );
+        assert!(bulk_answers(&events, StatusCode::INTERNAL_SERVER_ERROR, b"boom").is_err());
+        assert!(bulk_answers(&events, StatusCode::OK, b"not json").is_err());
+    }
+
+    #[test]
     fn subscriptions_take_daprs_route_or_routes_rules_first() {
         let body = br#"[
             {"pubsubname": "ps", "topic": "a", "route": "/a"},
@@ -281,15 +421,26 @@ mod tests {
             {"pubsubname": "ps", "topic": "c", "routes": {"rules": [{"match": "", "path": "/c"}]}},
             {"pubsubname": "ps", "topic": "none"},
             {"pubsubname": "ps", "topic": "d", "route": "d", "metadata": {"k": "v"},
-             "deadLetterTopic": "dlq", "bulkSubscribe": {"enabled": false}, "extra": 1}
+             "deadLetterTopic": "dlq", "bulkSubscribe": {"enabled": false}, "extra": 1},
+            {"pubsubname": "ps", "topic": "e", "route": "/e",
+             "bulkSubscribe": {"enabled": true, "maxMessagesCount": 7}}
         ]"#;
-        let routes: Vec<(String, String)> = listed(body)
-            .unwrap()
+        let subscriptions = listed(body).unwrap();
+        let bulk: Vec<Option<Bulk>> = subscriptions.iter().map(|s| s.bulk).collect();
+        assert_eq!(bulk[..4], [None; 4]);
+        assert_eq!(bulk[4], Some(Bulk::new(7, 0)), "daprd's default wait");
+        let routes: Vec<(String, String)> = subscriptions
             .into_iter()
             .map(|s| (s.topic, s.routes.describe()))
             .collect();
-        let expected = [("a", "/a"), ("b", "/x | /b"), ("c", "/c"), ("d", "d")]
-            .map(|(t, r)| (t.to_owned(), r.to_owned()));
+        let expected = [
+            ("a", "/a"),
+            ("b", "/x | /b"),
+            ("c", "/c"),
+            ("d", "d"),
+            ("e", "/e"),
+        ]
+        .map(|(t, r)| (t.to_owned(), r.to_owned()));
         assert_eq!(routes, expected);
         assert!(listed(b"").unwrap().is_empty());
         assert!(listed(b"{").is_err());

@@ -42,6 +42,7 @@ impl AppChannel for LayOttoCallback {
                         topic: subscription.topic,
                         routes: super::routing::Routes::to(""),
                         dead_letter_topic: None,
+                        bulk: None,
                     })
                     .collect(),
             ),

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
-    pubsub::{Answer, DeadLetter, PubSub, Retries, Subscription},
+    pubsub::{Answer, DeadLetter, Delivery, PubSub, Retries, Subscription},
 };
 use crate::error::{ApiError, chain};
 
@@ -224,6 +224,31 @@ struct AppSubscription {
     routes: routing::Routes,
     /// Dapr's `deadLetterTopic`: where the events the app does not take are published.
     dead_letter_topic: Option<String>,
+    /// Dapr's `bulkSubscribe`, when enabled: events go to the app in batches.
+    bulk: Option<Bulk>,
+}
+
+/// daprd's `type` of a bulk delivery.
+const BULK_EVENT_TYPE: &str = "com.dapr.event.sent.bulk";
+
+/// How a bulk subscription batches its events (daprd's `bulkSubscribe`): a batch is sent when
+/// it holds `max_messages` events or `max_await` after its first one, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bulk {
+    max_messages: usize,
+    max_await: Duration,
+}
+
+impl Bulk {
+    /// daprd's defaults for what the app leaves out (zero or less): 100 messages, 1 s.
+    fn new(max_messages: i64, max_await_ms: i64) -> Self {
+        let max_messages = usize::try_from(max_messages).ok().filter(|&n| n > 0);
+        let max_await_ms = u64::try_from(max_await_ms).ok().filter(|&ms| ms > 0);
+        Self {
+            max_messages: max_messages.unwrap_or(100),
+            max_await: Duration::from_millis(max_await_ms.unwrap_or(1000)),
+        }
+    }
 }
 
 /// What the app asked to be subscribed to, as a channel reads it.
@@ -242,6 +267,20 @@ trait AppChannel: fmt::Display + Send + Sync + 'static {
     /// One attempt to deliver `event` to the app at `route`: its answer, or why it failed (a
     /// failure is retried).
     async fn deliver(&self, event: &TopicEventRequest, route: &str) -> Answer;
+    /// One attempt to deliver `events` to the app at `route` together (Dapr's bulk subscribe):
+    /// each one's answer, in order, or why the whole attempt failed. A channel without a bulk
+    /// form delivers them one by one.
+    async fn deliver_bulk(
+        &self,
+        events: &[&TopicEventRequest],
+        route: &str,
+    ) -> Result<Vec<Answer>, String> {
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            answers.push(self.deliver(event, route).await);
+        }
+        Ok(answers)
+    }
 }
 
 /// Starts delivering to each of the app's channels it has, recording what is delivered in
@@ -325,8 +364,21 @@ async fn follow(
                 let dead_letter = subscription
                     .dead_letter_topic
                     .map(|topic| DeadLetter::new(broker.clone(), topic));
-                let task = forward(events, channel.clone(), subscription.routes, dead_letter);
-                match backend.spawn(task) {
+                let delivered = match subscription.bulk {
+                    None => backend.spawn(forward(
+                        events,
+                        channel.clone(),
+                        subscription.routes,
+                        dead_letter,
+                    )),
+                    Some(bulk) => backend.spawn(forward_bulk(
+                        events,
+                        channel.clone(),
+                        (subscription.routes, bulk),
+                        dead_letter,
+                    )),
+                };
+                match delivered {
                     Ok(()) => active.add(ActiveAppSubscription {
                         pubsub: subscription.pubsub,
                         topic: subscription.topic,
@@ -390,6 +442,91 @@ async fn forward(
     }
 }
 
+/// [`forward`] for a bulk subscription: events are gathered into batches as `bulk` says, each
+/// batch split by route (in the order the routes first come), and each part delivered with
+/// [`deliver_part`].
+async fn forward_bulk(
+    mut events: Subscription,
+    channel: Arc<dyn AppChannel>,
+    (routes, bulk): (routing::Routes, Bulk),
+    dead_letter: Option<DeadLetter>,
+) {
+    while let Some(first) = events.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + bulk.max_await;
+        while batch.len() < bulk.max_messages {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(delivery)) => batch.push(delivery),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut parts: Vec<(String, Vec<Delivery>)> = Vec::new();
+        for delivery in batch {
+            match routes.route_of(&delivery.event) {
+                Ok(Some(route)) => match parts.iter_mut().find(|(path, _)| path == route) {
+                    Some((_, part)) => part.push(delivery),
+                    None => parts.push((route.to_owned(), vec![delivery])),
+                },
+                Ok(None) => DeadLetter::give_up(dead_letter.as_ref(), delivery).await,
+                Err(why) => {
+                    warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
+                    DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
+                }
+            }
+        }
+        for (route, part) in parts {
+            deliver_part(&*channel, &route, part, dead_letter.as_ref()).await;
+        }
+    }
+}
+
+/// Delivers `pending` (one route's part of a batch) in bulk attempts until each event is
+/// taken or given up: SUCCESS finishes it, DROP gives it up, RETRY and failed attempts send it
+/// again with the others left, bounded by one [`Retries`] for the part.
+async fn deliver_part(
+    channel: &dyn AppChannel,
+    route: &str,
+    mut pending: Vec<Delivery>,
+    dead_letter: Option<&DeadLetter>,
+) {
+    let mut retries = Retries::default();
+    while !pending.is_empty() {
+        let answers = {
+            let events: Vec<&TopicEventRequest> = pending.iter().map(|d| &d.event).collect();
+            match channel.deliver_bulk(&events, route).await {
+                Ok(answers) if answers.len() == events.len() => answers,
+                Ok(_) => {
+                    vec![Err("the app's answer does not match the batch".into()); events.len()]
+                }
+                Err(why) => {
+                    debug!(app = %channel, route, "bulk delivery failed: {why}");
+                    vec![Err(why); events.len()]
+                }
+            }
+        };
+        let mut again = Vec::new();
+        for (delivery, answer) in pending.into_iter().zip(answers) {
+            match answer {
+                Ok(TopicEventResponseStatus::Success) => delivery.finish(),
+                Ok(TopicEventResponseStatus::Drop) => {
+                    warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "the app dropped the event");
+                    DeadLetter::give_up(dead_letter, delivery).await;
+                }
+                _ => again.push(delivery),
+            }
+        }
+        let retry: Answer = Ok(TopicEventResponseStatus::Retry);
+        if !again.is_empty() && retries.settle(&retry, tokio::time::sleep).await.is_some() {
+            for delivery in again {
+                warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "the app did not take the event");
+                DeadLetter::give_up(dead_letter, delivery).await;
+            }
+            return;
+        }
+        pending = again;
+    }
+}
+
 /// The routes of a Dapr subscription of `topic` (logged); `None` (logged) when its rules do not
 /// compile or give no route, so the subscription is not made and the broker keeps its events.
 fn subscription_routes<'a>(
@@ -417,13 +554,7 @@ fn subscription_routes<'a>(
 }
 
 /// Warns about what a Dapr subscription asks for that layotto-rs does not do.
-fn warn_unsupported(topic: &str, bulk: bool, raw_payload: bool) {
-    if bulk {
-        warn!(
-            topic,
-            "bulk subscriptions are not served: events are delivered one at a time"
-        );
-    }
+fn warn_unsupported(topic: &str, raw_payload: bool) {
     if raw_payload {
         warn!(
             topic,
@@ -549,6 +680,23 @@ mod tests {
                 .contains("not supported")
         );
         assert!(AppProtocol::parse("ftp").unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn bulk_settings_take_daprs_defaults_for_what_is_left_out() {
+        let defaults = Bulk {
+            max_messages: 100,
+            max_await: Duration::from_secs(1),
+        };
+        assert_eq!(Bulk::new(0, 0), defaults);
+        assert_eq!(Bulk::new(-1, -5), defaults);
+        assert_eq!(
+            Bulk::new(3, 40),
+            Bulk {
+                max_messages: 3,
+                max_await: Duration::from_millis(40)
+            }
+        );
     }
 
     #[test]
