@@ -331,7 +331,7 @@ impl AppCallback for GrpcApp {
             bulk_subscribe: Some(BulkSubscribeConfig {
                 enabled: true,
                 max_messages_count: BULK_MAX as i32,
-                max_await_duration_ms: 300,
+                max_await_duration_ms: 1000,
             }),
             ..Default::default()
         };
@@ -582,6 +582,7 @@ async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry
         // Every entry arrives in batches of at most BULK_MAX, in order; RETRY comes again,
         // SUCCESS and DROP do not.
         let mut attempts: Vec<String> = Vec::new();
+        let mut largest = 0;
         while !(texts.iter().all(|text| attempts.iter().any(|a| a == text))
             && attempts.iter().filter(|a| *a == "retry-me").count() == 2)
         {
@@ -593,6 +594,7 @@ async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry
                 (1..=BULK_MAX).contains(&batch.entries.len()),
                 "{kind}: {batch:?}"
             );
+            largest = largest.max(batch.entries.len());
             assert_eq!(
                 (batch.topic.as_str(), batch.pubsub_name.as_str()),
                 (BULK_TOPIC, PUBSUB)
@@ -618,6 +620,8 @@ async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry
             .collect();
         assert_eq!(firsts, texts, "{kind}: in order");
         assert_eq!(attempts.len(), texts.len() + 1, "{kind}: {attempts:?}");
+        // Events published together travel together.
+        assert!(largest > 1, "{kind}: every batch held one event");
         if let Some(redis) = &redis {
             wait_until_acknowledged(redis, BULK_TOPIC);
         }

@@ -1,6 +1,7 @@
 //! One subscription's reader on the backend pool: reads its topic as one consumer of the group
-//! on a connection of its own, hands entries to the subscriber, acknowledges them once the
-//! subscriber is finished, and delivers again what was left pending (see the parent module).
+//! on a connection of its own, hands each read's entries (up to [`BATCH`]) to the subscriber at
+//! once, acknowledges them once the subscriber is finished with all of them, and delivers again
+//! what was left pending (see the parent module).
 
 #[allow(
     clippy::wildcard_imports,
@@ -125,15 +126,33 @@ impl Follower {
                 }
             };
             *pause = FIRST_RETRY;
+            // The whole batch is handed over at once (a bulk subscriber gathers it), then each
+            // entry is acknowledged once the subscriber finished it, in order.
+            let mut handed = Vec::with_capacity(entries.len());
+            let mut gone = false;
             for entry in entries {
                 let id = entry.id.clone();
-                if !self.deliver(entry).await {
-                    // The rest stays pending, claimed once idle for processingTimeout.
-                    let _ = self.acknowledge(connection, unacked).await;
-                    self.leave(connection).await;
-                    return Ok(());
+                match self.hand_over(entry) {
+                    HandOver::Skipped => unacked.push(id),
+                    HandOver::Handed(finished) => handed.push((id, finished)),
+                    HandOver::Gone => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            for (id, finished) in handed {
+                if finished.await.is_err() {
+                    gone = true;
+                    break;
                 }
                 unacked.push(id);
+            }
+            if gone {
+                // The rest stays pending, claimed once idle for processingTimeout.
+                let _ = self.acknowledge(connection, unacked).await;
+                self.leave(connection).await;
+                return Ok(());
             }
             // One XACK for the batch: a crash before it redelivers the batch's events.
             self.acknowledge(connection, unacked).await?;
@@ -218,16 +237,16 @@ impl Follower {
         }
     }
 
-    /// Hands `entry` to the subscriber and waits until it is finished with it; `false` if the
-    /// subscriber went away first (the entry stays pending). An entry with no `data` (not an
-    /// event, or trimmed from the stream since it was handed out) is skipped.
-    async fn deliver(&self, entry: StreamId) -> bool {
+    /// Hands `entry` to the subscriber, with what tells when it is finished with it. An entry
+    /// with no `data` (not an event, or trimmed from the stream since it was handed out) is
+    /// skipped.
+    fn hand_over(&self, entry: StreamId) -> HandOver {
         let Some(payload) = entry.get::<Vec<u8>>(DATA) else {
             warn!(
                 "{}: entry {} of {} has no \"data\" field; acknowledged without delivery",
                 self.describe, entry.id, self.topic
             );
-            return true;
+            return HandOver::Skipped;
         };
         let metadata: HashMap<String, String> = entry
             .get::<Vec<u8>>(METADATA)
@@ -245,7 +264,10 @@ impl Follower {
             event,
             done: Some(done),
         };
-        self.subscriber.send(delivery).is_ok() && finished.await.is_ok()
+        match self.subscriber.send(delivery) {
+            Ok(()) => HandOver::Handed(finished),
+            Err(_) => HandOver::Gone,
+        }
     }
 
     /// `XACK`s the `unacked` ids; they are kept for the next attempt if it fails.
@@ -307,4 +329,15 @@ async fn within<T>(
             )
             .into())
         })
+}
+
+/// What became of an entry handed to the subscriber.
+enum HandOver {
+    /// Not an event: acknowledged without delivery.
+    Skipped,
+    /// Delivered; resolves when the subscriber has finished with it (an error if it went away
+    /// first, the entry staying pending).
+    Handed(oneshot::Receiver<()>),
+    /// The subscriber is gone: the entry stays pending.
+    Gone,
 }
