@@ -144,16 +144,20 @@ fn config_logging_a_component_line(root: &Path) -> Value {
 
 const COMPONENT_LINE: &str = "unfinished put(s) of stopped processes";
 
-#[test]
-fn logging_path_puts_the_component_log_in_its_own_file() {
+/// layotto on [`config_logging_a_component_line`] with `--logging-path` and `args`: the
+/// process, the file store's root and the components' log directory.
+fn start_logging_apart(args: &[&str]) -> (LayottoBinary, tempfile::TempDir, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let config = config_logging_a_component_line(root.path());
-    let mut layotto = LayottoBinary::start(
-        &config,
-        &["--logging-path", logs.path().to_str().unwrap()],
-        1,
-    );
+    let mut all = vec!["--logging-path", logs.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    (LayottoBinary::start(&config, &all, 1), root, logs)
+}
+
+#[test]
+fn logging_path_puts_the_component_log_in_its_own_file() {
+    let (mut layotto, _root, logs) = start_logging_apart(&[]);
     layotto.terminate();
     assert_eq!(layotto.wait_exit().code(), Some(0));
     let file = std::fs::read_to_string(logs.path().join("layotto.debug.log")).unwrap();
@@ -177,19 +181,7 @@ fn anonymous_kib(pid: u32) -> u64 {
 fn at_rest_with_both_logs_the_process_holds_little_anonymous_memory() {
     // Each log writer's queue is bounded at a few thousand lines: tracing-appender's default
     // (128 000 lines) touched 4 MB per writer, 8 MB for these two, at start.
-    let root = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let config = config_logging_a_component_line(root.path());
-    let mut layotto = LayottoBinary::start(
-        &config,
-        &[
-            "--shards",
-            "1",
-            "--logging-path",
-            logs.path().to_str().unwrap(),
-        ],
-        1,
-    );
+    let (mut layotto, _root, _logs) = start_logging_apart(&["--shards", "1"]);
     let kib = anonymous_kib(layotto.pid());
     layotto.terminate();
     assert_eq!(layotto.wait_exit().code(), Some(0));

@@ -307,33 +307,29 @@ impl AppCallback for GrpcApp {
             dead_letter_topic: DEAD_LETTERS.into(),
             ..Default::default()
         };
-        let dead = TopicSubscription {
+        // A subscription of `topic` whose events all go to `path`.
+        let to = |topic: &str, path: &str| TopicSubscription {
             pubsub_name: PUBSUB.into(),
-            topic: DEAD_LETTERS.into(),
+            topic: topic.into(),
             routes: Some(TopicRoutes {
                 rules: Vec::new(),
-                default: "/dead".into(),
+                default: path.into(),
             }),
             ..Default::default()
         };
+        let dead = to(DEAD_LETTERS, "/dead");
         let plain = TopicSubscription {
             pubsub_name: PUBSUB.into(),
             topic: "plain".into(),
             ..Default::default()
         };
         let bulk = TopicSubscription {
-            pubsub_name: PUBSUB.into(),
-            topic: BULK_TOPIC.into(),
-            routes: Some(TopicRoutes {
-                rules: Vec::new(),
-                default: "/bulk".into(),
-            }),
             bulk_subscribe: Some(BulkSubscribeConfig {
                 enabled: true,
                 max_messages_count: BULK_MAX as i32,
                 max_await_duration_ms: 1000,
             }),
-            ..Default::default()
+            ..to(BULK_TOPIC, "/bulk")
         };
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
             // The dead-letter and bulk topics first: they are followed before `orders` is.

@@ -31,8 +31,8 @@ use tonic::{
 use tracing::info;
 
 use super::{
-    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, LazyChannel, Listed, routing::Routes,
-    subscription_routes, warn_unsupported,
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, LazyChannel, Listed, answers_by_entry,
+    routing::Routes, subscription_routes, warn_unsupported,
 };
 use crate::{
     api::invoke::verb_of,
@@ -155,19 +155,9 @@ impl AppChannel for DaprCallback {
             .on_bulk_topic_event_alpha1(request)
             .await
             .map_err(|status| status.to_string())?;
-        let statuses: std::collections::HashMap<String, i32> = reply
-            .into_inner()
-            .statuses
-            .into_iter()
-            .map(|entry| (entry.entry_id, entry.status))
-            .collect();
-        Ok(events
-            .iter()
-            .map(|event| match statuses.get(&event.id) {
-                Some(status) => answer(*status),
-                None => Err(format!("no status for entry {}", event.id)),
-            })
-            .collect())
+        let statuses = reply.into_inner().statuses.into_iter();
+        let statuses = statuses.map(|entry| (entry.entry_id, entry.status));
+        Ok(answers_by_entry(events, statuses, |status| answer(*status)))
     }
 }
 

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tracing::error;
 
 use super::{
-    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, subscription_routes,
-    warn_unsupported,
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, answers_by_entry,
+    subscription_routes, warn_unsupported,
 };
 use crate::{
     components::{
@@ -301,20 +301,28 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
 
 /// What the app's answer `status` with `body` means (daprd's HTTP postman).
 fn answer(status: StatusCode, body: &[u8]) -> Answer {
-    if status == StatusCode::NOT_FOUND {
-        return Ok(TopicEventResponseStatus::Drop);
-    }
-    if !status.is_success() {
-        return Err(format!(
-            "the app answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(256)])
-        ));
+    if let Some(outcome) = status_outcome(status, body) {
+        return outcome;
     }
     let Ok(response) = serde_json::from_slice::<AppResponse>(body) else {
         // Empty or not JSON: delivered.
         return Ok(TopicEventResponseStatus::Success);
     };
     status_named(response.status.as_deref().unwrap_or_default())
+}
+
+/// What the app's `status` alone decides, as daprd reads it before the body: 404 drops, any
+/// other status outside 2xx fails the attempt (quoting the start of `body`); `None` for 2xx.
+fn status_outcome(status: StatusCode, body: &[u8]) -> Option<Answer> {
+    if status == StatusCode::NOT_FOUND {
+        return Some(Ok(TopicEventResponseStatus::Drop));
+    }
+    (!status.is_success()).then(|| {
+        Err(format!(
+            "the app answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(256)])
+        ))
+    })
 }
 
 /// A status as the app names it (none: SUCCESS).
@@ -335,29 +343,18 @@ fn bulk_answers(
     status: StatusCode,
     body: &[u8],
 ) -> Result<Vec<Answer>, String> {
-    if status == StatusCode::NOT_FOUND {
-        return Ok(vec![Ok(TopicEventResponseStatus::Drop); events.len()]);
-    }
-    if !status.is_success() {
-        return Err(format!(
-            "the app answered {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(256)])
-        ));
+    match status_outcome(status, body) {
+        Some(Ok(dropped)) => return Ok(vec![Ok(dropped); events.len()]),
+        Some(Err(why)) => return Err(why),
+        None => {}
     }
     let response: BulkResponse = serde_json::from_slice(body)
         .map_err(|err| format!("the app's bulk answer is not daprd's JSON: {err}"))?;
-    let statuses: HashMap<String, String> = response
-        .statuses
-        .into_iter()
-        .map(|entry| (entry.entry_id, entry.status))
-        .collect();
-    Ok(events
-        .iter()
-        .map(|event| match statuses.get(&event.id) {
-            Some(status) => status_named(status),
-            None => Err(format!("no status for entry {}", event.id)),
-        })
-        .collect())
+    let statuses = response.statuses.into_iter();
+    let statuses = statuses.map(|entry| (entry.entry_id, entry.status));
+    Ok(answers_by_entry(events, statuses, |status| {
+        status_named(status)
+    }))
 }
 
 #[cfg(test)]

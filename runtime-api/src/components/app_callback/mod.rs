@@ -410,18 +410,10 @@ async fn forward(
     dead_letter: Option<DeadLetter>,
 ) {
     while let Some(delivery) = events.recv().await {
-        let route = match routes.route_of(&delivery.event) {
-            Ok(Some(route)) => route,
-            Ok(None) => {
-                debug!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "no route matches the event: not delivered");
-                DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
-                continue;
-            }
-            Err(why) => {
-                warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
-                DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
-                continue;
-            }
+        let Some((route, delivery)) =
+            routed(&routes, delivery, &*channel, dead_letter.as_ref()).await
+        else {
+            continue;
         };
         let mut retries = Retries::default();
         let status = loop {
@@ -442,6 +434,44 @@ async fn forward(
     }
 }
 
+/// `delivery` with the path `routes` choose for it; `None` once an event no rule matches, or
+/// whose route cannot be chosen (logged), has been given up.
+async fn routed<'r>(
+    routes: &'r routing::Routes,
+    delivery: Delivery,
+    channel: &dyn AppChannel,
+    dead_letter: Option<&DeadLetter>,
+) -> Option<(&'r str, Delivery)> {
+    match routes.route_of(&delivery.event) {
+        Ok(Some(route)) => return Some((route, delivery)),
+        Ok(None) => {
+            debug!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "no route matches the event: not delivered");
+        }
+        Err(why) => {
+            warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
+        }
+    }
+    DeadLetter::give_up(dead_letter, delivery).await;
+    None
+}
+
+/// Each event's answer in a bulk delivery's `statuses` (entry id → status, an event's id being
+/// its entry id), read by `read`; an event the app gave no status fails.
+fn answers_by_entry<S>(
+    events: &[&TopicEventRequest],
+    statuses: impl IntoIterator<Item = (String, S)>,
+    read: impl Fn(&S) -> Answer,
+) -> Vec<Answer> {
+    let statuses: std::collections::HashMap<String, S> = statuses.into_iter().collect();
+    events
+        .iter()
+        .map(|event| match statuses.get(&event.id) {
+            Some(status) => read(status),
+            None => Err(format!("no status for entry {}", event.id)),
+        })
+        .collect()
+}
+
 /// [`forward`] for a bulk subscription: events are gathered into batches as `bulk` says, each
 /// batch split by route (in the order the routes first come), and each part delivered with
 /// [`deliver_part`].
@@ -460,22 +490,20 @@ async fn forward_bulk(
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut parts: Vec<(String, Vec<Delivery>)> = Vec::new();
+        let mut parts: Vec<(&str, Vec<Delivery>)> = Vec::new();
         for delivery in batch {
-            match routes.route_of(&delivery.event) {
-                Ok(Some(route)) => match parts.iter_mut().find(|(path, _)| path == route) {
-                    Some((_, part)) => part.push(delivery),
-                    None => parts.push((route.to_owned(), vec![delivery])),
-                },
-                Ok(None) => DeadLetter::give_up(dead_letter.as_ref(), delivery).await,
-                Err(why) => {
-                    warn!(app = %channel, id = %delivery.event.id, topic = %delivery.event.topic, "event not delivered: {why}");
-                    DeadLetter::give_up(dead_letter.as_ref(), delivery).await;
-                }
+            let Some((route, delivery)) =
+                routed(&routes, delivery, &*channel, dead_letter.as_ref()).await
+            else {
+                continue;
+            };
+            match parts.iter_mut().find(|(path, _)| *path == route) {
+                Some((_, part)) => part.push(delivery),
+                None => parts.push((route, vec![delivery])),
             }
         }
         for (route, part) in parts {
-            deliver_part(&*channel, &route, part, dead_letter.as_ref()).await;
+            deliver_part(&*channel, route, part, dead_letter.as_ref()).await;
         }
     }
 }
