@@ -19,7 +19,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -29,8 +29,15 @@ use serde_json::json;
 /// The SDK release the script is written against.
 const SDK: &str = "@dapr/dapr@3.18.0";
 
-/// `target/dapr-js`, with the SDK in its `node_modules` (installed on first use).
+/// `target/dapr-js`, with the SDK in its `node_modules` (installed on first use); the tests
+/// of this binary run at once, so the first to ask installs it and the others wait.
 fn sdk_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(install_sdk).clone()
+}
+
+/// Installs (unless it is there) the SDK [`sdk_dir`] answers.
+fn install_sdk() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dapr-js");
     let installed = dir.join("node_modules/@dapr/dapr/package.json");
     let wanted = SDK.rsplit('@').next().unwrap();

@@ -24,7 +24,7 @@ use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -33,8 +33,15 @@ use common::{redis::RedisServer, *};
 use layotto_proto::runtime::{ConfigurationItem, SaveConfigurationRequest};
 use serde_json::json;
 
-/// A Python with `dapr` ≥ 1.19 importable: `$LAYOTTO_DAPR_VENV`, or a venv made here once.
+/// A Python with `dapr` ≥ 1.19 importable: `$LAYOTTO_DAPR_VENV`, or a venv made here once;
+/// the tests of this binary run at once, so the first to ask makes it and the others wait.
 fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(python_with_sdk).clone()
+}
+
+/// Makes (unless it is there) the venv [`python`] answers.
+fn python_with_sdk() -> PathBuf {
     let venv = std::env::var_os("LAYOTTO_DAPR_VENV").map_or_else(
         || PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dapr-sdk-venv"),
         PathBuf::from,
