@@ -38,6 +38,7 @@ glommio_net_tests=(cargo test --locked --manifest-path vendor/glommio/Cargo.toml
 "${glommio_net_tests[@]}"
 GLOMMIO_TEST_REFUSE_MULTISHOT=1 "${glommio_net_tests[@]}"
 # The sleep/wake handshake between threads (patch 0007's fences): shared channels and wakers
-# woken from other threads, each reaching an executor that went to sleep.
+# woken from other threads, each reaching an executor that went to sleep; and the executor's
+# and timers' own tests (patch 0008's preemption deadline, kept user timer and link poll).
 cargo test --locked --manifest-path vendor/glommio/Cargo.toml --target-dir target --lib \
-  -- channels::shared_channel cross_executor_wake
+  -- channels::shared_channel executor:: timer::

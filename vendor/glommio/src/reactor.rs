@@ -174,6 +174,12 @@ pub(crate) struct Reactor {
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
 
+    /// layotto-rs: the main ring's completion queue (head, tail), for `need_preempt` to yield
+    /// once it holds a ring's depth of completions.
+    main_cq_head: *const u32,
+    main_cq_tail: *const AtomicU32,
+    ring_depth: u32,
+
     /// False once the kernel refused a multishot poll (before Linux 5.13): one-shot polls then.
     multishot_polls: Cell<bool>,
 }
@@ -188,6 +194,7 @@ impl Reactor {
     ) -> io::Result<Reactor> {
         let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
+        let (main_cq_head, main_cq_tail) = sys.main_completion_pointers();
         Ok(Reactor {
             sys,
             timers: RefCell::new(Timers::new()),
@@ -196,6 +203,9 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            main_cq_head,
+            main_cq_tail: main_cq_tail as _,
+            ring_depth: ring_depth as u32,
             multishot_polls: Cell::new(true),
         })
     }
@@ -208,9 +218,21 @@ impl Reactor {
         self.sys.task_queue_io_stats(handle)
     }
 
+    /// layotto-rs: true once the latency ring has a completion (a foreign wake-up, a timer),
+    /// the main ring holds a ring's depth of completions, or the time slice is over; the
+    /// last two upstream learnt from timers re-armed on every reactor loop.
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }
+        // SAFETY: the pointers are into the rings' mapped completion queues, which live as
+        // long as the reactor; the kernel writes the tails (hence the atomic loads), we the heads.
+        let rings = unsafe {
+            *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire)
+                || (*self.main_cq_tail)
+                    .load(Ordering::Acquire)
+                    .wrapping_sub(*self.main_cq_head)
+                    >= self.ring_depth
+        };
+        rings || self.sys.preempt_deadline_passed()
     }
 
     pub(crate) fn id(&self) -> usize {

@@ -3020,6 +3020,31 @@ mod test {
         });
     }
 
+    // layotto-rs (patch 0008): the timer armed for a sleep is kept while it is due no later
+    // than the one wanted; a sooner one must replace it.
+    #[test]
+    fn a_sooner_timer_replaces_the_one_armed_for_a_sleep() {
+        let (wake, woken) = futures::channel::oneshot::channel::<()>();
+        let waker = std::thread::spawn(move || {
+            // Time for the executor to fall asleep with only the far timer armed (nothing
+            // signals that it sleeps; sending earlier only skips what this test looks at).
+            std::thread::sleep(Duration::from_millis(50));
+            wake.send(()).unwrap();
+        });
+        let took = LocalExecutor::default().run(async {
+            let _far = crate::spawn_local(crate::timer::sleep(Duration::from_secs(60)));
+            woken.await.unwrap();
+            let start = Instant::now();
+            crate::timer::sleep(Duration::from_millis(20)).await;
+            start.elapsed()
+        });
+        waker.join().unwrap();
+        assert!(
+            took < Duration::from_secs(30),
+            "a 20 ms timer took {took:?}: it waited for the 60 s one armed before"
+        );
+    }
+
     #[test]
     fn current_task_queue_matches() {
         let local_ex = LocalExecutor::default();

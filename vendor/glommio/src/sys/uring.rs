@@ -1002,49 +1002,6 @@ impl SleepableRing {
         source
     }
 
-    /// This function prepares a timer that fires only after a given number of
-    /// CQEs are available on the main ring. This timer is linked with a write
-    /// to the latency ring's event fd such that this timer triggers a
-    /// preemption via the latency ring.
-    fn prepare_throughput_preemption_timer(&mut self, min_events: u32, event_fd: RawFd) -> Source {
-        assert!(min_events >= 1, "min_events should be at least 1");
-        let timer_source = Source::new(
-            IoRequirements::default(),
-            -1,
-            SourceType::Timeout(TimeSpec64::MAX, min_events),
-            None,
-            None,
-        );
-
-        const EVENTFD_WAKEUP: &[u64; 1] = &[1u64; 1];
-        let write_op = UringDescriptor {
-            fd: event_fd,
-            flags: SubmissionFlags::empty(),
-            user_data: 0,
-            args: UringOpDescriptor::Write(EVENTFD_WAKEUP as *const u64 as _, 8, 0),
-        };
-
-        let op = match &*timer_source.source_type() {
-            SourceType::Timeout(ts, events) => {
-                UringOpDescriptor::Timeout(&ts.raw as *const _, *events)
-            }
-            _ => unreachable!(),
-        };
-        let queue = self.submission_queue();
-        queue.borrow_mut().submissions.push_front(write_op);
-        queue.borrow_mut().submissions.push_front(UringDescriptor {
-            args: op,
-            fd: -1,
-            flags: SubmissionFlags::IO_LINK,
-            user_data: to_user_data(
-                self.source_map
-                    .borrow_mut()
-                    .add_source(&timer_source, queue.clone()),
-            ),
-        });
-        timer_source
-    }
-
     fn install_eventfd(&mut self, eventfd_src: &Source) -> bool {
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             // Now must wait on the `eventfd` in case someone wants to wake us up.
@@ -1091,12 +1048,24 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// Waits for a completion, first submitting the poll that links the rings when `link` is
+    /// a new one (layotto-rs: in the same `io_uring_enter` as the wait; an armed one stays).
+    fn sleep(&mut self, link: Option<&Source>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        let Some(link) = link else {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        };
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1116,31 +1085,23 @@ impl SleepableRing {
                 &mut self.source_map.borrow_mut(),
             );
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
+            // We have now prepared the SQE that links the two rings. It must be submitted
+            // for the sleep to be safe: the kernel waits only once it took the submission.
+            let submitted = self.ring.submit_sqes_and_wait(1);
+            if let Ok(n @ 1..) = submitted {
+                self.in_kernel += n as usize;
+                // The rings are linked, and we slept. Goodnight!
+                Ok(1)
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
+                // We failed to submit the `SQE` that links the rings: nothing waited (the
+                // kernel fails the call before waiting). We make the SQE a no-op and return.
+                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                submitted
+                    .map(|n| n as usize)
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                    .or_else(Reactor::intr_ok)?;
+                Err(io::Error::from_raw_os_error(libc::EBUSY))
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1270,8 +1231,17 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
-    throughput_preemption_timeout_src: Cell<Option<Source>>,
+    // layotto-rs: the user timer armed on the latency ring while sleeping, and when it is due;
+    // kept across wake-ups while it is armed and due no later than the next one wanted (firing
+    // early only costs a wake-up that finds no timer ready), instead of cancelled on every
+    // `wait` and armed again on every sleep.
+    user_timer_src: RefCell<Option<(Source, Instant)>>,
+    // layotto-rs: the poll of the latency ring's fd from the main ring, kept armed across
+    // sleeps until it fires instead of submitted on every sleep and cancelled on every wake-up.
+    link_rings_src: RefCell<Option<Source>>,
+    // layotto-rs: when the running task queue's time slice ends (`need_preempt`), a deadline
+    // on the coarse monotonic clock instead of a timer re-armed on the latency ring per `wait`.
+    preempt_deadline: Cell<Duration>,
 
     link_fd: RawFd,
 
@@ -1406,8 +1376,9 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
-            throughput_preemption_timeout_src: Cell::new(None),
+            user_timer_src: RefCell::new(None),
+            link_rings_src: RefCell::new(None),
+            preempt_deadline: Cell::new(Duration::MAX),
             blocking_thread,
             link_fd,
             notifier,
@@ -1791,14 +1762,21 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // layotto-rs: the poll stays armed until the latency ring has something; only then is
+        // a new one submitted (with the wait, in one `io_uring_enter`).
+        let mut link = self.link_rings_src.borrow_mut();
+        let armed = link.as_ref().is_some_and(Source::is_armed);
+        if !armed {
+            *link = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let new_link = (!armed).then(|| link.as_ref().unwrap());
+        ring.sleep(new_link).or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1879,22 +1857,10 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // layotto-rs: neither preemption timer is re-armed here (upstream cancelled the
+        // latency ring's timer and armed it again, and replaced the main ring's throughput
+        // timer, on every call: a few `io_uring_enter`s per wake-up); `need_preempt` reads a
+        // deadline and the main ring's completion queue instead (`preempt_due`).
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1916,9 +1882,7 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                self.arm_user_timer(&mut lat_ring, dur)?;
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1935,7 +1899,6 @@ impl Reactor {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -1946,19 +1909,37 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            self.preempt_deadline
+                .set(coarse_monotonic().saturating_add(preempt));
         }
 
         // A Note about `need_preempt`:
         //
         // If in the last call to consume_rings! some events completed, the tail and
         // head would have moved to match. So it does not matter that events were
-        // generated after we registered the timer: since we consumed them here,
+        // generated after we set the deadline: since we consumed them here,
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// layotto-rs: makes sure a timer on the latency ring fires within `dur` from now: the one
+    /// armed already if it is due no later, else a new one (dropping the old cancels it).
+    fn arm_user_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> io::Result<()> {
+        let due = Instant::now() + dur;
+        let mut armed = self.user_timer_src.borrow_mut();
+        if matches!(&*armed, Some((timer, at)) if timer.is_armed() && *at <= due) {
+            return Ok(());
+        }
+        *armed = Some((lat_ring.prepare_latency_preemption_timer(dur), due));
+        flush_cancellations!(into &mut 0; lat_ring);
+        assert!(flush_rings!(lat_ring)? > 0);
+        Ok(())
+    }
+
+    /// layotto-rs: whether the running task queue's time slice is over.
+    pub(crate) fn preempt_deadline_passed(&self) -> bool {
+        coarse_monotonic() >= self.preempt_deadline.get()
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
@@ -1968,6 +1949,16 @@ impl Reactor {
     pub(crate) fn preempt_pointers(&self) -> (*const u32, *const u32) {
         let mut lat_ring = self.latency_ring.borrow_mut();
         let cq = unsafe { &lat_ring.ring.raw_mut().cq };
+        (cq.khead, cq.ktail)
+    }
+
+    /// layotto-rs: the head and tail of the main ring's completion queue, for `need_preempt`
+    /// to yield once it holds a ring's depth of completions (what upstream's throughput timer,
+    /// a timeout waiting for that many completions re-armed per `wait`, signalled).
+    pub(crate) fn main_completion_pointers(&self) -> (*const u32, *const u32) {
+        let mut main_ring = self.main_ring.borrow_mut();
+        // SAFETY: the ring is mapped for as long as the reactor lives, and so are the pointers.
+        let cq = unsafe { &main_ring.ring.raw_mut().cq };
         (cq.khead, cq.ktail)
     }
 
@@ -2092,6 +2083,18 @@ fn queue_request_into_ring(
 
 impl Drop for Reactor {
     fn drop(&mut self) {}
+}
+
+/// layotto-rs: `CLOCK_MONOTONIC_COARSE` (the tick's resolution, read from the vDSO without
+/// touching the clock source), for preemption deadlines.
+pub(crate) fn coarse_monotonic() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 #[cfg(test)]
@@ -2299,3 +2302,4 @@ mod tests {
         ring.submit_one_event(&mut queue.submissions);
     }
 }
+
