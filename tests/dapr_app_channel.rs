@@ -287,6 +287,8 @@ impl AppCallbackAlpha for GrpcApp {
 
 /// The dead-letter topic of the gRPC app's `orders`.
 const DEAD_LETTERS: &str = "orders-dead";
+/// The gRPC app's `rawPayload` subscription.
+const RAW_TOPIC: &str = "raw-orders";
 
 #[tonic::async_trait]
 impl AppCallback for GrpcApp {
@@ -323,6 +325,10 @@ impl AppCallback for GrpcApp {
             topic: "plain".into(),
             ..Default::default()
         };
+        let raw = TopicSubscription {
+            metadata: HashMap::from([("rawPayload".into(), "true".into())]),
+            ..to(RAW_TOPIC, "/raw")
+        };
         let bulk = TopicSubscription {
             bulk_subscribe: Some(BulkSubscribeConfig {
                 enabled: true,
@@ -333,7 +339,7 @@ impl AppCallback for GrpcApp {
         };
         Ok(tonic::Response::new(ListTopicSubscriptionsResponse {
             // The dead-letter and bulk topics first: they are followed before `orders` is.
-            subscriptions: vec![dead, bulk, orders, plain],
+            subscriptions: vec![dead, bulk, orders, plain, raw],
         }))
     }
 
@@ -386,7 +392,12 @@ impl AppCallback for GrpcApp {
             }));
         }
         let data: Value = serde_json::from_slice(&event.data).unwrap();
-        let text = data["text"].as_str().unwrap().to_owned();
+        // A raw-payload subscription gets what the broker holds: the published CloudEvent.
+        let text = match event.topic.as_str() {
+            RAW_TOPIC => &data["data"]["text"],
+            _ => &data["text"],
+        };
+        let text = text.as_str().unwrap().to_owned();
         let previous = self.attempts.record(&event.id);
         let _ = self.seen.send(Seen {
             text: text.clone(),
@@ -552,9 +563,42 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
             ("unrouted", ""),
             "{kind}"
         );
+        // A rawPayload subscription gets the broker's bytes, the CloudEvent as published, as
+        // daprd's FromRawPayload wraps them.
+        wait_until_subscribed(&mut publisher, RAW_TOPIC, &mut seen).await;
+        publish(&mut publisher, RAW_TOPIC, "raw").await;
+        let raw = next(&mut seen).await;
+        let (event, _) = &raw.event;
+        assert_eq!(
+            (
+                event.data_content_type.as_str(),
+                event.source.as_str(),
+                event.r#type.as_str(),
+                event.path.as_str()
+            ),
+            (
+                "application/octet-stream",
+                "Dapr",
+                "com.dapr.event.sent",
+                "/raw"
+            ),
+            "{kind}"
+        );
+        let published: Value = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(
+            (
+                &published["data"],
+                &published["topic"],
+                &published["source"]
+            ),
+            (&json!({"text": "raw"}), &json!(RAW_TOPIC), &json!(APP_ID)),
+            "{kind}: {published}"
+        );
+        assert_eq!(event.topic, RAW_TOPIC, "{kind}");
         if let Some(redis) = &redis {
             wait_until_acknowledged(redis, "orders");
             wait_until_acknowledged(redis, "plain");
+            wait_until_acknowledged(redis, RAW_TOPIC);
             wait_until_acknowledged(redis, DEAD_LETTERS);
         }
     }

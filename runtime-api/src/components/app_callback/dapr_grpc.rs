@@ -32,7 +32,7 @@ use tracing::info;
 
 use super::{
     AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, LazyChannel, Listed, answers_by_entry,
-    routing::Routes, subscription_routes, warn_unsupported,
+    is_raw_payload, routing::Routes, subscription_routes,
 };
 use crate::{
     api::invoke::verb_of,
@@ -182,11 +182,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
                 bulk.max_await_duration_ms.into(),
             )
         });
-    let raw = listed
-        .metadata
-        .get("rawPayload")
-        .is_some_and(|raw| raw.eq_ignore_ascii_case("true"));
-    warn_unsupported(&listed.topic, raw);
+    let raw_payload = is_raw_payload(listed.metadata.get("rawPayload").map(String::as_str));
     // daprd's gRPC rules: the app's, then the default (an empty path when none is given).
     let routes = match &listed.routes {
         Some(routes) => {
@@ -204,6 +200,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
         routes,
         dead_letter_topic: Some(listed.dead_letter_topic).filter(|topic| !topic.is_empty()),
         bulk,
+        raw_payload,
     })
 }
 

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tracing::error;
 
 use super::{
-    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, answers_by_entry,
-    subscription_routes, warn_unsupported,
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, answers_by_entry, is_raw_payload,
+    subscription_routes,
 };
 use crate::{
     components::{
@@ -264,12 +264,13 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 .bulk_subscribe
                 .filter(|bulk| bulk.enabled)
                 .map(|bulk| Bulk::new(bulk.max_messages_count, bulk.max_await_duration_ms));
-            let raw = entry
-                .metadata
-                .as_ref()
-                .and_then(|metadata| metadata.get("rawPayload"))
-                .is_some_and(|raw| raw.trim_matches('"').eq_ignore_ascii_case("true"));
-            warn_unsupported(&entry.topic, raw);
+            let raw_payload = is_raw_payload(
+                entry
+                    .metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.get("rawPayload"))
+                    .map(String::as_str),
+            );
             let (rules, default) = match &entry.routes {
                 Some(routes) => (
                     routes.rules.as_deref().unwrap_or_default(),
@@ -294,6 +295,7 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 routes,
                 dead_letter_topic: entry.dead_letter_topic.filter(|topic| !topic.is_empty()),
                 bulk,
+                raw_payload,
             })
         })
         .collect())

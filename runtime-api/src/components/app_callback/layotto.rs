@@ -43,6 +43,7 @@ impl AppChannel for LayOttoCallback {
                         routes: super::routing::Routes::to(""),
                         dead_letter_topic: None,
                         bulk: None,
+                        raw_payload: false,
                     })
                     .collect(),
             ),

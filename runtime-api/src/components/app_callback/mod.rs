@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
-    pubsub::{Answer, DeadLetter, Delivery, PubSub, Retries, Subscription},
+    pubsub::{Answer, DeadLetter, Delivery, PubSub, Retries, Subscription, as_raw_payload},
 };
 use crate::error::{ApiError, chain};
 
@@ -226,6 +226,9 @@ struct AppSubscription {
     dead_letter_topic: Option<String>,
     /// Dapr's `bulkSubscribe`, when enabled: events go to the app in batches.
     bulk: Option<Bulk>,
+    /// Dapr's `rawPayload` metadata: the app gets each event as a raw payload, the bytes the
+    /// broker holds for it wrapped as daprd's `FromRawPayload` wraps them.
+    raw_payload: bool,
 }
 
 /// daprd's `type` of a bulk delivery.
@@ -364,6 +367,10 @@ async fn follow(
                 let dead_letter = subscription
                     .dead_letter_topic
                     .map(|topic| DeadLetter::new(broker.clone(), topic));
+                let events = AppEvents {
+                    events,
+                    raw_payload: subscription.raw_payload,
+                };
                 let delivered = match subscription.bulk {
                     None => backend.spawn(forward(
                         events,
@@ -397,6 +404,24 @@ async fn follow(
     }
 }
 
+/// One subscription's deliveries in the form the app gets them.
+struct AppEvents {
+    events: Subscription,
+    /// Whether each event is turned into a raw payload ([`as_raw_payload`]).
+    raw_payload: bool,
+}
+
+impl AppEvents {
+    /// The next delivery; `None` once the subscription ended.
+    async fn recv(&mut self) -> Option<Delivery> {
+        let mut delivery = self.events.recv().await?;
+        if self.raw_payload {
+            delivery.event = as_raw_payload(std::mem::take(&mut delivery.event));
+        }
+        Some(delivery)
+    }
+}
+
 /// Hands each event of one subscription to the app at the path `routes` choose for it, in
 /// order: the next one only once this one is finished. An event the app does not take (no rule
 /// matches it, its route cannot be chosen, or its delivery ended other than SUCCESS) goes to
@@ -404,7 +429,7 @@ async fn follow(
 /// (left unacknowledged when it did not); without one, an unmatched event is skipped (as daprd
 /// skips it) and the others are dropped (logged).
 async fn forward(
-    mut events: Subscription,
+    mut events: AppEvents,
     channel: Arc<dyn AppChannel>,
     routes: routing::Routes,
     dead_letter: Option<DeadLetter>,
@@ -476,7 +501,7 @@ fn answers_by_entry<S>(
 /// batch split by route (in the order the routes first come), and each part delivered with
 /// [`deliver_part`].
 async fn forward_bulk(
-    mut events: Subscription,
+    mut events: AppEvents,
     channel: Arc<dyn AppChannel>,
     (routes, bulk): (routing::Routes, Bulk),
     dead_letter: Option<DeadLetter>,
@@ -581,14 +606,15 @@ fn subscription_routes<'a>(
     }
 }
 
-/// Warns about what a Dapr subscription asks for that layotto-rs does not do.
-fn warn_unsupported(topic: &str, raw_payload: bool) {
-    if raw_payload {
-        warn!(
-            topic,
-            "rawPayload subscriptions are not served: events are delivered as CloudEvents"
-        );
-    }
+/// Whether a subscription's `rawPayload` metadata value asks for raw payloads (daprd's
+/// `strconv.ParseBool`, as JSON text or not).
+fn is_raw_payload(value: Option<&str>) -> bool {
+    value.is_some_and(|raw| {
+        matches!(
+            raw.trim_matches('"'),
+            "true" | "TRUE" | "True" | "1" | "t" | "T"
+        )
+    })
 }
 
 /// A gRPC channel to an app's server, made on first use (on the backend pool, whose runtime

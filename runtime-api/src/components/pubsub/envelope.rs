@@ -140,6 +140,27 @@ pub(crate) fn cloud_event_json(event: &TopicEventRequest) -> Vec<u8> {
     serde_json::to_vec(&outgoing).expect("a CloudEvent always serializes")
 }
 
+/// The event a `rawPayload` subscription gets for `event`, as daprd's `FromRawPayload` of the
+/// message: the bytes the broker holds for it (as [`to_json`] writes them) as
+/// `application/octet-stream` data under Dapr's default source and type, its id, topic and
+/// pub/sub kept; marked `rawPayload` so that a dead-letter topic gets those bytes as they are.
+pub(crate) fn as_raw_payload(event: TopicEventRequest) -> TopicEventRequest {
+    let data = Bytes::from(to_json(&event));
+    let mut metadata = event.metadata;
+    metadata.insert(RAW_PAYLOAD.into(), "true".into());
+    TopicEventRequest {
+        id: event.id,
+        source: DEFAULT_SOURCE.into(),
+        r#type: DEFAULT_TYPE.into(),
+        spec_version: SPEC_VERSION.into(),
+        data_content_type: OCTET_STREAM.into(),
+        data,
+        topic: event.topic,
+        pubsub_name: event.pubsub_name,
+        metadata,
+    }
+}
+
 /// The event in `payload` (a CloudEvent, or a raw payload known by `entry_id`), delivered on
 /// `topic` of the pub/sub component `pubsub_name` with `metadata`.
 pub(super) fn from_payload(
@@ -272,6 +293,32 @@ mod tests {
         assert_eq!(to_json(&raw), br#"{"orderId":1}"#);
         raw.metadata.insert("rawPayload".into(), "false".into());
         assert_ne!(to_json(&raw), br#"{"orderId":1}"#);
+    }
+
+    #[test]
+    fn a_raw_payload_subscription_gets_the_brokers_bytes_and_dead_letters_them_unchanged() {
+        let published = event("application/json", br#"{"orderId":1}"#);
+        let raw = as_raw_payload(published.clone());
+        let held: serde_json::Value = serde_json::from_slice(&raw.data).unwrap();
+        assert_eq!(
+            (&held["id"], &held["source"], &held["data"]),
+            (&json!("id-1"), &json!("app1"), &json!({"orderId": 1}))
+        );
+        assert_eq!(
+            (raw.id.as_str(), raw.source.as_str(), raw.r#type.as_str()),
+            ("id-1", DEFAULT_SOURCE, DEFAULT_TYPE)
+        );
+        assert_eq!(raw.data_content_type, OCTET_STREAM);
+        assert_eq!(
+            (&raw.topic, &raw.pubsub_name),
+            (&published.topic, &published.pubsub_name)
+        );
+        // Published again (to a dead-letter topic), the broker holds the same bytes.
+        assert_eq!(to_json(&raw), &raw.data[..]);
+        // What was published raw stays the data alone.
+        let mut sent_raw = event("text/plain", b"plain bytes");
+        sent_raw.metadata.insert("rawPayload".into(), "true".into());
+        assert_eq!(&as_raw_payload(sent_raw).data[..], b"plain bytes");
     }
 
     #[test]

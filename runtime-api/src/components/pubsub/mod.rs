@@ -21,7 +21,7 @@ use bytes::Bytes;
 use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use envelope::cloud_event_json;
+pub(crate) use envelope::{as_raw_payload, cloud_event_json};
 pub use memory::InMemoryPubSub;
 pub use redis::{RedisPubSub, StreamSettings};
 
