@@ -449,11 +449,12 @@ async fn query_state_filters_sorts_and_pages_the_apps_keys() {
     );
 }
 
-/// A streaming subscription of `topic` on `ps`, after its `initial_response`: the responses,
-/// and the sender of the app's messages.
+/// A streaming subscription of `topic` on `ps` with `metadata`, after its `initial_response`:
+/// the responses, and the sender of the app's messages.
 async fn subscribe(
     client: &mut DaprClient<Channel>,
     topic: &str,
+    metadata: HashMap<String, String>,
 ) -> (
     tonic::Streaming<SubscribeTopicEventsResponseAlpha1>,
     mpsc::Sender<SubscribeTopicEventsRequestAlpha1>,
@@ -463,7 +464,7 @@ async fn subscribe(
         SubscribeTopicEventsRequestInitialAlpha1 {
             pubsub_name: "ps".into(),
             topic: topic.into(),
-            metadata: HashMap::new(),
+            metadata,
             dead_letter_topic: Some("dead".into()),
         },
     );
@@ -525,7 +526,7 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
     for (backend, grpc, _redis) in backends() {
         let layotto = Layotto::start(&grpc_config(grpc, json!({})));
         let mut client = dapr_client(layotto.address("grpc")).await;
-        let (mut responses, send) = subscribe(&mut client, "orders").await;
+        let (mut responses, send) = subscribe(&mut client, "orders", HashMap::new()).await;
 
         let listed = client
             .get_metadata(GetMetadataRequest {})
@@ -539,7 +540,7 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
             ("ps", "orders")
         );
         assert_eq!(listed[0].dead_letter_topic, "dead");
-        let (mut dead_letters, dead_send) = subscribe(&mut client, "dead").await;
+        let (mut dead_letters, dead_send) = subscribe(&mut client, "dead", HashMap::new()).await;
 
         for n in 0..3 {
             client
@@ -613,6 +614,56 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
             }
         }
         assert_eq!(seen, [0, 1, 2, 3, 4, 5], "{backend}");
+
+        // A rawPayload subscription gets what the broker holds, the CloudEvent as published,
+        // wrapped as daprd's FromRawPayload wraps it; dropped, the dead-letter topic gets that
+        // CloudEvent back as it was.
+        let raw = HashMap::from([("rawPayload".to_owned(), "true".to_owned())]);
+        let (mut raw_events, raw_send) = subscribe(&mut client, "raw-orders", raw).await;
+        client
+            .publish_event(PublishEventRequest {
+                pubsub_name: "ps".into(),
+                topic: "raw-orders".into(),
+                data: br#"{"n":7}"#.to_vec().into(),
+                data_content_type: "application/json".into(),
+                metadata: HashMap::new(),
+            })
+            .await
+            .unwrap();
+        let event = next_event(&mut raw_events).await;
+        assert_eq!(
+            (
+                event.data_content_type.as_str(),
+                event.source.as_str(),
+                event.topic.as_str()
+            ),
+            ("application/octet-stream", "Dapr", "raw-orders"),
+            "{backend}"
+        );
+        let held: Value = serde_json::from_slice(&event.data).unwrap();
+        assert_eq!(
+            (&held["data"], &held["source"], &held["id"]),
+            (&json!({"n": 7}), &json!(APP), &json!(event.id)),
+            "{backend}: {held}"
+        );
+        answer(&raw_send, &event.id, TopicEventResponseStatus::Drop).await;
+        let moved = next_event(&mut dead_letters).await;
+        assert_eq!(
+            (
+                moved.id.as_str(),
+                moved.data_content_type.as_str(),
+                moved.source.as_str()
+            ),
+            (event.id.as_str(), "application/json", APP),
+            "{backend}"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&moved.data).unwrap(),
+            json!({"n": 7}),
+            "{backend}"
+        );
+        answer(&dead_send, &moved.id, TopicEventResponseStatus::Success).await;
+        drop((raw_send, raw_events));
 
         // Errors: missing pub/sub, empty topic, duplicate bulk ids, bad first message.
         let missing = client

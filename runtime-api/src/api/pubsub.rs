@@ -5,7 +5,9 @@ use std::rc::Rc;
 
 use prost::Message;
 
-use crate::components::pubsub::{Answer, DeadLetter, Retries, Subscription, cloud_event};
+use crate::components::pubsub::{
+    Answer, DeadLetter, Deliveries, Retries, cloud_event, is_raw_payload,
+};
 use glommio::timer::sleep;
 use layotto_proto::runtime::{
     PublishEventRequest, SubscribeTopicEventsRequest, SubscribeTopicEventsResponse,
@@ -89,6 +91,7 @@ impl RuntimeApi {
         let dead_letter = Some(initial.dead_letter_topic)
             .filter(|topic| !topic.is_empty())
             .map(|topic| DeadLetter::new(broker.clone(), topic));
+        let events = Deliveries::new(events, is_raw_payload(&initial.metadata));
         deliver::<LayOttoStream>(events, dead_letter, &mut requests, &mut responses).await
     }
 }
@@ -137,7 +140,7 @@ pub(crate) trait EventStream {
 /// again, bounded by [`Retries`]; an event not taken goes to `dead_letter` when there is one.
 /// Ends when the client does.
 pub(crate) async fn deliver<S: EventStream>(
-    mut events: Subscription,
+    mut events: Deliveries,
     dead_letter: Option<DeadLetter>,
     requests: &mut Requests,
     responses: &mut Responses,

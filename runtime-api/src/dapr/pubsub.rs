@@ -22,7 +22,7 @@ use prost_types::{Struct, Value, value::Kind};
 use super::{DaprApi, fail, path, shared::TopicSubscription};
 use crate::{
     api::pubsub::{EventStream, deliver},
-    components::pubsub::{DeadLetter, PubSub, cloud_event},
+    components::pubsub::{DeadLetter, Deliveries, PubSub, cloud_event, is_raw_payload},
     error::{ApiError, DaprOp, chain},
     grpc::{
         call::{Requests, Responses},
@@ -200,6 +200,7 @@ impl DaprApi {
             .dead_letter_topic
             .filter(|topic| !topic.is_empty())
             .map(|topic| DeadLetter::new(broker.clone(), topic));
+        let events = Deliveries::new(events, is_raw_payload(&initial.metadata));
         deliver::<DaprStream>(events, dead_letter, &mut requests, &mut responses).await
     }
 }

@@ -32,7 +32,7 @@ use tracing::info;
 
 use super::{
     AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, LazyChannel, Listed, answers_by_entry,
-    is_raw_payload, routing::Routes, subscription_routes,
+    routing::Routes, subscription_routes,
 };
 use crate::{
     api::invoke::verb_of,
@@ -40,7 +40,7 @@ use crate::{
         component::Component,
         http_client::status_error,
         invoke::{InvokeRequest, Invoked, Invoker, forwardable},
-        pubsub::Answer,
+        pubsub::{Answer, is_raw_payload},
     },
     dapr::{invocation, pubsub::dapr_event},
     error::ApiError,
@@ -182,7 +182,7 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
                 bulk.max_await_duration_ms.into(),
             )
         });
-    let raw_payload = is_raw_payload(listed.metadata.get("rawPayload").map(String::as_str));
+    let raw_payload = is_raw_payload(&listed.metadata);
     // daprd's gRPC rules: the app's, then the default (an empty path when none is given).
     let routes = match &listed.routes {
         Some(routes) => {

@@ -19,13 +19,13 @@ use serde::Deserialize;
 use tracing::error;
 
 use super::{
-    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, answers_by_entry, is_raw_payload,
+    AppChannel, AppSubscription, BULK_EVENT_TYPE, Bulk, Listed, answers_by_entry,
     subscription_routes,
 };
 use crate::{
     components::{
         http_client::HttpClient,
-        pubsub::{Answer, cloud_event_json},
+        pubsub::{Answer, cloud_event_json, is_raw_payload},
     },
     error::{ApiError, chain},
 };
@@ -264,13 +264,7 @@ fn listed(body: &[u8]) -> Result<Vec<AppSubscription>, serde_json::Error> {
                 .bulk_subscribe
                 .filter(|bulk| bulk.enabled)
                 .map(|bulk| Bulk::new(bulk.max_messages_count, bulk.max_await_duration_ms));
-            let raw_payload = is_raw_payload(
-                entry
-                    .metadata
-                    .as_ref()
-                    .and_then(|metadata| metadata.get("rawPayload"))
-                    .map(String::as_str),
-            );
+            let raw_payload = entry.metadata.as_ref().is_some_and(is_raw_payload);
             let (rules, default) = match &entry.routes {
                 Some(routes) => (
                     routes.rules.as_deref().unwrap_or_default(),

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
-    pubsub::{Answer, DeadLetter, Delivery, PubSub, Retries, Subscription, as_raw_payload},
+    pubsub::{Answer, DeadLetter, Deliveries, Delivery, PubSub, Retries},
 };
 use crate::error::{ApiError, chain};
 
@@ -367,10 +367,7 @@ async fn follow(
                 let dead_letter = subscription
                     .dead_letter_topic
                     .map(|topic| DeadLetter::new(broker.clone(), topic));
-                let events = AppEvents {
-                    events,
-                    raw_payload: subscription.raw_payload,
-                };
+                let events = Deliveries::new(events, subscription.raw_payload);
                 let delivered = match subscription.bulk {
                     None => backend.spawn(forward(
                         events,
@@ -404,24 +401,6 @@ async fn follow(
     }
 }
 
-/// One subscription's deliveries in the form the app gets them.
-struct AppEvents {
-    events: Subscription,
-    /// Whether each event is turned into a raw payload ([`as_raw_payload`]).
-    raw_payload: bool,
-}
-
-impl AppEvents {
-    /// The next delivery; `None` once the subscription ended.
-    async fn recv(&mut self) -> Option<Delivery> {
-        let mut delivery = self.events.recv().await?;
-        if self.raw_payload {
-            delivery.event = as_raw_payload(std::mem::take(&mut delivery.event));
-        }
-        Some(delivery)
-    }
-}
-
 /// Hands each event of one subscription to the app at the path `routes` choose for it, in
 /// order: the next one only once this one is finished. An event the app does not take (no rule
 /// matches it, its route cannot be chosen, or its delivery ended other than SUCCESS) goes to
@@ -429,7 +408,7 @@ impl AppEvents {
 /// (left unacknowledged when it did not); without one, an unmatched event is skipped (as daprd
 /// skips it) and the others are dropped (logged).
 async fn forward(
-    mut events: AppEvents,
+    mut events: Deliveries,
     channel: Arc<dyn AppChannel>,
     routes: routing::Routes,
     dead_letter: Option<DeadLetter>,
@@ -501,7 +480,7 @@ fn answers_by_entry<S>(
 /// batch split by route (in the order the routes first come), and each part delivered with
 /// [`deliver_part`].
 async fn forward_bulk(
-    mut events: AppEvents,
+    mut events: Deliveries,
     channel: Arc<dyn AppChannel>,
     (routes, bulk): (routing::Routes, Bulk),
     dead_letter: Option<DeadLetter>,
@@ -604,17 +583,6 @@ fn subscription_routes<'a>(
             None
         }
     }
-}
-
-/// Whether a subscription's `rawPayload` metadata value asks for raw payloads (daprd's
-/// `strconv.ParseBool`, as JSON text or not).
-fn is_raw_payload(value: Option<&str>) -> bool {
-    value.is_some_and(|raw| {
-        matches!(
-            raw.trim_matches('"'),
-            "true" | "TRUE" | "True" | "1" | "t" | "T"
-        )
-    })
 }
 
 /// A gRPC channel to an app's server, made on first use (on the backend pool, whose runtime

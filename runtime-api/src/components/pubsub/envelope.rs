@@ -92,17 +92,25 @@ fn is_binary(content_type: &str) -> bool {
     )
 }
 
-/// The publish metadata that sends the data as it is, without a CloudEvent (Dapr's).
+/// The metadata that sends the data as it is, without a CloudEvent, on publish, and that asks
+/// a subscription for raw payloads (Dapr's).
 const RAW_PAYLOAD: &str = "rawPayload";
 
-/// The CloudEvent JSON of `event`, as Dapr writes it; with metadata `rawPayload` `true`, the
+/// Whether `metadata` sets `rawPayload` true: Go's `strconv.ParseBool` spellings, as
+/// components-contrib's `IsRawPayload` reads it (a JSON string's quotes aside).
+pub(crate) fn is_raw_payload(metadata: &HashMap<String, String>) -> bool {
+    metadata.get(RAW_PAYLOAD).is_some_and(|raw| {
+        matches!(
+            raw.trim_matches('"'),
+            "1" | "t" | "T" | "true" | "TRUE" | "True"
+        )
+    })
+}
+
+/// The CloudEvent JSON of `event`, as Dapr writes it; with metadata `rawPayload` true, the
 /// data alone, as Dapr publishes it then.
 pub(super) fn to_json(event: &TopicEventRequest) -> Vec<u8> {
-    if event
-        .metadata
-        .get(RAW_PAYLOAD)
-        .is_some_and(|raw| raw.eq_ignore_ascii_case("true"))
-    {
+    if is_raw_payload(&event.metadata) {
         return event.data.to_vec();
     }
     cloud_event_json(event)
@@ -144,7 +152,7 @@ pub(crate) fn cloud_event_json(event: &TopicEventRequest) -> Vec<u8> {
 /// message: the bytes the broker holds for it (as [`to_json`] writes them) as
 /// `application/octet-stream` data under Dapr's default source and type, its id, topic and
 /// pub/sub kept; marked `rawPayload` so that a dead-letter topic gets those bytes as they are.
-pub(crate) fn as_raw_payload(event: TopicEventRequest) -> TopicEventRequest {
+pub(super) fn as_raw_payload(event: TopicEventRequest) -> TopicEventRequest {
     let data = Bytes::from(to_json(&event));
     let mut metadata = event.metadata;
     metadata.insert(RAW_PAYLOAD.into(), "true".into());

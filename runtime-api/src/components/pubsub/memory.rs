@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use layotto_proto::runtime::TopicEventRequest;
 use tokio::sync::mpsc;
 
-use super::{Delivery, PubSub, Subscription};
+use super::{Delivery, PubSub, Subscription, envelope};
 use crate::components::{component::Component, registry::Entry};
 use crate::error::ApiError;
 use std::sync::Arc;
@@ -28,6 +28,19 @@ impl Component for InMemoryPubSub {}
 #[async_trait]
 impl PubSub for InMemoryPubSub {
     async fn publish(&self, event: TopicEventRequest) -> Result<(), ApiError> {
+        // What is published raw is read back as redis's subscribers read its bytes: a CloudEvent
+        // if it is one, else a raw payload under the event's id.
+        let event = if envelope::is_raw_payload(&event.metadata) {
+            envelope::from_payload(
+                &event.data,
+                &event.id,
+                &event.topic,
+                &event.pubsub_name,
+                event.metadata.clone(),
+            )
+        } else {
+            event
+        };
         let mut topics = self.topics.lock().expect("pubsub lock poisoned");
         if let Some(subscribers) = topics.get_mut(&event.topic) {
             subscribers.retain(|subscriber| {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) use envelope::{as_raw_payload, cloud_event_json};
+pub(crate) use envelope::{cloud_event_json, is_raw_payload};
 pub use memory::InMemoryPubSub;
 pub use redis::{RedisPubSub, StreamSettings};
 
@@ -56,6 +56,33 @@ impl Delivery {
 
 /// Events of one subscription, in order.
 pub type Subscription = mpsc::UnboundedReceiver<Delivery>;
+
+/// A subscription's deliveries in the form its subscriber asked for: with `raw_payload` (Dapr's
+/// `rawPayload` subscription metadata), each event as daprd's `FromRawPayload` wraps the
+/// broker's bytes for it ([`envelope::as_raw_payload`]).
+pub struct Deliveries {
+    events: Subscription,
+    raw_payload: bool,
+}
+
+impl Deliveries {
+    /// `events`, as raw payloads when `raw_payload`.
+    pub fn new(events: Subscription, raw_payload: bool) -> Self {
+        Self {
+            events,
+            raw_payload,
+        }
+    }
+
+    /// The next delivery; `None` once the subscription ended.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let mut delivery = self.events.recv().await?;
+        if self.raw_payload {
+            delivery.event = envelope::as_raw_payload(std::mem::take(&mut delivery.event));
+        }
+        Some(delivery)
+    }
+}
 
 /// A broker. Its futures are `Send`: the app's callback subscribes from the backend pool.
 #[async_trait]
