@@ -19,7 +19,10 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -420,9 +423,17 @@ type GrpcSeen = mpsc::UnboundedReceiver<Seen<(TopicEventRequest, Option<String>)
 type DeadSeen = mpsc::UnboundedReceiver<TopicEventRequest>;
 type BatchesSeen = mpsc::UnboundedReceiver<TopicEventBulkRequest>;
 
-/// Serves the gRPC app on `listener`; answers what it sees, the dead letters and the bulk
-/// batches apart.
-fn serve_grpc_app(listener: TcpListener) -> (GrpcSeen, DeadSeen, BatchesSeen) {
+/// What the gRPC app sees: events, dead letters and bulk batches apart, and how many
+/// connections it accepted.
+struct GrpcAppSeen {
+    seen: GrpcSeen,
+    dead: DeadSeen,
+    batches: BatchesSeen,
+    connections: Arc<AtomicUsize>,
+}
+
+/// Serves the gRPC app on `listener`.
+fn serve_grpc_app(listener: TcpListener) -> GrpcAppSeen {
     let (seen, received) = mpsc::unbounded_channel();
     let (dead, dead_letters) = mpsc::unbounded_channel();
     let (batches, batches_seen) = mpsc::unbounded_channel();
@@ -432,13 +443,27 @@ fn serve_grpc_app(listener: TcpListener) -> (GrpcSeen, DeadSeen, BatchesSeen) {
         dead,
         batches,
     };
+    let connections = Arc::new(AtomicUsize::new(0));
+    let incoming = futures_util::stream::unfold(
+        (listener, connections.clone()),
+        |(listener, connections)| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            connections.fetch_add(1, Ordering::SeqCst);
+            Some((accepted, (listener, connections)))
+        },
+    );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AppCallbackServer::new(app.clone()))
             .add_service(AppCallbackAlphaServer::new(app))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(incoming),
     );
-    (received, dead_letters, batches_seen)
+    GrpcAppSeen {
+        seen: received,
+        dead: dead_letters,
+        batches: batches_seen,
+        connections,
+    }
 }
 
 /// The string extension `key` of a Dapr event.
@@ -456,10 +481,30 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
         let kind = broker["type"].as_str().unwrap().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (mut seen, mut dead, _batches) = serve_grpc_app(listener);
+        let GrpcAppSeen {
+            mut seen,
+            mut dead,
+            connections,
+            ..
+        } = serve_grpc_app(listener);
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
+        // Invoking the app's own id goes over the connection the events come on, as daprd's
+        // one app channel.
+        let invoked = publisher
+            .invoke_service(InvokeServiceRequest {
+                id: APP_ID.into(),
+                message: Some(InvokeRequest {
+                    method: "greet".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(invoked.data.is_some(), "{kind}");
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "{kind}");
         let rules = [(ROUTED_RULE, "/routed"), ("", "/orders")];
         assert_metadata_lists(
             &mut publisher,
@@ -610,7 +655,11 @@ async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry
         let kind = broker["type"].as_str().unwrap().to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (mut seen, _dead, mut batches) = serve_grpc_app(listener);
+        let GrpcAppSeen {
+            mut seen,
+            mut batches,
+            ..
+        } = serve_grpc_app(listener);
         let layotto = start_layotto(&broker, port, "grpc");
         let mut publisher = dapr_client(layotto.address("grpc")).await;
         // `orders` is followed after the bulk topic: once it delivers, both are subscribed.
@@ -682,7 +731,7 @@ async fn a_dapr_grpc_app_that_starts_after_layotto_is_subscribed() {
     drop((cut, early));
     // The app starts now, after layotto-rs asked.
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (mut seen, _dead, _batches) = serve_grpc_app(listener);
+    let GrpcAppSeen { mut seen, .. } = serve_grpc_app(listener);
     wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
     publish(&mut publisher, "orders", "after").await;
     assert_eq!(next(&mut seen).await.text, "after");

@@ -26,9 +26,9 @@ use tracing::info;
 use crate::{
     components::{
         Components,
-        app_callback::{AppFlags, AppProtocol, AppSettings, AppSubscriptions, GrpcAppInvoker},
+        app_callback::{AppConnection, AppFlags, AppSettings, AppSubscriptions},
         component::Component,
-        invoke::{self, Invoker},
+        invoke::Invoker,
         registry::{BuildCx, RefTargets},
         secret::SecretStore,
     },
@@ -60,8 +60,9 @@ pub struct Runtime {
     dapr: DaprShared,
     /// The app's subscriptions its channels deliver.
     app_subscriptions: Arc<AppSubscriptions>,
-    /// Calls of the app's own id through Dapr's APIs, over its HTTP channel (daprd's
-    /// `--app-port`), if it has one.
+    /// The connection to the app's Dapr channel (daprd's `--app-port`), if it has one.
+    app_connection: Option<AppConnection>,
+    /// Calls of the app's own id through Dapr's APIs, over that connection.
     app_invoker: Option<Arc<dyn Invoker>>,
     /// Dapr's extended metadata (`PUT /v1.0/metadata/{key}`, `SetMetadata`), for every API.
     #[expect(
@@ -195,6 +196,7 @@ impl Runtime {
         if let Some(app) = &self.app {
             crate::components::app_callback::start(
                 app,
+                self.app_connection.as_ref(),
                 &self.components.pubsubs,
                 &self.backend,
                 &self.app_subscriptions,
@@ -386,20 +388,20 @@ impl<'a> RuntimeBuilder<'a> {
             None => (None, String::new()),
         };
         let app = self.app_flags.apply(app);
-        let app_invoker = app.as_ref().and_then(|app| {
-            let port = app.app_port?;
-            let (id, host) = (&app.app_id, &app.app_channel_address);
-            match app.app_protocol {
-                AppProtocol::Http => invoke::app_channel(id, host, port, self.backend),
-                AppProtocol::Grpc => GrpcAppInvoker::new(id, host, port, self.backend)
-                    .map(|invoker| Arc::new(invoker) as Arc<dyn Invoker>),
-            }
-            .map_err(|err| findings.error(app_path.clone(), chain(&err).to_string()))
-            .ok()
+        let app_connection = app.as_ref().and_then(|app| {
+            AppConnection::new(app, self.backend)
+                .map_err(|err| findings.error(app_path.clone(), chain(&err).to_string()))
+                .ok()
+                .flatten()
         });
+        let app_invoker = app
+            .as_ref()
+            .zip(app_connection.as_ref())
+            .map(|(app, connection)| connection.invoker(&app.app_id));
         Arc::new(Runtime {
             components: self.components,
             app,
+            app_connection,
             app_invoker,
             backend: self.backend.clone(),
             dapr: DaprShared::default(),

@@ -33,7 +33,8 @@ use crate::{
 /// decoding ignores case, so `mtlsRootCA` is read too).
 const ROOT_CA_KEYS: [&str; 2] = ["MTLSRootCA", "mtlsRootCA"];
 
-/// An HTTP client for one component.
+/// An HTTP client for one component; clones share its connections.
+#[derive(Clone)]
 pub struct HttpClient {
     component: String,
     timeout: Duration,
@@ -69,6 +70,14 @@ impl HttpClient {
         backend: &BackendHandle,
     ) -> Result<Self, rustls::Error> {
         Self::with_roots(component, timeout, backend, system_roots().clone())
+    }
+
+    /// This client (its connections shared) with each exchange bounded by `timeout` instead.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
     }
 
     fn with_roots(

@@ -49,11 +49,11 @@ use crate::{
 
 /// The app's Dapr `AppCallback` server.
 pub(super) struct DaprCallback {
-    server: LazyChannel,
+    server: Arc<LazyChannel>,
 }
 
 impl DaprCallback {
-    pub(super) fn new(server: LazyChannel) -> Self {
+    pub(super) fn new(server: Arc<LazyChannel>) -> Self {
         Self { server }
     }
 }
@@ -208,25 +208,20 @@ fn subscription(listed: TopicSubscription) -> Option<AppSubscription> {
 /// `--app-protocol grpc`): `AppCallback.OnInvoke` on the backend pool. Whatever status the app
 /// answers is its answer ([`Invoked::grpc_status`]): the HTTP API gives daprd's HTTP status for
 /// it and, for a failure, the status as JSON; the gRPC API answers the status itself.
-pub(crate) struct GrpcAppInvoker {
+pub(super) struct GrpcAppInvoker {
     app_id: String,
     server: Arc<LazyChannel>,
     backend: BackendHandle,
 }
 
 impl GrpcAppInvoker {
-    /// The invoker of `app_id`'s gRPC channel at `host`:`port`.
-    pub(crate) fn new(
-        app_id: &str,
-        host: &str,
-        port: u16,
-        backend: &BackendHandle,
-    ) -> Result<Self, ApiError> {
-        Ok(Self {
+    /// The invoker of `app_id`'s gRPC channel `server`, calling on `backend`.
+    pub(super) fn new(app_id: &str, server: Arc<LazyChannel>, backend: &BackendHandle) -> Self {
+        Self {
             app_id: app_id.to_owned(),
-            server: Arc::new(LazyChannel::new(host, port)?),
+            server,
             backend: backend.clone(),
-        })
+        }
     }
 }
 

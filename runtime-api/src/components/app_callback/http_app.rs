@@ -13,7 +13,6 @@ use std::{collections::HashMap, fmt, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use layotto_core::backend::BackendHandle;
 use layotto_proto::runtime::{TopicEventRequest, topic_event_response::TopicEventResponseStatus};
 use serde::Deserialize;
 use tracing::error;
@@ -27,13 +26,13 @@ use crate::{
         http_client::HttpClient,
         pubsub::{Answer, cloud_event_json, is_raw_payload},
     },
-    error::{ApiError, chain},
+    error::chain,
 };
 
 /// How long the app may take over one request before the attempt counts as failed (and is
 /// retried): the redis broker's default `processingTimeout`, after which another consumer may
 /// claim the event anyway.
-const APP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const APP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The content type of an event sent to the app.
 const CLOUD_EVENT_JSON: &str = "application/cloudevents+json";
@@ -47,21 +46,13 @@ pub(super) struct HttpApp {
 }
 
 impl HttpApp {
-    /// The app `app_id` at `host`:`port`; its requests run on `backend`.
-    pub(super) fn new(
-        app_id: &str,
-        host: &str,
-        port: u16,
-        backend: &BackendHandle,
-    ) -> Result<Self, ApiError> {
-        let base = format!("http://{host}:{port}");
-        let client = HttpClient::new(&format!("app {app_id}"), APP_TIMEOUT, backend)
-            .map_err(|err| ApiError::internal_because("the app's HTTP client", err))?;
-        Ok(Self {
+    /// The app `app_id` at `base` (`http://host:port`), reached with `client`.
+    pub(super) fn new(app_id: &str, base: String, client: HttpClient) -> Self {
+        Self {
             base,
             app_id: app_id.to_owned(),
             client,
-        })
+        }
     }
 
     /// The URL of `route` (a path, with or without its leading `/`, as daprd takes it).

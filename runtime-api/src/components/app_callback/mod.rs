@@ -2,7 +2,9 @@
 //! `AppCallback` gRPC server (`app.grpc_callback_host`:`app.grpc_callback_port`, [`layotto`]),
 //! and Dapr's app channel at `app.app_channel_address`:`app.app_port` (daprd's `--app-port`)
 //! — Dapr's `AppCallback` for `app_protocol` `grpc` ([`dapr_grpc`]), HTTP (`/dapr/subscribe`
-//! and CloudEvents POSTed to each route) for `http`, Dapr's default ([`http_app`]).
+//! and CloudEvents POSTed to each route) for `http`, Dapr's default ([`http_app`]). Dapr's
+//! channel is one [`AppConnection`] per process, which the invocations of the app's own id
+//! share, as daprd's one app channel.
 //!
 //! One loop serves every channel ([`follow`], [`forward`]): after start-up it asks the app for
 //! its subscriptions (again every second until the app answers), subscribes to each topic on its
@@ -18,8 +20,6 @@ mod dapr_grpc;
 mod http_app;
 mod layotto;
 mod routing;
-
-pub(crate) use dapr_grpc::GrpcAppInvoker;
 
 use std::{
     fmt,
@@ -37,6 +37,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     Block,
+    http_client::HttpClient,
+    invoke::{self, Invoker},
     pubsub::{Answer, DeadLetter, Deliveries, Delivery, PubSub, Retries},
 };
 use crate::error::{ApiError, chain};
@@ -286,10 +288,87 @@ trait AppChannel: fmt::Display + Send + Sync + 'static {
     }
 }
 
-/// Starts delivering to each of the app's channels it has, recording what is delivered in
-/// `active`.
+/// The connection to the app's Dapr channel (daprd's `--app-port`), made once per process:
+/// the invocations of the app's own id and the events delivered to it share it, as they share
+/// daprd's one app channel.
+pub struct AppConnection(Connection);
+
+/// What an [`AppConnection`] is, by the app's protocol.
+enum Connection {
+    /// `app_protocol` `http`: the client (its connection pool) and the app's base URL.
+    Http {
+        client: Box<HttpClient>,
+        base: String,
+    },
+    /// `app_protocol` `grpc`: the channel to its `AppCallback` server, and the pool its calls
+    /// run on.
+    Grpc {
+        server: Arc<LazyChannel>,
+        backend: BackendHandle,
+    },
+}
+
+impl AppConnection {
+    /// `app`'s connection; `None` when it has no app port.
+    pub(crate) fn new(
+        app: &AppSettings,
+        backend: &BackendHandle,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(port) = app.app_port else {
+            return Ok(None);
+        };
+        let host = &app.app_channel_address;
+        Ok(Some(Self(match app.app_protocol {
+            AppProtocol::Http => Connection::Http {
+                client: Box::new(
+                    HttpClient::new(
+                        &format!("app {}", app.app_id),
+                        http_app::APP_TIMEOUT,
+                        backend,
+                    )
+                    .map_err(|err| ApiError::internal_because("the app's HTTP client", err))?,
+                ),
+                base: format!("http://{host}:{port}"),
+            },
+            AppProtocol::Grpc => Connection::Grpc {
+                server: Arc::new(LazyChannel::new(host, port)?),
+                backend: backend.clone(),
+            },
+        })))
+    }
+
+    /// The invoker of the app's own id `app_id` over this connection.
+    pub(crate) fn invoker(&self, app_id: &str) -> Arc<dyn Invoker> {
+        match &self.0 {
+            Connection::Http { client, base } => invoke::app_channel(app_id, base, client),
+            Connection::Grpc { server, backend } => Arc::new(dapr_grpc::GrpcAppInvoker::new(
+                app_id,
+                server.clone(),
+                backend,
+            )),
+        }
+    }
+
+    /// The channel that delivers the app's events over this connection.
+    fn delivery(&self, app_id: &str) -> Arc<dyn AppChannel> {
+        match &self.0 {
+            Connection::Http { client, base } => Arc::new(http_app::HttpApp::new(
+                app_id,
+                base.clone(),
+                (**client).clone(),
+            )),
+            Connection::Grpc { server, .. } => {
+                Arc::new(dapr_grpc::DaprCallback::new(server.clone()))
+            }
+        }
+    }
+}
+
+/// Starts delivering to each of the app's channels it has (Dapr's over `connection`, made with
+/// [`AppConnection::new`]), recording what is delivered in `active`.
 pub fn start(
     app: &AppSettings,
+    connection: Option<&AppConnection>,
     brokers: &Block<dyn PubSub>,
     backend: &BackendHandle,
     active: &Arc<AppSubscriptions>,
@@ -299,19 +378,8 @@ pub fn start(
         let server = LazyChannel::new(&app.grpc_callback_host, port)?;
         channels.push(Arc::new(layotto::LayOttoCallback::new(server)));
     }
-    if let Some(port) = app.app_port {
-        channels.push(match app.app_protocol {
-            AppProtocol::Grpc => {
-                let server = LazyChannel::new(&app.app_channel_address, port)?;
-                Arc::new(dapr_grpc::DaprCallback::new(server))
-            }
-            AppProtocol::Http => Arc::new(http_app::HttpApp::new(
-                &app.app_id,
-                &app.app_channel_address,
-                port,
-                backend,
-            )?),
-        });
+    if let Some(connection) = connection {
+        channels.push(connection.delivery(&app.app_id));
     }
     let brokers: Vec<(String, Arc<dyn PubSub>)> = brokers
         .iter()

@@ -9,7 +9,6 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use http::header;
-use layotto_core::backend::BackendHandle;
 use layotto_filters::http_proxy::strip_hop_by_hop;
 
 use super::{InvokeRequest, Invoked, Invoker, forwardable};
@@ -61,17 +60,14 @@ pub(super) fn build(entry: &mut Entry<'_>) -> Option<Arc<dyn Invoker>> {
 }
 
 /// The invoker of the app this sidecar serves over its Dapr HTTP channel (daprd's
-/// `--app-port`): calls of `app_id` go to `http://{address}:{port}`.
-pub(crate) fn app_channel(
-    app_id: &str,
-    address: &str,
-    port: u16,
-    backend: &BackendHandle,
-) -> Result<Arc<dyn Invoker>, ApiError> {
-    let http = HttpClient::new(&format!("app {app_id}"), DEFAULT_TIMEOUT, backend)
-        .map_err(|err| ApiError::internal_because("the app's HTTP client", err))?;
-    let targets = HashMap::from([(app_id.to_owned(), format!("http://{address}:{port}"))]);
-    Ok(Arc::new(ServiceInvoker { targets, http }))
+/// `--app-port`): calls of `app_id` go to `base` (`http://host:port`) over `http` (the app
+/// channel's connections), each bounded by this invoker's default timeout.
+pub(crate) fn app_channel(app_id: &str, base: &str, http: &HttpClient) -> Arc<dyn Invoker> {
+    let targets = HashMap::from([(app_id.to_owned(), base.to_owned())]);
+    Arc::new(ServiceInvoker {
+        targets,
+        http: http.with_timeout(DEFAULT_TIMEOUT),
+    })
 }
 
 /// Where app ids are and how to call them.
