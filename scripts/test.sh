@@ -24,6 +24,19 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The embedded default listens on fixed ports (configs/default.json), two of them inside the
+# kernel's ephemeral range, where a redis or a listener another test binds to port 0 may land
+# and hold one for as long as that test runs. Reserve them from automatic assignment (explicit
+# binds still work) where this network namespace lets us; else the tests wait and retry.
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+fixed=$(grep -o '"address": "127.0.0.1:[0-9]*"' configs/default.json | grep -o '[0-9]*"$' | tr -d '"' | paste -sd, -)
+if [ -w "$reserved" ]; then
+  current=$(cat "$reserved")
+  echo "${current:+$current,}$fixed" >"$reserved"
+else
+  echo "note: cannot reserve ports $fixed from ephemeral assignment ($reserved is read-only)"
+fi
+
 # The vendored glommio must be its crates.io release plus vendor/patches/glommio/.
 scripts/vendor.sh --check
 
