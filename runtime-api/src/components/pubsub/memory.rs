@@ -31,13 +31,15 @@ impl PubSub for InMemoryPubSub {
         // What is published raw is read back as redis's subscribers read its bytes: a CloudEvent
         // if it is one, else a raw payload under the event's id.
         let event = if envelope::is_raw_payload(&event.metadata) {
-            envelope::from_payload(
-                &event.data,
-                &event.id,
-                &event.topic,
-                &event.pubsub_name,
-                event.metadata.clone(),
-            )
+            let TopicEventRequest {
+                id,
+                data,
+                topic,
+                pubsub_name,
+                metadata,
+                ..
+            } = event;
+            envelope::from_payload(&data, &id, &topic, &pubsub_name, metadata)
         } else {
             event
         };
