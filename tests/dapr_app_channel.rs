@@ -466,6 +466,19 @@ fn serve_grpc_app(listener: TcpListener) -> GrpcAppSeen {
     }
 }
 
+/// The gRPC app on a port of its own and layotto-rs on `broker` delivering to it: what the app
+/// sees, its port, layotto-rs, and a Dapr client of layotto-rs.
+async fn grpc_app_beside_layotto(
+    broker: &Value,
+) -> (GrpcAppSeen, u16, Layotto, DaprClient<Channel>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = serve_grpc_app(listener);
+    let layotto = start_layotto(broker, port, "grpc");
+    let publisher = dapr_client(layotto.address("grpc")).await;
+    (app, port, layotto, publisher)
+}
+
 /// The string extension `key` of a Dapr event.
 fn extension(event: &TopicEventRequest, key: &str) -> Option<String> {
     let value = event.extensions.as_ref()?.fields.get(key)?;
@@ -479,16 +492,17 @@ fn extension(event: &TopicEventRequest, key: &str) -> Option<String> {
 async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_honoured() {
     for (broker, redis) in brokers() {
         let kind = broker["type"].as_str().unwrap().to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let GrpcAppSeen {
-            mut seen,
-            mut dead,
-            connections,
-            ..
-        } = serve_grpc_app(listener);
-        let layotto = start_layotto(&broker, port, "grpc");
-        let mut publisher = dapr_client(layotto.address("grpc")).await;
+        let (
+            GrpcAppSeen {
+                mut seen,
+                mut dead,
+                connections,
+                ..
+            },
+            port,
+            _layotto,
+            mut publisher,
+        ) = grpc_app_beside_layotto(&broker).await;
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
         // Invoking the app's own id goes over the connection the events come on, as daprd's
         // one app channel.
@@ -653,15 +667,16 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
 async fn a_dapr_grpc_apps_bulk_subscription_gets_batches_answered_entry_by_entry() {
     for (broker, redis) in brokers() {
         let kind = broker["type"].as_str().unwrap().to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let GrpcAppSeen {
-            mut seen,
-            mut batches,
-            ..
-        } = serve_grpc_app(listener);
-        let layotto = start_layotto(&broker, port, "grpc");
-        let mut publisher = dapr_client(layotto.address("grpc")).await;
+        let (
+            GrpcAppSeen {
+                mut seen,
+                mut batches,
+                ..
+            },
+            _,
+            _layotto,
+            mut publisher,
+        ) = grpc_app_beside_layotto(&broker).await;
         // `orders` is followed after the bulk topic: once it delivers, both are subscribed.
         wait_until_subscribed(&mut publisher, "orders", &mut seen).await;
         let texts = ["b1", "retry-me", "b3", "poison", "b5"];
