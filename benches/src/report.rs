@@ -210,6 +210,8 @@ pub(crate) struct MemoryRow {
     pub target: String,
     /// At rest.
     pub idle_kib: u64,
+    /// The anonymous (private, not file-backed) part of it.
+    pub idle_anon_kib: u64,
     /// Connections held for the second reading.
     pub connections: usize,
     /// While holding them.
@@ -321,7 +323,7 @@ impl Report {
             let _ = writeln!(out, "\n### Resident memory\n");
             let _ = writeln!(
                 out,
-                "| server | at rest | with idle connections |\n|---|---|---|"
+                "| server | at rest | of it anonymous | with idle connections |\n|---|---|---|---|"
             );
             for row in &self.memory {
                 let with = row
@@ -337,9 +339,10 @@ impl Report {
                     });
                 let _ = writeln!(
                     out,
-                    "| {} | {:.1} MiB | {with} |",
+                    "| {} | {:.1} MiB | {:.1} MiB | {with} |",
                     row.target,
-                    row.idle_kib as f64 / 1024.0
+                    row.idle_kib as f64 / 1024.0,
+                    row.idle_anon_kib as f64 / 1024.0
                 );
             }
         }

@@ -622,6 +622,7 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
         target: "layotto-rs (LayOtto and Dapr gRPC, Dapr HTTP; in-memory and redis state stores)"
             .into(),
         idle_kib: layotto.rss_kib()?,
+        idle_anon_kib: layotto.anon_kib()?,
         connections: 0,
         with_connections_kib: None,
     };
@@ -728,6 +729,7 @@ pub(crate) fn memory(plan: &Plan, idle: usize, nofile: u64) -> Result<Vec<Memory
 fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<MemoryRow> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_kib = server.rss_kib()?;
+    let idle_anon_kib = server.anon_kib()?;
     eprint!(
         "\r  memory, {}: opening {count} connections          ",
         server.name
@@ -741,6 +743,7 @@ fn hold(server: &Process, count: usize, kind: &str, http2: bool) -> Result<Memor
     Ok(MemoryRow {
         target: format!("{} ({kind})", server.name),
         idle_kib,
+        idle_anon_kib,
         connections,
         with_connections_kib: Some(with),
     })

@@ -87,12 +87,23 @@ impl Process {
 
     /// Resident memory now, in KiB (`VmRSS` of the process itself: `taskset` execs it).
     pub(crate) fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The anonymous part of [`Self::rss_kib`] (`RssAnon`): heap, stacks, what the process
+    /// wrote. The rest is mapped files, mostly its code, which every process running the same
+    /// binary on a host shares.
+    pub(crate) fn anon_kib(&self) -> Result<u64> {
+        self.status_kib("RssAnon:")
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS")
+            .with_context(|| format!("no {field} in /proc status"))
     }
 }
 
