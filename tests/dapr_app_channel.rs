@@ -654,6 +654,11 @@ async fn a_dapr_grpc_app_gets_every_event_in_daprs_shape_with_retry_and_drop_hon
             "{kind}: {published}"
         );
         assert_eq!(event.topic, RAW_TOPIC, "{kind}");
+        let extensions = &event.extensions.as_ref().unwrap().fields;
+        assert!(
+            !extensions.contains_key("rawPayload"),
+            "{kind}: {extensions:?}"
+        );
         if let Some(redis) = &redis {
             wait_until_acknowledged(redis, "orders");
             wait_until_acknowledged(redis, "plain");

@@ -640,6 +640,11 @@ async fn published_events_reach_a_streaming_subscriber_every_one() {
             ("application/octet-stream", "Dapr", "raw-orders"),
             "{backend}"
         );
+        let extensions = &event.extensions.as_ref().unwrap().fields;
+        assert!(
+            !extensions.contains_key("rawPayload"),
+            "{backend}: the wrapping adds no metadata, as daprd's: {extensions:?}"
+        );
         let held: Value = serde_json::from_slice(&event.data).unwrap();
         assert_eq!(
             (&held["data"], &held["source"], &held["id"]),

@@ -107,6 +107,12 @@ pub(crate) fn is_raw_payload(metadata: &HashMap<String, String>) -> bool {
     })
 }
 
+/// Sets `rawPayload` in `metadata`: published with it, an event's data go to the broker as they
+/// are.
+pub(super) fn mark_raw_payload(metadata: &mut HashMap<String, String>) {
+    metadata.insert(RAW_PAYLOAD.into(), "true".into());
+}
+
 /// The CloudEvent JSON of `event`, as Dapr writes it; with metadata `rawPayload` true, the
 /// data alone, as Dapr publishes it then.
 pub(super) fn to_json(event: &TopicEventRequest) -> Vec<u8> {
@@ -151,11 +157,9 @@ pub(crate) fn cloud_event_json(event: &TopicEventRequest) -> Vec<u8> {
 /// The event a `rawPayload` subscription gets for `event`, as daprd's `FromRawPayload` of the
 /// message: the bytes the broker holds for it (as [`to_json`] writes them) as
 /// `application/octet-stream` data under Dapr's default source and type, its id, topic and
-/// pub/sub kept; marked `rawPayload` so that a dead-letter topic gets those bytes as they are.
+/// pub/sub and metadata kept.
 pub(super) fn as_raw_payload(event: TopicEventRequest) -> TopicEventRequest {
     let data = Bytes::from(to_json(&event));
-    let mut metadata = event.metadata;
-    metadata.insert(RAW_PAYLOAD.into(), "true".into());
     TopicEventRequest {
         id: event.id,
         source: DEFAULT_SOURCE.into(),
@@ -165,7 +169,7 @@ pub(super) fn as_raw_payload(event: TopicEventRequest) -> TopicEventRequest {
         data,
         topic: event.topic,
         pubsub_name: event.pubsub_name,
-        metadata,
+        metadata: event.metadata,
     }
 }
 
@@ -321,8 +325,12 @@ mod tests {
             (&raw.topic, &raw.pubsub_name),
             (&published.topic, &published.pubsub_name)
         );
-        // Published again (to a dead-letter topic), the broker holds the same bytes.
-        assert_eq!(to_json(&raw), &raw.data[..]);
+        // The wrapping adds no metadata of its own (daprd's adds none).
+        assert_eq!(raw.metadata, published.metadata);
+        // Published again marked raw (to a dead-letter topic), the broker holds the same bytes.
+        let mut moved = raw.clone();
+        mark_raw_payload(&mut moved.metadata);
+        assert_eq!(to_json(&moved), &raw.data[..]);
         // What was published raw stays the data alone.
         let mut sent_raw = event("text/plain", b"plain bytes");
         sent_raw.metadata.insert("rawPayload".into(), "true".into());

@@ -45,14 +45,8 @@ impl PubSub for InMemoryPubSub {
         };
         let mut topics = self.topics.lock().expect("pubsub lock poisoned");
         if let Some(subscribers) = topics.get_mut(&event.topic) {
-            subscribers.retain(|subscriber| {
-                subscriber
-                    .send(Delivery {
-                        event: event.clone(),
-                        done: None,
-                    })
-                    .is_ok()
-            });
+            subscribers
+                .retain(|subscriber| subscriber.send(Delivery::new(event.clone(), None)).is_ok());
         }
         Ok(())
     }

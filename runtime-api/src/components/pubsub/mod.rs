@@ -42,9 +42,21 @@ pub struct Delivery {
     pub event: TopicEventRequest,
     /// Told when the subscriber has finished with the event; `None` if the broker keeps nothing.
     done: Option<oneshot::Sender<()>>,
+    /// `event` is a raw payload's wrapping ([`Deliveries`]): its data are the broker's bytes,
+    /// which a dead-letter topic gets as they are.
+    raw_payload: bool,
 }
 
 impl Delivery {
+    /// `event`, for a subscriber to finish with; `done` is told when it has.
+    fn new(event: TopicEventRequest, done: Option<oneshot::Sender<()>>) -> Self {
+        Self {
+            event,
+            done,
+            raw_payload: false,
+        }
+    }
+
     /// The subscriber is finished with the event: delivered (SUCCESS), or given up on (DROP,
     /// asked for or after the retries).
     pub fn finish(self) {
@@ -79,6 +91,7 @@ impl Deliveries {
         let mut delivery = self.events.recv().await?;
         if self.raw_payload {
             delivery.event = envelope::as_raw_payload(std::mem::take(&mut delivery.event));
+            delivery.raw_payload = true;
         }
         Some(delivery)
     }
@@ -152,6 +165,9 @@ impl DeadLetter {
         };
         let mut moved = delivery.event.clone();
         moved.topic.clone_from(&dead_letter.topic);
+        if delivery.raw_payload {
+            envelope::mark_raw_payload(&mut moved.metadata);
+        }
         match dead_letter.broker.publish(moved).await {
             Ok(()) => delivery.finish(),
             Err(err) => tracing::warn!(

@@ -260,10 +260,7 @@ impl Follower {
             metadata,
         );
         let (done, finished) = oneshot::channel();
-        let delivery = Delivery {
-            event,
-            done: Some(done),
-        };
+        let delivery = Delivery::new(event, Some(done));
         match self.subscriber.send(delivery) {
             Ok(()) => HandOver::Handed(finished),
             Err(_) => HandOver::Gone,
