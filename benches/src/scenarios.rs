@@ -602,9 +602,10 @@ pub(crate) fn dapr(plan: &Plan) -> Result<Vec<LatencyRow>> {
 
 /// The latency layotto-rs adds to a redis read: the same load generator calling redis directly
 /// (the `HMGET` a redis store's `GetState` makes) and calling `GetState` on a redis store
-/// through LayOtto's gRPC API, Dapr's gRPC API and Dapr's HTTP API, open loop at each of
-/// [`REDIS_ADDED_RATES`] with 64 clients; and layotto-rs's resident memory at rest with that
-/// config (before any call). Empty, with a note, when redis-server is not installed.
+/// through LayOtto's gRPC API, Dapr's gRPC API and Dapr's HTTP API — each beside the same
+/// API's `GetState` on the in-memory store, the API's hop without the backend's — open loop at
+/// each of [`REDIS_ADDED_RATES`] with 64 clients; and layotto-rs's resident memory at rest with
+/// that config (before any call). Empty, with a note, when redis-server is not installed.
 pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<MemoryRow>)> {
     let Some(redis) = seeded_redis(plan)? else {
         return Ok((Vec::new(), None));
@@ -626,6 +627,7 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
         connections: 0,
         with_connections_kib: None,
     };
+    seed_state(layotto.address, Store::InMemory)?;
     let mut contenders = vec![Contender::new(
         "redis direct",
         &redis,
@@ -641,6 +643,12 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
             layotto_row(api),
             &layotto,
             Call::GetState(api, Store::Redis),
+            pool,
+        ));
+        contenders.push(Contender::new(
+            format!("{}{}", layotto_row(api), report::IN_MEMORY_STORE),
+            &layotto,
+            Call::GetState(api, Store::InMemory),
             pool,
         ));
     }
