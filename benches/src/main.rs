@@ -201,7 +201,7 @@ fn main() -> Result<()> {
                     (
                         "runs".into(),
                         format!(
-                            "{repeats} × ({} warm-up + {} measured), median shown",
+                            "{repeats} × ({} warm-up + {} measured), targets taking turns, median shown",
                             humantime::format_duration(warmup),
                             humantime::format_duration(duration)
                         ),

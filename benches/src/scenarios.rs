@@ -135,31 +135,6 @@ fn costed<T>(
     ))
 }
 
-/// `repeats` runs of `measure` against `target`, summarised with what the target spent.
-fn repeat(
-    plan: &Plan,
-    label: &str,
-    target: &Process,
-    mut measure: impl FnMut() -> Result<Measurement>,
-) -> Result<Summary> {
-    let mut runs = Vec::with_capacity(plan.repeats);
-    let mut cpu_per_request = Vec::with_capacity(plan.repeats);
-    let mut syscalls_per_request = Vec::with_capacity(plan.repeats);
-    for run in 0..plan.repeats {
-        eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
-        let (measurement, cost) = costed(plan, target, || {
-            let measurement = measure()?;
-            let rps = measurement.throughput();
-            Ok((measurement, rps))
-        })?;
-        cpu_per_request.push(cost.cpu_us_per_request);
-        syscalls_per_request.extend(cost.syscalls_per_request);
-        runs.push(measurement);
-    }
-    eprintln!();
-    Ok(Summary::of(&runs, &cpu_per_request, &syscalls_per_request))
-}
-
 /// One row of a table: `call` through `pool` against `server`, whose CPU and syscalls are
 /// counted.
 struct Contender<'a> {
@@ -219,30 +194,52 @@ impl Offer {
     }
 }
 
-/// The rows of the table `scenario`: each contender measured `repeats` times under `offer`.
+/// The rows of the table `scenario`: each contender measured `repeats` times under `offer`,
+/// taking turns (the first run of each, then the second of each, ...) so that a drift of the
+/// machine's speed while the table runs falls on every contender alike; medians shown.
 fn table(
     plan: &Plan,
     scenario: &str,
     contenders: &[Contender<'_>],
     offer: Offer,
 ) -> Result<Vec<LatencyRow>> {
-    contenders
+    let mut runs: Vec<Vec<(Measurement, Cost)>> = contenders
         .iter()
-        .map(|contender| {
+        .map(|_| Vec::with_capacity(plan.repeats))
+        .collect();
+    for run in 0..plan.repeats {
+        for (contender, runs) in contenders.iter().zip(&mut runs) {
             let label = format!("{scenario}, {}", contender.name);
+            eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
             let address = contender.address()?;
             let mode = offer.mode(contender.pool.clients(contender.call));
-            let summary = repeat(plan, &label, contender.server, || {
-                call_load(address, contender.call, contender.pool, mode, plan, &label)
-            })?;
-            Ok(LatencyRow::new(
+            runs.push(costed(plan, contender.server, || {
+                let measurement =
+                    call_load(address, contender.call, contender.pool, mode, plan, &label)?;
+                let rps = measurement.throughput();
+                Ok((measurement, rps))
+            })?);
+            eprintln!();
+        }
+    }
+    Ok(contenders
+        .iter()
+        .zip(runs)
+        .map(|(contender, runs)| {
+            let (measurements, costs): (Vec<_>, Vec<_>) = runs.into_iter().unzip();
+            let cpu_per_request: Vec<f64> = costs.iter().map(|c| c.cpu_us_per_request).collect();
+            let syscalls_per_request: Vec<f64> = costs
+                .iter()
+                .filter_map(|c| c.syscalls_per_request)
+                .collect();
+            LatencyRow::new(
                 scenario.to_owned(),
                 contender.name.clone(),
                 contender.server.core,
-                summary,
-            ))
+                Summary::of(&measurements, &cpu_per_request, &syscalls_per_request),
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// One run of `call` to `address` through `pool` under `mode`.
@@ -484,9 +481,7 @@ pub(crate) fn grpc(plan: &Plan) -> Result<(Vec<LatencyRow>, Vec<H2loadRow>)> {
         let probe = share_of_slowest(&closed, LIGHT_LOAD);
         rows.extend(closed);
         if let Some(program) = &h2load {
-            for server in &servers {
-                h2load_rows.push(h2load_repeat(plan, program, server, rpc, call)?);
-            }
+            h2load_rows.extend(h2load_table(plan, program, &servers, rpc, call)?);
         }
         rows.extend(table(
             plan,
@@ -664,47 +659,59 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
     Ok((rows, Some(at_rest)))
 }
 
-/// `repeats` h2load runs of `call` (the gRPC rpc `rpc`) against `server` (2 connections × 500
-/// streams), the median shown, with what the server spent.
-fn h2load_repeat(
+/// `repeats` h2load runs of `call` (the gRPC rpc `rpc`) against each of `servers` (2
+/// connections × 500 streams), the servers taking turns as in [`table`], the medians shown,
+/// with what each server spent.
+fn h2load_table(
     plan: &Plan,
     program: &std::path::Path,
-    server: &Process,
+    servers: &[Process],
     rpc: &str,
     call: Call,
-) -> Result<H2loadRow> {
+) -> Result<Vec<H2loadRow>> {
     let (path, message) = call.grpc().context("h2load makes gRPC calls")?;
     let body = tempfile::NamedTempFile::new()?;
     std::fs::write(body.path(), h2load::request_body(&message))?;
-    let mut runs = Vec::with_capacity(plan.repeats);
+    let mut runs: Vec<Vec<_>> = servers
+        .iter()
+        .map(|_| Vec::with_capacity(plan.repeats))
+        .collect();
     for run in 0..plan.repeats {
-        eprint!(
-            "\r  gRPC {rpc}, h2load, {} (run {}/{})          ",
-            server.name,
-            run + 1,
-            plan.repeats
-        );
-        runs.push(costed(plan, server, || {
-            let figures = h2load::run(
-                program,
-                server.address,
-                path,
-                body.path(),
-                (2, 500),
-                plan.timing,
-                plan.load_core,
-            )?;
-            let rps = figures.rps;
-            Ok((figures, rps))
-        })?);
+        for (server, runs) in servers.iter().zip(&mut runs) {
+            eprint!(
+                "\r  gRPC {rpc}, h2load, {} (run {}/{})          ",
+                server.name,
+                run + 1,
+                plan.repeats
+            );
+            runs.push(costed(plan, server, || {
+                let figures = h2load::run(
+                    program,
+                    server.address,
+                    path,
+                    body.path(),
+                    (2, 500),
+                    plan.timing,
+                    plan.load_core,
+                )?;
+                let rps = figures.rps;
+                Ok((figures, rps))
+            })?);
+            eprintln!();
+        }
     }
-    eprintln!();
-    Ok(H2loadRow::of(
-        format!("gRPC {rpc}, h2load (2 connections × 500 streams)"),
-        server.name.clone(),
-        server.core,
-        &runs,
-    ))
+    Ok(servers
+        .iter()
+        .zip(runs)
+        .map(|(server, runs)| {
+            H2loadRow::of(
+                format!("gRPC {rpc}, h2load (2 connections × 500 streams)"),
+                server.name.clone(),
+                server.core,
+                &runs,
+            )
+        })
+        .collect())
 }
 
 /// Resident memory of each server at rest and holding idle connections: `idle` HTTP/2
