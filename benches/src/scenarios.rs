@@ -195,33 +195,25 @@ impl Offer {
 }
 
 /// The rows of the table `scenario`: each contender measured `repeats` times under `offer`,
-/// taking turns (the first run of each, then the second of each, ...) so that a drift of the
-/// machine's speed while the table runs falls on every contender alike; medians shown.
+/// taking turns ([`in_turns`]); medians shown.
 fn table(
     plan: &Plan,
     scenario: &str,
     contenders: &[Contender<'_>],
     offer: Offer,
 ) -> Result<Vec<LatencyRow>> {
-    let mut runs: Vec<Vec<(Measurement, Cost)>> = contenders
-        .iter()
-        .map(|_| Vec::with_capacity(plan.repeats))
-        .collect();
-    for run in 0..plan.repeats {
-        for (contender, runs) in contenders.iter().zip(&mut runs) {
-            let label = format!("{scenario}, {}", contender.name);
-            eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
-            let address = contender.address()?;
-            let mode = offer.mode(contender.pool.clients(contender.call));
-            runs.push(costed(plan, contender.server, || {
-                let measurement =
-                    call_load(address, contender.call, contender.pool, mode, plan, &label)?;
-                let rps = measurement.throughput();
-                Ok((measurement, rps))
-            })?);
-            eprintln!();
-        }
-    }
+    let runs = in_turns(plan, contenders, |contender, run| {
+        let label = format!("{scenario}, {}", contender.name);
+        eprint!("\r  {label} (run {}/{})          ", run + 1, plan.repeats);
+        let address = contender.address()?;
+        let mode = offer.mode(contender.pool.clients(contender.call));
+        costed(plan, contender.server, || {
+            let measurement =
+                call_load(address, contender.call, contender.pool, mode, plan, &label)?;
+            let rps = measurement.throughput();
+            Ok((measurement, rps))
+        })
+    })?;
     Ok(contenders
         .iter()
         .zip(runs)
@@ -240,6 +232,27 @@ fn table(
             )
         })
         .collect())
+}
+
+/// `plan.repeats` runs of `measure` on each of `targets`, the targets taking turns (the first
+/// run of each, then the second of each, ...) so that a drift of the machine's speed falls on
+/// every target alike; each target's runs, in order. `measure` gets the run's index.
+fn in_turns<Target, Run>(
+    plan: &Plan,
+    targets: &[Target],
+    mut measure: impl FnMut(&Target, usize) -> Result<Run>,
+) -> Result<Vec<Vec<Run>>> {
+    let mut runs: Vec<Vec<Run>> = targets
+        .iter()
+        .map(|_| Vec::with_capacity(plan.repeats))
+        .collect();
+    for run in 0..plan.repeats {
+        for (target, runs) in targets.iter().zip(&mut runs) {
+            runs.push(measure(target, run)?);
+            eprintln!();
+        }
+    }
+    Ok(runs)
 }
 
 /// One run of `call` to `address` through `pool` under `mode`.
@@ -660,7 +673,7 @@ pub(crate) fn redis_added(plan: &Plan) -> Result<(Vec<LatencyRow>, Option<Memory
 }
 
 /// `repeats` h2load runs of `call` (the gRPC rpc `rpc`) against each of `servers` (2
-/// connections × 500 streams), the servers taking turns as in [`table`], the medians shown,
+/// connections × 500 streams), the servers taking turns ([`in_turns`]), the medians shown,
 /// with what each server spent.
 fn h2load_table(
     plan: &Plan,
@@ -672,34 +685,27 @@ fn h2load_table(
     let (path, message) = call.grpc().context("h2load makes gRPC calls")?;
     let body = tempfile::NamedTempFile::new()?;
     std::fs::write(body.path(), h2load::request_body(&message))?;
-    let mut runs: Vec<Vec<_>> = servers
-        .iter()
-        .map(|_| Vec::with_capacity(plan.repeats))
-        .collect();
-    for run in 0..plan.repeats {
-        for (server, runs) in servers.iter().zip(&mut runs) {
-            eprint!(
-                "\r  gRPC {rpc}, h2load, {} (run {}/{})          ",
-                server.name,
-                run + 1,
-                plan.repeats
-            );
-            runs.push(costed(plan, server, || {
-                let figures = h2load::run(
-                    program,
-                    server.address,
-                    path,
-                    body.path(),
-                    (2, 500),
-                    plan.timing,
-                    plan.load_core,
-                )?;
-                let rps = figures.rps;
-                Ok((figures, rps))
-            })?);
-            eprintln!();
-        }
-    }
+    let runs = in_turns(plan, servers, |server, run| {
+        eprint!(
+            "\r  gRPC {rpc}, h2load, {} (run {}/{})          ",
+            server.name,
+            run + 1,
+            plan.repeats
+        );
+        costed(plan, server, || {
+            let figures = h2load::run(
+                program,
+                server.address,
+                path,
+                body.path(),
+                (2, 500),
+                plan.timing,
+                plan.load_core,
+            )?;
+            let rps = figures.rps;
+            Ok((figures, rps))
+        })
+    })?;
     Ok(servers
         .iter()
         .zip(runs)
