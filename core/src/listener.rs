@@ -108,9 +108,41 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// How often a bind to port 0 is tried again when the port the kernel picked is still held by
+/// another layotto-rs process (which closed its sockets there and is about to let go of it).
+const PORT_0_ATTEMPTS: usize = 8;
+
 /// Binds `shards` SO_REUSEPORT sockets for `address`. With port 0 the first socket picks the port
-/// and the others join it.
+/// and the others join it; a port another layotto-rs process still holds is given back and
+/// another picked.
 pub fn bind(name: &str, address: SocketAddr, shards: usize) -> Result<BoundListener, CoreError> {
+    let attempts = if address.port() == 0 {
+        PORT_0_ATTEMPTS
+    } else {
+        1
+    };
+    retry_while_in_use(attempts, || bind_once(name, address, shards))
+}
+
+/// Runs `bind` up to `attempts` times while it fails with "address in use".
+fn retry_while_in_use<T>(
+    attempts: usize,
+    mut bind: impl FnMut() -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
+    let mut attempt = 1;
+    loop {
+        match bind() {
+            Err(CoreError::Bind { source, .. })
+                if attempt < attempts && source.kind() == ErrorKind::AddrInUse =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn bind_once(name: &str, address: SocketAddr, shards: usize) -> Result<BoundListener, CoreError> {
     let bind_err = |source| CoreError::Bind {
         listener: name.to_owned(),
         address,
@@ -248,6 +280,31 @@ mod tests {
         let address = first.address;
         drop(first);
         assert!(bind("third", address, 1).is_ok());
+    }
+
+    #[test]
+    fn a_port_in_use_is_tried_again_as_often_as_allowed_and_other_errors_are_not() {
+        let failing = |kind: ErrorKind, failures: usize| {
+            let mut calls = 0;
+            move || {
+                calls += 1;
+                if calls <= failures {
+                    Err(CoreError::Bind {
+                        listener: "t".into(),
+                        address: "127.0.0.1:0".parse().unwrap(),
+                        source: std::io::Error::from(kind),
+                    })
+                } else {
+                    Ok(calls)
+                }
+            }
+        };
+        assert_eq!(
+            retry_while_in_use(3, failing(ErrorKind::AddrInUse, 2)).unwrap(),
+            3
+        );
+        assert!(retry_while_in_use(2, failing(ErrorKind::AddrInUse, 2)).is_err());
+        assert!(retry_while_in_use(3, failing(ErrorKind::PermissionDenied, 1)).is_err());
     }
 
     #[test]

@@ -1324,7 +1324,12 @@ impl LocalExecutor {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
-            if self.need_preempt() {
+            // layotto-rs (patch 0009): a round runs at least one task queue, even if preemption
+            // is already due. Upstream broke out before running anything and returned false;
+            // the caller then parked, and when what made preemption due woke no task (a
+            // completion nobody waits for on the latency ring, a time slice shorter than a
+            // tick of the coarse clock), it slept with ready tasks until some other event came.
+            if ran && self.need_preempt() {
                 break;
             }
             if !self.run_one_task_queue() {
@@ -1373,7 +1378,8 @@ impl LocalExecutor {
             let mut tasks_executed_this_loop = 0;
             loop {
                 let mut queue_ref = queue.borrow_mut();
-                if self.need_preempt() || queue_ref.yielded() {
+                // layotto-rs (patch 0009): a queue that was picked runs at least one task.
+                if (tasks_executed_this_loop > 0 && self.need_preempt()) || queue_ref.yielded() {
                     break;
                 }
 
@@ -3042,6 +3048,35 @@ mod test {
         assert!(
             took < Duration::from_secs(30),
             "a 20 ms timer took {took:?}: it waited for the 60 s one armed before"
+        );
+    }
+
+    // layotto-rs (patch 0009): an executor whose preemption is due whenever it looks (a zero
+    // time slice) still runs its tasks; upstream parked with them ready and slept for good.
+    #[test]
+    fn tasks_run_when_preemption_is_due_at_every_look() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::new(Placement::Unbound)
+                .preempt_timer(Duration::ZERO)
+                .make()
+                .unwrap();
+            let sum = ex.run(async {
+                let tasks: Vec<_> = (1..=3u32)
+                    .map(|n| crate::spawn_local(async move { n }))
+                    .collect();
+                let mut sum = 0;
+                for task in tasks {
+                    sum += task.await;
+                }
+                sum
+            });
+            done.send(sum).unwrap();
+        });
+        assert_eq!(
+            finished.recv_timeout(Duration::from_secs(30)),
+            Ok(6),
+            "the executor slept with tasks ready to run"
         );
     }
 

@@ -1881,8 +1881,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            // layotto-rs: arming it enters the kernel, which posts what completed meanwhile
+            // (with COOP_TASKRUN, only then), and collects the cancellation it may need: a task
+            // woken by what that collected is work, and no reason left to sleep for.
+            let mut woke_arming = 0;
             if let Some(dur) = user_timer {
-                self.arm_user_timer(&mut lat_ring, dur)?;
+                self.arm_user_timer(&mut lat_ring, dur, &mut woke_arming)?;
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1894,7 +1898,7 @@ impl Reactor {
             // of upstream's `sys_membarrier()` (one syscall per sleep, and an interrupt of every
             // core running one of the process's threads) paired with no fence.
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            let events = process_remote_channels() + self.flush_syscall_thread();
+            let events = woke_arming + process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
@@ -1925,14 +1929,20 @@ impl Reactor {
 
     /// layotto-rs: makes sure a timer on the latency ring fires within `dur` from now: the one
     /// armed already if it is due no later, else a new one (dropping the old cancels it).
-    fn arm_user_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> io::Result<()> {
+    /// Tasks woken by the completions it collects on the way are counted in `woke`.
+    fn arm_user_timer(
+        &self,
+        lat_ring: &mut SleepableRing,
+        dur: Duration,
+        woke: &mut usize,
+    ) -> io::Result<()> {
         let due = Instant::now() + dur;
         let mut armed = self.user_timer_src.borrow_mut();
         if matches!(&*armed, Some((timer, at)) if timer.is_armed() && *at <= due) {
             return Ok(());
         }
         *armed = Some((lat_ring.prepare_latency_preemption_timer(dur), due));
-        flush_cancellations!(into &mut 0; lat_ring);
+        flush_cancellations!(into woke; lat_ring);
         assert!(flush_rings!(lat_ring)? > 0);
         Ok(())
     }
