@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, default_value = "target/release/layotto")]
         layotto: PathBuf,
         /// An argument added to every `layotto start` (repeatable), e.g.
-        /// `--layotto-arg=--spin-before-park-us=100`.
+        /// `--layotto-arg=--log-level=debug`.
         #[arg(long = "layotto-arg", allow_hyphen_values = true)]
         layotto_args: Vec<String>,
         /// Scenarios: l4, bulk, grpc, dapr, redis-added, memory (comma-separated).

@@ -193,7 +193,7 @@ pub(crate) enum Role {
 pub(crate) struct Layotto {
     /// The binary.
     pub binary: std::path::PathBuf,
-    /// Arguments after the harness's own (`--spin-before-park-us 100`, say).
+    /// Arguments after the harness's own (`--log-level debug`, say).
     pub extra_args: Vec<String>,
 }
 
