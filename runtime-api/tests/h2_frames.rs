@@ -695,3 +695,42 @@ fn a_client_that_answers_keepalive_pings_stays_connected() {
     }
     assert_call_completes(&mut client, 1);
 }
+
+/// h2's check before it sends a message (vendored patch 0005, one pass over the fields): a
+/// request carrying a connection-specific field, or TE other than `trailers`, is refused before
+/// anything is written, and the connection goes on serving calls.
+#[tokio::test(flavor = "current_thread")]
+async fn connection_specific_fields_are_refused_before_they_are_sent() {
+    let tcp = tokio::net::TcpStream::connect(start(GrpcSettings::default()))
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = |fields: &[(&'static str, &'static str)]| {
+        let mut request = http::Request::post("http://test/test.Frames/Count");
+        for (name, value) in fields {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    };
+    for refused in [
+        &[("connection", "close")][..],
+        &[("transfer-encoding", "chunked")],
+        &[("upgrade", "h2c")],
+        &[("keep-alive", "5")],
+        &[("proxy-connection", "keep-alive")],
+        &[("te", "gzip")],
+        &[("te", "trailers"), ("te", "gzip")],
+    ] {
+        let sent = client.send_request(request(refused), true);
+        assert!(sent.is_err(), "{refused:?} was sent");
+    }
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let (response, _) = client.send_request(request(&grpc), true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let mut trailers = response.into_body();
+    while trailers.data().await.is_some() {}
+    let trailers = trailers.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+}
