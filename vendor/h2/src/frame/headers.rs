@@ -114,6 +114,16 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const ALL: u8 = END_STREAM | END_HEADERS | PADDED | PRIORITY;
 
+/// Whether `name` is a connection-specific header field, which HTTP/2 messages must not carry
+/// (RFC 9113 §8.2.2); TE, allowed with the value `trailers`, is left to the callers.
+pub(crate) fn is_connection_header(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == "keep-alive"
+        || *name == "proxy-connection"
+}
+
 // ===== impl Headers =====
 
 impl Headers {
@@ -925,12 +935,7 @@ impl HeaderBlock {
                     // Connection level header fields are not supported and must
                     // result in a protocol error.
 
-                    if name == header::CONNECTION
-                        || name == header::TRANSFER_ENCODING
-                        || name == header::UPGRADE
-                        || name == "keep-alive"
-                        || name == "proxy-connection"
-                    {
+                    if is_connection_header(&name) {
                         tracing::trace!("load_hpack; connection level header");
                         malformed = true;
                     } else if name == header::TE && value != "trailers" {

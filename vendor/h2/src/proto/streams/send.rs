@@ -81,12 +81,7 @@ impl Send {
         // 8.1.2.2. Connection-Specific Header Fields: one pass over the fields (a message has a
         // few) instead of a hash lookup of each forbidden name.
         let illegal = fields.iter().any(|(name, value)| {
-            name == http::header::CONNECTION
-                || name == http::header::TRANSFER_ENCODING
-                || name == http::header::UPGRADE
-                || name == "keep-alive"
-                || name == "proxy-connection"
-                || (name == http::header::TE && value != "trailers")
+            frame::is_connection_header(name) || (name == http::header::TE && value != "trailers")
         });
         if illegal {
             tracing::debug!("illegal connection-specific headers found");
