@@ -1,7 +1,7 @@
 //! layotto-core: what every shard shares — the configuration model, SO_REUSEPORT listeners, the
 //! shard-per-core executors with their drain, the connection-handler contract filters plug into,
-//! shutdown signalling, the connection caps, per-shard counters and histograms, and the metrics
-//! and health registries.
+//! shutdown signalling, the connection caps, per-shard counters and histograms, the metrics
+//! and health registries, and socket reads into uninitialized buffers ([`read_uninit`]).
 //!
 //! Configuration code runs on the main thread before any shard starts; everything under
 //! [`shard`] runs on the pinned shard threads.
@@ -16,6 +16,7 @@ pub mod health;
 pub mod listener;
 pub mod log_levels;
 pub mod metrics;
+pub mod read_uninit;
 pub mod shard;
 pub mod shutdown;
 pub mod stats;

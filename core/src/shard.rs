@@ -347,7 +347,7 @@ struct AcceptContext {
 }
 
 /// Hands a bound, listening socket to glommio, which accepts on it with io_uring. glommio takes
-/// a listener only as a raw fd, hence the one `unsafe` of the workspace. A Unix domain socket is
+/// a listener only as a raw fd, hence one of the workspace's two `unsafe` uses. A Unix domain socket is
 /// adopted the same way: glommio's `TcpListener` and `TcpStream` only accept, read and write
 /// the fd (io_uring accept/recv/send, the same for any stream socket); its TCP-only calls
 /// (`peer_addr`, `set_nodelay`) fail on one and are not relied on.

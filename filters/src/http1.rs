@@ -18,20 +18,20 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite, future::or};
+use futures_lite::{AsyncWrite, future::or, ready};
 use http_body_util::{BodyExt, Limited};
 use hyper::{
     body::Incoming,
     rt::{Executor, ReadBufCursor, Sleep, Timer},
     service::HttpService,
 };
-use layotto_core::shutdown::ShutdownSignal;
+use layotto_core::{read_uninit::ReadUninit, shutdown::ShutdownSignal};
 use tokio::sync::oneshot;
 
 /// Bytes read from the stream per read at most (hyper asks for its own buffer's free room).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A futures-io stream as a hyper transport. Reads go through a buffer of the connection's own
+/// A shard's stream as a hyper transport. Reads go through a buffer of the connection's own
 /// (hyper hands out uninitialised memory, which safe code may only fill by copying into it).
 pub struct HyperIo<S> {
     inner: S,
@@ -48,7 +48,7 @@ impl<S> HyperIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
+impl<S: ReadUninit + Unpin> hyper::rt::Read for HyperIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -56,14 +56,10 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for HyperIo<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let room = buf.remaining().min(this.scratch.len());
-        match Pin::new(&mut this.inner).poll_read(cx, &mut this.scratch[..room]) {
-            Poll::Ready(Ok(n)) => {
-                buf.put_slice(&this.scratch[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => Poll::Pending,
-        }
+        let mut scratch = tokio::io::ReadBuf::new(&mut this.scratch[..room]);
+        ready!(this.inner.poll_read_uninit(cx, &mut scratch))?;
+        buf.put_slice(scratch.filled());
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -180,7 +176,7 @@ where
     S::Error: Into<BoxError>,
     S::ResBody: 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: ReadUninit + AsyncWrite + Unpin + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -9,8 +9,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_lite::{AsyncRead, AsyncWrite};
-use layotto_core::stats::ShardedCounter;
+use futures_lite::AsyncWrite;
+use layotto_core::{read_uninit::ReadUninit, stats::ShardedCounter};
+use tokio::io::ReadBuf;
 
 use crate::chain::{Direction, Observers};
 
@@ -62,17 +63,18 @@ impl<S> ObservedStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for ObservedStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl<S: ReadUninit> ReadUninit for ObservedStream<S> {
+    fn poll_read_uninit(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = read {
-            this.counters.received.add(this.shard, n as u64);
-            this.observers.on_data(Direction::FromDownstream, &buf[..n]);
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = self.inner.poll_read_uninit(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            let new = &buf.filled()[before..];
+            self.counters.received.add(self.shard, new.len() as u64);
+            self.observers.on_data(Direction::FromDownstream, new);
         }
         read
     }

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::AsyncWrite;
+use layotto_core::read_uninit::ReadUninit;
+use tokio::io::ReadBuf;
 
 /// The client connection preface (RFC 9113 section 3.4), which precedes the first frame.
 const PREFACE_LEN: usize = 24;
@@ -187,20 +189,20 @@ impl<S> GuardedStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl<S: ReadUninit> ReadUninit for GuardedStream<S> {
+    fn poll_read_uninit(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.watch.0.borrow().flooded {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.watch.0.borrow().flooded {
             // Read nothing more from a flooding client; the driver is closing the connection.
             return Poll::Pending;
         }
-        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = read {
-            this.watch.0.borrow_mut().observe(&buf[..n]);
+        let before = buf.filled().len();
+        let read = self.inner.poll_read_uninit(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            self.watch.0.borrow_mut().observe(&buf.filled()[before..]);
         }
         read
     }

@@ -20,13 +20,12 @@ use bytes::Bytes;
 use futures_lite::future::{BoxedLocal, or};
 use glommio::net::TcpStream;
 use h2::{Ping, PingPong, RecvStream, server::SendResponse};
-use layotto_core::handler::ConnectionInfo;
+use layotto_core::{handler::ConnectionInfo, read_uninit::TokioIo};
 use layotto_filters::{
     chain::{Observers, Terminal, TerminalFactory},
     observed::{ByteCounters, ObservedStream},
     stream::{StreamFilterFactory, StreamFilters},
 };
-use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::debug;
 
 use super::{
@@ -153,7 +152,7 @@ impl GrpcServer {
             .initial_window_size(s.stream_window)
             .initial_connection_window_size(s.connection_window);
         let handshake_deadline = Instant::now() + s.timeouts.handshake;
-        let handshake = async { Some(builder.handshake::<_, Bytes>(stream.compat()).await) };
+        let handshake = async { Some(builder.handshake::<_, Bytes>(TokioIo::new(stream)).await) };
         let mut connection = match or(handshake, sleep_until(handshake_deadline, None)).await {
             Some(Ok(connection)) => connection,
             Some(Err(err)) => {

@@ -16,7 +16,9 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::AsyncWrite;
+use layotto_core::read_uninit::ReadUninit;
+use tokio::io::ReadBuf;
 
 /// Bytes collected at most before a write must wait for the socket; a write at least this large
 /// that finds the buffer empty goes to the socket directly.
@@ -128,13 +130,13 @@ impl<F: Future, S: AsyncWrite + Unpin> Future for SendOnYield<F, S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for BufferedStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl<S: ReadUninit> ReadUninit for BufferedStream<S> {
+    fn poll_read_uninit(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0.borrow_mut().stream).poll_read(cx, buf)
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.borrow_mut().stream.poll_read_uninit(cx, buf)
     }
 }
 
@@ -219,12 +221,12 @@ mod tests {
         closed: Rc<Cell<bool>>,
     }
 
-    impl AsyncRead for CountingSocket {
-        fn poll_read(
-            self: Pin<&mut Self>,
+    impl ReadUninit for CountingSocket {
+        fn poll_read_uninit(
+            &mut self,
             _: &mut Context<'_>,
-            _: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             Poll::Pending
         }
     }
@@ -368,13 +370,13 @@ mod tests {
         writes: Rc<Cell<usize>>,
     }
 
-    impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
+    impl<S: ReadUninit> ReadUninit for Counted<S> {
+        fn poll_read_uninit(
+            &mut self,
             cx: &mut Context<'_>,
-            buf: &mut [u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.inner).poll_read(cx, buf)
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.inner.poll_read_uninit(cx, buf)
         }
     }
 
@@ -436,7 +438,7 @@ mod tests {
     /// by glommio, answering at once), through the write buffer or not; the client's answered
     /// calls and the writes that reached the socket.
     fn serve_100_calls(buffer: bool) -> (u32, usize) {
-        use tokio_util::compat::FuturesAsyncReadCompatExt;
+        use layotto_core::read_uninit::TokioIo;
         glommio::LocalExecutor::default().run(async move {
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let address = listener.local_addr().unwrap();
@@ -446,9 +448,9 @@ mod tests {
                 inner: listener.accept().await.unwrap(),
                 writes: writes.clone(),
             };
-            async fn serve<T: AsyncRead + AsyncWrite + Unpin + 'static>(stream: T) {
+            async fn serve<T: ReadUninit + AsyncWrite + Unpin + 'static>(stream: T) {
                 let mut connection = h2::server::Builder::new()
-                    .handshake::<_, bytes::Bytes>(stream.compat())
+                    .handshake::<_, bytes::Bytes>(TokioIo::new(stream))
                     .await
                     .unwrap();
                 while let Some(Ok((_, mut respond))) = connection.accept().await {

@@ -6,7 +6,7 @@
 //! This module provides glommio's networking support.
 use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
-use std::{io, os::unix::io::RawFd};
+use std::{io, mem::MaybeUninit, os::unix::io::RawFd};
 
 fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
     let flags =
@@ -53,9 +53,16 @@ fn yolo_peek(fd: RawFd, buf: &mut [u8]) -> Option<io::Result<usize>> {
 }
 
 fn yolo_recv(fd: RawFd, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    // SAFETY: recv only writes bytes the kernel initialized, so `buf` stays initialized.
+    yolo_recv_uninit(fd, unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) })
+}
+
+/// A nonblocking recv into `buf`, which need not be initialized: the kernel writes the bytes
+/// it returns, and on `Some(Ok(n))` the first `n` are initialized.
+fn yolo_recv_uninit(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> Option<io::Result<usize>> {
     match sys::recv_syscall(
         fd,
-        buf.as_mut_ptr(),
+        buf.as_mut_ptr().cast(),
         buf.len(),
         MsgFlags::MSG_DONTWAIT.bits(),
     ) {

@@ -12,6 +12,7 @@ use nix::{poll::PollFlags, sys::socket::MsgFlags};
 use std::{
     cell::Cell,
     io,
+    mem::MaybeUninit,
     net::Shutdown,
     os::unix::io::{AsRawFd, FromRawFd, RawFd},
     rc::{Rc, Weak},
@@ -296,11 +297,23 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         cx: &Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        // SAFETY: `poll_read_uninit` only writes initialized bytes into the region (the
+        // kernel's recv), so `buf` stays initialized.
+        self.poll_read_uninit(cx, unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) })
+    }
+
+    /// As `poll_read`, into memory that need not be initialized; on `Ok(n)` the first `n`
+    /// bytes of `buf` are.
+    pub(crate) fn poll_read_uninit(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
         if self.read_may_succeed(reactor) {
-            match super::yolo_recv(self.stream.as_raw_fd(), buf) {
+            match super::yolo_recv_uninit(self.stream.as_raw_fd(), buf) {
                 Some(result) => {
                     self.read_timeout.cancel_timer(reactor);
                     let result = poll_err!(result);
@@ -465,6 +478,18 @@ impl<S> GlommioStream<S, NonBuffered> {
             rx_buf,
             rx_done: self.rx_done,
         }
+    }
+}
+
+impl<S: AsRawFd> GlommioStream<S, NonBuffered> {
+    /// As `poll_read`, into memory that need not be initialized (an unbuffered stream reads
+    /// straight from the socket); on `Ok(n)` the first `n` bytes of `buf` are initialized.
+    pub(crate) fn poll_read_uninit(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_read_uninit(cx, buf)
     }
 }
 

@@ -22,6 +22,7 @@ use pin_project_lite::pin_project;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     io,
+    mem::MaybeUninit,
     net::{self, Shutdown, SocketAddr, ToSocketAddrs},
     os::unix::io::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd},
     pin::Pin,
@@ -729,6 +730,20 @@ impl<B: Buffered + Unpin> AsyncBufRead for TcpStream<B> {
 
     fn consume(mut self: Pin<&mut Self>, amt: usize) {
         self.stream.consume(amt);
+    }
+}
+
+impl TcpStream<NonBuffered> {
+    /// Reads into `buf`, which need not be initialized: for callers that read into spare
+    /// capacity (a `BytesMut`, tokio's `ReadBuf`) without zeroing it first. As
+    /// `AsyncRead::poll_read` otherwise; on `Ok(n)` the first `n` bytes of `buf` are
+    /// initialized.
+    pub fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream.poll_read_uninit(cx, buf)
     }
 }
 
